@@ -17,15 +17,28 @@ from typer.core import TyperGroup
 from medattn.errors import MedattnError
 
 
+def _dashify(token: str) -> str:
+    """``--data_dir=x`` → ``--data-dir=x``: every option also answers to its underscore spelling
+    (the original project's flags, and what ``mlflow run -P name=value`` passes through)."""
+    if not token.startswith("--") or token == "--":
+        return token
+    name, eq, value = token.partition("=")
+    return name.replace("_", "-") + eq + value
+
+
 class _Group(TyperGroup):
-    """Click group that prints :class:`MedattnError` as ``Error: <sentence>`` and exits 2."""
+    """Click group that accepts underscore option spellings and prints :class:`MedattnError` as
+    ``Error: <sentence>`` with exit code 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:  # noqa: D102 - click API
+        return super().parse_args(ctx, [_dashify(a) for a in args])
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         try:
             return super().invoke(ctx)
         except MedattnError as exc:
             click.echo(f"Error: {exc}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(
@@ -68,13 +81,414 @@ DataDirOpt = Annotated[
 # --------------------------------------------------------------------------------------------
 # medattn data ...
 # --------------------------------------------------------------------------------------------
+UncertainOpt = Annotated[
+    str,
+    typer.Option(
+        "--uncertain",
+        help="mimic-cxr only: uncertain (-1) Pleural Effusion labels are left out (ignore) or become 0 (zeros) or 1 (ones).",
+    ),
+]
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write labels.csv, images/ and masks/ into.")],
+    n: Annotated[int, typer.Option("--n", help="Number of images (half of them with lesions).")] = 600,
+    img_size: Annotated[
+        int, typer.Option("--img-size", "--imgsize", "--img_size", help="Image side in pixels (at least 32).")
+    ] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed writes byte-identical files.")] = 0,
+) -> None:
+    """Write the synthetic demo set: fundus-like images, lesion labels and ground-truth masks."""
+    from medattn.data import write_synthetic
+
+    folder = write_synthetic(out, n=n, img_size=img_size, seed=seed)
+    typer.echo(f"Wrote {n} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: DatasetOpt,
+    data_dir: DataDirOpt,
+    img_size: Annotated[
+        int,
+        typer.Option("--img-size", "--imgsize", "--img_size", help="Side of the cached images; train with the same --img-size."),
+    ] = 224,
+    uncertain: UncertainOpt = "ignore",
+) -> None:
+    """Decode and resize every image once into a memory-mappable uint8 cache that loaders use when present."""
+    from medattn.data import prepare_cache
+
+    folder = prepare_cache(dataset, data_dir, img_size=img_size, uncertain=uncertain)
+    typer.echo(f"Wrote the {img_size} px uint8 cache (images.npy, manifest.csv) to {folder}")
+
+
+@data_app.command("check")
+def data_check(
+    dataset: DatasetOpt,
+    data_dir: DataDirOpt,
+    uncertain: UncertainOpt = "ignore",
+    low_data_regimen: Annotated[
+        bool,
+        typer.Option("--low-data-regimen", "--low_data_regimen", help="Also check the low-data regimen's train subsample."),
+    ] = False,
+    perc_train: Annotated[
+        float,
+        typer.Option("--perc-train", "--perc_train", help="Fraction of training images kept in the low-data regimen, in (0, 1]."),
+    ] = 1.0,
+) -> None:
+    """Report every problem of a data folder at once, then images and positives per split (exit 2 on problems)."""
+    from medattn.data import check_data
+
+    report = check_data(
+        dataset, data_dir, uncertain=uncertain, low_data_regimen=low_data_regimen, perc_train=perc_train
+    )
+    for problem in report.problems:
+        typer.echo(f"Error: {problem}", err=True)
+    for note in report.notes:
+        typer.echo(f"Note: {note}")
+    if len(report.summary):
+        typer.echo(report.summary.to_string(index=False))
+    if not report.ok:
+        typer.echo(f"Found {len(report.problems)} problem(s) in {data_dir} ({report.dataset}).", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"Checked {int(report.summary['images'].sum())} images of {report.dataset} in {data_dir}: no problems.")
+
 
 
 # --------------------------------------------------------------------------------------------
 # medattn models
 # --------------------------------------------------------------------------------------------
+@app.command("models")
+def models_command(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Also build this model and report how its initial weights load "
+            "(check a --weights file before training).",
+        ),
+    ] = None,
+    pretrained: Annotated[
+        str, typer.Option("--pretrained", help="With --model: initial weights, imagenet or none.")
+    ] = "none",
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="With --model: a local state_dict / timm checkpoint instead of the download."),
+    ] = None,
+    init: Annotated[
+        str,
+        typer.Option("--init", help="With --model: fair (every backbone initialised) or paper (the original project's)."),
+    ] = "fair",
+    head: Annotated[str, typer.Option("--head", help="With --model: pool or flatten.")] = "pool",
+    img_size: Annotated[int, typer.Option("--img-size", "--imgsize", help="With --model: input side in pixels.")] = 224,
+    nr_layers: Annotated[
+        int, typer.Option("--nr-layers", "--nr_layers", help="With --model: DeiT blocks (only for ViT).")
+    ] = 12,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="With --model: output classes.")] = 2,
+) -> None:
+    """List the models: architecture, attention placement and parameter count."""
+    # Imported here so that `medattn --help` does not pay for importing torch.
+    from medattn.models import canonical_model_name, count_parameters, create_model, model_table
+
+    if model is not None:
+        model = canonical_model_name(model)  # a typo fails before the table is printed
+    rows = model_table()
+    header = ("name", "architecture", "attention", "params", "placement")
+    cells = [(r["name"], r["architecture"], r["attention"], f"{r['params']:,}", r["placement"]) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (header, tuple("-" * w for w in widths), *cells):
+        typer.echo("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+    typer.echo("Parameters counted at num_classes=2, img_size=224, head=pool, 12 DeiT blocks.")
+    if model is not None:
+        built = create_model(
+            model,
+            num_classes,
+            pretrained=pretrained,
+            weights=weights,
+            head=head,
+            nr_layers=nr_layers,
+            img_size=img_size,
+            init=init,
+        )
+        report = built.weights_report
+        typer.echo(f"{model}: {count_parameters(built):,} parameters at img_size={img_size}, head={head}.")
+        typer.echo(report.summary() if report is not None else "No weights loaded: every tensor starts at random init.")
+
 
 
 # --------------------------------------------------------------------------------------------
 # medattn train / test / demo
 # --------------------------------------------------------------------------------------------
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db "
+        "(artifacts in <cwd>/mlruns).",
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N. (default: auto)")
+]
+GpuIdOpt = Annotated[int | None, typer.Option("--gpu-id", "--gpu_id", help="Use cuda:N (same as --device cuda:N).")]
+
+
+def _done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) -> None:
+    """The final line of every command: what was logged where and how to look at it."""
+    from medattn import tracking
+
+    exp = ""
+    if experiment_id is not None:
+        import mlflow
+
+        exp = f" in experiment {mlflow.get_experiment(experiment_id).name!r}"
+    typer.echo(f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (the seed's APTOS, ISIC2020, MIMICCXR accepted). (default: demo)")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Folder with the data set in its on-disk layout (SPEC §2). (default: demo_data)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="densenet121 | resnet50 | se_densenet121 | se_resnet50 | cbam_densenet121 | cbam_resnet50 | deit_tiny (seed spellings accepted). (default: resnet50)")] = None,
+    low_data_regimen: Annotated[bool | None, typer.Option("--low-data-regimen/--no-low-data-regimen", "--low_data_regimen", help="Train on a stratified subsample of the training split (see --perc-train); val/test unchanged.", show_default=False)] = None,
+    perc_train: Annotated[float | None, typer.Option("--perc-train", "--perc_train", help="Fraction of the training split used in the low-data regimen, in (0, 1]. (default: 1.0)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "--batchsize", help="Batch size for training and validation. (default: 32)")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", "--imgsize", help="Image side after the transforms, in pixels (a multiple of 16 for deit_tiny). (default: 224)")] = None,
+    resize: Annotated[str | None, typer.Option("--resize", help="direct_resize | resizeshortest_randomcrop. (default: direct_resize)")] = None,
+    class_weights: Annotated[bool | None, typer.Option("--class-weights/--no-class-weights", "--classweights", help="Weight the loss by balanced class weights of the training split.", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of training epochs (with --resume: the new total). (default: 10)")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate. (default: 1e-4)")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="Adam weight decay. (default: 0)")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Learning-rate schedule: none | cosine. (default: none)")] = None,
+    select_metric: Annotated[str | None, typer.Option("--select-metric", help="Metric that picks checkpoints/best.pt: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes. (default: 0)")] = None,
+    device: DeviceOpt = None,
+    gpu_id: GpuIdOpt = None,
+    save_freq: Annotated[int | None, typer.Option("--save-freq", "--save_freq", help="Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off). (default: 0)")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue this MLflow run from its checkpoints/last.pt (same run, no duplicate steps).")] = None,
+    ckpt: Annotated[str | None, typer.Option("--ckpt", help="Start from a local checkpoint file (weights, optimiser and epoch) in a new run.")] = None,
+    nr_layers: Annotated[int | None, typer.Option("--nr-layers", "--nr_layers", help="Transformer blocks of deit_tiny. (default: 12)")] = None,
+    pretrained: Annotated[str | None, typer.Option("--pretrained", help="imagenet | none. (default: imagenet for real data sets, none for demo)")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Local ImageNet state_dict/checkpoint for the backbone (machines without network).")] = None,
+    head: Annotated[str | None, typer.Option("--head", help="pool (global average pool + linear) | flatten (the original project's linear over the flattened feature map). (default: pool)")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from scratch, as the original). (default: fair)")] = None,
+    multiclass: Annotated[bool | None, typer.Option("--multiclass/--binary", help="APTOS: 5-grade task instead of referable DR (diagnosis > 0).", show_default=False)] = None,
+    uncertain: Annotated[str | None, typer.Option("--uncertain", help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones. (default: ignore)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of initialisation, shuffling and augmentation (splits always use 42). (default: 42)")] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (ignored on CPU). (default: amp)", show_default=False)] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML experiment file (experiments/*.yaml); command-line options override it.")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment. (default: medattn-<dataset>)")] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="MLflow run name. (default: <model>-<dataset>)")] = None,
+    register: Annotated[bool | None, typer.Option("--register/--no-register", help="Register the model as medattn-<dataset> in the model registry.", show_default=False)] = None,
+    system_metrics: Annotated[bool | None, typer.Option("--system-metrics/--no-system-metrics", help="Log CPU/GPU/memory system metrics. (default: on)", show_default=False)] = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow."""
+    from medattn import api
+
+    if gpu_id is not None:
+        device = f"cuda:{gpu_id}"
+    overrides = dict(
+        dataset=dataset, data_dir=data_dir, model=model, low_data_regimen=low_data_regimen, perc_train=perc_train,
+        batch_size=batch_size, img_size=img_size, resize=resize, class_weights=class_weights, epochs=epochs, lr=lr,
+        weight_decay=weight_decay, scheduler=scheduler, select_metric=select_metric, num_workers=num_workers,
+        device=device, save_freq=save_freq, ckpt=ckpt, nr_layers=nr_layers, pretrained=pretrained, weights=weights,
+        head=head, init=init, multiclass=multiclass, uncertain=uncertain, seed=seed, amp=amp, compile=compile,
+        experiment=experiment, run_name=run_name, register=register, system_metrics=system_metrics,
+        tracking_uri=tracking_uri,
+    )
+    cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
+    result = api.train(cfg)
+    best = result.best_metrics
+    typer.echo(
+        f"best epoch {result.best_epoch}: "
+        + ", ".join(f"{k}={best[k]:.4f}" for k in ("val_loss", "val_auc", "val_balanced_accuracy") if k in best)
+    )
+    if result.registered_version:
+        typer.echo(f"registered as {result.config['dataset'] and 'medattn-' + result.config['dataset']} version {result.registered_version}")
+    _done("train", result.run_id, result.tracking_uri, result.experiment_id)
+
+
+@app.command("test")
+def test_cmd(
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Training run whose checkpoints/best.pt is tested.")] = None,
+    model_uri: Annotated[str | None, typer.Option("--model-uri", help="Registered model, e.g. models:/medattn-demo@champion or models:/medattn-demo/3.")] = None,
+    ckpt: Annotated[str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")] = None,
+    split: Annotated[str, typer.Option("--split", help="test | validation | train (the seed's Test/Validation/Train accepted).")] = "test",
+    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--batchsize", help="Inference batch size.")] = 64,
+    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes.")] = 0,
+    device: DeviceOpt = None,
+    gpu_id: GpuIdOpt = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the 95 % CIs of AUC and balanced accuracy.")] = 1000,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment of the test run. (default: the training run's)")] = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and
+    confusion-matrix figures, logged to a new run tagged with its source run."""
+    from medattn import api
+
+    if gpu_id is not None:
+        device = f"cuda:{gpu_id}"
+    if n_boot < 0:
+        raise MedattnError(f"--n-boot must be 0 or more, got {n_boot}.")
+    cfg = api.TestConfig(
+        run_id=run_id, model_uri=model_uri, ckpt=ckpt, split=split, data_dir=data_dir, batch_size=batch_size,
+        num_workers=num_workers, device=device or "auto", tracking_uri=tracking_uri, experiment=experiment,
+        n_boot=n_boot,
+    )
+    result = api.test(cfg)
+    m = result.metrics
+    typer.echo(
+        f"test AUC {m.get('test_auc', float('nan')):.4f} "
+        f"[{m.get('test_auc_ci_low', float('nan')):.4f}, {m.get('test_auc_ci_high', float('nan')):.4f}], "
+        f"balanced accuracy {m.get('test_balanced_accuracy', float('nan')):.4f}, "
+        f"sensitivity {m.get('test_sensitivity', float('nan')):.4f}, specificity {m.get('test_specificity', float('nan')):.4f}"
+    )
+    _done("test", result.run_id, result.tracking_uri)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[str, typer.Option("--data-dir", help="Where the synthetic demo set is written (reused if present).")] = "demo_data",
+    n: Annotated[int, typer.Option("--n", help="Images in the synthetic set.")] = 400,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated variants to train.")] = ",".join(
+        ("resnet50", "se_resnet50", "cbam_resnet50", "densenet121", "se_densenet121", "cbam_densenet121", "deit_tiny")
+    ),
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per model. (default: 4, from the demo config)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML with training settings replacing the demo defaults (experiments/demo.yaml).")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment of the demo runs.")] = "medattn-demo",
+    device: DeviceOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """End to end on CPU: synthesise the demo set, train and test each variant, print a comparison."""
+    from medattn import api
+
+    if n < 20:
+        raise MedattnError(f"--n must be at least 20 so that every split holds both classes, got {n}.")
+    cfg = api.DemoConfig(
+        data_dir=data_dir, n=n, models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        config_file=str(config) if config else None, epochs=epochs, tracking_uri=tracking_uri,
+        experiment=experiment, device=device or "auto",
+    )
+    result = api.demo(cfg, echo=typer.echo)
+    typer.echo("")
+    typer.echo(result.table.drop(columns=["train_run"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _done("demo", result.parent_run_id, result.tracking_uri)
+
+
+@app.command("grid")
+def grid_cmd(
+    config: Annotated[Path, typer.Option("--config", help="YAML experiment file with a 'grid' (e.g. experiments/paper/aptos2019.yaml).")],
+    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Data folder for every cell.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Pin the model axis to one variant.")] = None,
+    perc_train: Annotated[float | None, typer.Option("--perc-train", "--perc_train", help="Pin the training-fraction axis to one value.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the epochs of every cell.")] = None,
+    device: DeviceOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
+) -> None:
+    """Train every cell of an experiment grid (models × training fractions), one run per cell."""
+    from medattn import api
+
+    overrides = dict(data_dir=data_dir, model=model, perc_train=perc_train, epochs=epochs, device=device,
+                     tracking_uri=tracking_uri)
+    cells = api.grid_cells(config, overrides)
+    if dry_run:
+        for cfg in cells:
+            typer.echo(f"{cfg.data.dataset}  {cfg.model.model}  perc_train={cfg.data.perc_train:g}  epochs={cfg.optim.epochs}")
+        typer.echo(f"{len(cells)} cells")
+        return
+    results = api.grid(config, overrides, echo=typer.echo)
+    typer.echo(f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
+               f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}")
+
+
+# --------------------------------------------------------------------------------------------
+# medattn search / promote
+# --------------------------------------------------------------------------------------------
+@app.command("search")
+def search_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (seed spellings accepted).")] = "demo",
+    model: Annotated[str, typer.Option("--model", help="Architecture every trial trains (densenet121, se_resnet50, cbam_resnet50, deit_tiny, ...).")] = "resnet50",
+    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Folder with the data set. (default: the config file's, else demo_data)")] = None,
+    n_trials: Annotated[int, typer.Option("--n-trials", help="Trials this invocation adds to the study (at least 1).")] = 20,
+    storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as postgresql://user@host/db; an existing study is resumed.")] = "sqlite:///optuna.db",
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Optuna study name; reuse it to add trials. (default: medattn-<dataset>-<model>-<metric>)")] = None,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Trials run in parallel threads of this process (for more, start several processes on one RDB storage).")] = 1,
+    metric: Annotated[str, typer.Option("--metric", help="Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best checkpoint is chosen by it too.")] = "val_auc",
+    mode: Annotated[str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML experiment file with the fixed training options (experiments/*.yaml).")] = None,
+    lr_min: Annotated[float, typer.Option("--lr-min", help="Lower end of the log-uniform learning-rate range.")] = 1e-6,
+    lr_max: Annotated[float, typer.Option("--lr-max", help="Upper end of the log-uniform learning-rate range.")] = 1e-2,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes the search chooses from.")] = "8,16,32,64",
+    img_size: Annotated[int | None, typer.Option("--img-size", "--img_size", help="Image side in pixels. (default: the config file's, else 224)")] = None,
+    prune_startup_trials: Annotated[int, typer.Option("--prune-startup-trials", help="MedianPruner: no pruning until this many trials have completed.")] = 5,
+    prune_warmup_epochs: Annotated[int, typer.Option("--prune-warmup-epochs", help="MedianPruner: no trial is pruned during its first N epochs.")] = 1,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment of the search and its trial runs. (default: medattn-<dataset>)")] = None,
+    device: DeviceOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler (a resumed study adds its trial count to it).")] = 0,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
+    median pruning per epoch, one parent MLflow run with one nested training run per trial."""
+    from medattn import api, tracking
+    from medattn.search import parse_batch_sizes
+
+    cfg = api.SearchConfig(
+        dataset=dataset, model=model, data_dir=data_dir, n_trials=n_trials, storage=storage, study_name=study_name,
+        n_jobs=n_jobs, metric=metric, mode=mode, epochs=epochs, config_file=str(config) if config else None,
+        lr_min=lr_min, lr_max=lr_max, batch_sizes=parse_batch_sizes(batch_sizes), img_size=img_size, device=device,
+        experiment=experiment, tracking_uri=tracking_uri, seed=seed, prune_startup_trials=prune_startup_trials,
+        prune_warmup_epochs=prune_warmup_epochs,
+    )
+    result = api.search(cfg)
+    counts = {s: sum(1 for v in result.states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    typer.echo(
+        f"{len(result.states)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"{counts['FAIL']} failed; the study now holds {result.n_study_trials}."
+    )
+    if result.best_value is not None:
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+        typer.echo(f"best {metric} {result.best_value:.4f} with {params} (run {result.best_trial_run_id})")
+    else:
+        typer.echo("no trial of the study has completed yet.")
+    import mlflow
+
+    exp = mlflow.get_experiment(result.experiment_id).name
+    typer.echo(
+        f"Logged search run {result.parent_run_id} with {len(result.trial_run_ids)} nested trial runs in experiment "
+        f"{exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
+        f"view it with: {tracking.ui_command(result.tracking_uri)}"
+    )
+
+
+@app.command("promote")
+def promote_cmd(
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment whose finished training runs compete. (default: medattn-<dataset>)")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs of this data set compete; names the default experiment. (default: demo)")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Metric that ranks the runs: best_<metric> when logged, else its last value.")] = "val_auc",
+    mode: Annotated[str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")] = None,
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias moved to the best run's model version.")] = "champion",
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Register the best finished training run's model as medattn-<dataset> (if not yet) and move
+    the alias (champion) to that version; idempotent."""
+    from medattn import api, tracking
+
+    result = api.promote(api.PromoteConfig(
+        experiment=experiment, dataset=dataset, metric=metric, mode=mode, alias=alias, tracking_uri=tracking_uri,
+    ))
+    typer.echo(result.describe())
+    typer.echo(
+        f"best run {result.run_id} ({result.variant}, {result.metric}={result.value:.4f}) in experiment "
+        f"{result.experiment!r}" + (f"; registered as version {result.version}" if result.registered else "")
+    )
+    what = "Set" if result.changed else "Kept"
+    typer.echo(
+        f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
+        f"{result.tracking_uri}; load it with {result.model_uri}; view it with: {tracking.ui_command(result.tracking_uri)}"
+    )

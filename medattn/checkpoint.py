@@ -1,0 +1,96 @@
+"""Checkpoint files: what ``best.pt``, ``last.pt`` and ``epoch_XXXX.pt`` hold, written atomically.
+
+Every checkpoint embeds the resolved config, so a file alone is enough to rebuild its model
+(``medattn test --ckpt PATH``). Tensors are stored on the CPU so that a checkpoint written on a GPU
+loads on a CPU-only machine and vice versa. Only plain containers, numbers, strings and tensors are
+stored, so loading uses ``torch.load(weights_only=True)``: no arbitrary code runs on load.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medattn.errors import MedattnError
+
+FORMAT = "medattn-checkpoint-v1"
+
+
+def to_cpu(obj: Any) -> Any:
+    """Recursively move tensors to the CPU (detached)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states (weights-only-safe containers)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (CUDA states only where GPUs are present)."""
+    random.setstate(_tuplify(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return tuple(_tuplify(v) for v in obj)
+    if isinstance(obj, tuple):
+        return tuple(_tuplify(v) for v in obj)
+    return obj
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus the format marker) atomically: a temporary file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, **to_cpu(payload)}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a medattn checkpoint onto the CPU.
+
+    Raises:
+        MedattnError: the file is missing, truncated, or not a medattn checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedattnError(f"checkpoint {str(path)!r} does not exist; check the path.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError):
+        raise MedattnError(
+            f"checkpoint {str(path)!r} is truncated or corrupt; use another checkpoint (e.g. best.pt or an epoch_XXXX.pt)."
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise MedattnError(
+            f"{str(path)!r} is not a medattn checkpoint (no config inside); pass a checkpoints/*.pt file written by medattn train."
+        )
+    return data

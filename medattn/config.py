@@ -1,0 +1,316 @@
+"""Frozen run configurations, composed from shared parts, and YAML experiment files.
+
+A config is built in three layers: dataclass defaults < the YAML file given with ``--config`` <
+options given on the command line. YAML files are flat mappings whose keys are the option names
+(dash or underscore spelling: ``batch-size`` or ``batch_size``); unknown keys are an error with a
+suggestion. The resolved config is logged to MLflow both as params and as ``config.yaml``.
+
+Example (``experiments/demo.yaml``)::
+
+    dataset: demo
+    img_size: 64
+    epochs: 4
+    lr: 1.0e-3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medattn.errors import ConfigError
+
+RESIZE_MODES = ("direct_resize", "resizeshortest_randomcrop")
+HEADS = ("pool", "flatten")
+INITS = ("fair", "paper")
+PRETRAINED = ("imagenet", "none")
+SCHEDULERS = ("none", "cosine")
+UNCERTAIN = ("ignore", "zeros", "ones")
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how it is split, subsampled and resized."""
+
+    dataset: str = "demo"
+    data_dir: str = "demo_data"
+    img_size: int = 224
+    resize: str = "direct_resize"
+    low_data_regimen: bool = False
+    perc_train: float = 1.0
+    multiclass: bool = False
+    uncertain: str = "ignore"
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which architecture and how it is initialised."""
+
+    model: str = "resnet50"
+    pretrained: str | None = None  # None: "imagenet" for real data sets, "none" for demo
+    weights: str | None = None
+    head: str = "pool"
+    nr_layers: int = 12
+    init: str = "fair"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How the model is optimised."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    class_weights: bool = False
+    select_metric: str = "val_loss"
+    seed: int = 42
+    amp: bool = True
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where and how the run is tracked."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    run_name: str | None = None
+    register: bool = False
+    save_freq: int = 0
+    system_metrics: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``medattn train`` needs; see :func:`build_train_config`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    device: str = "auto"
+    resume: str | None = None
+    ckpt: str | None = None
+
+    def flat(self) -> dict[str, Any]:
+        """All options as one flat mapping (the MLflow params and ``config.yaml``)."""
+        out: dict[str, Any] = {}
+        for part in (self.data, self.model, self.optim, self.tracking):
+            out.update(dataclasses.asdict(part))
+        out.update(device=self.device, resume=self.resume, ckpt=self.ckpt)
+        return out
+
+    @property
+    def pretrained(self) -> str:
+        """The effective ``pretrained`` value (default: ``none`` for demo, ``imagenet`` otherwise)."""
+        if self.model.pretrained is not None:
+            return self.model.pretrained
+        return "none" if self.data.dataset == "demo" else "imagenet"
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "tracking": TrackingConfig}
+_TOP = ("device", "resume", "ckpt")
+# keys of the resolved config that are about one invocation, not about the experiment
+_NOT_IN_YAML = ("resume", "ckpt")
+
+
+def _key(name: str) -> str:
+    return str(name).strip().replace("-", "_")
+
+
+def _all_keys() -> dict[str, str]:
+    keys = {f.name: sec for sec, cls in _SECTIONS.items() for f in fields(cls)}
+    keys.update({k: "" for k in _TOP})
+    return keys
+
+
+# accepted spellings from the original project (and the paper's YAML habits)
+KEY_ALIASES = {
+    "batchsize": "batch_size",
+    "imgsize": "img_size",
+    "classweights": "class_weights",
+    "model_name": "model",
+    "arch": "model",
+}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read an experiment YAML file into a flat mapping with canonical (underscore) keys.
+
+    Args:
+        path: a ``.yaml`` file holding a flat mapping of option names to values.
+
+    Returns:
+        The mapping, keys normalised; a ``grid`` entry (used by ``medattn grid``) is kept as is.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, not a mapping, or has unknown keys.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass an existing YAML file to --config.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}; fix the syntax.") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of option names to values.")
+    known = _all_keys()
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = KEY_ALIASES.get(_key(k), _key(k))
+        if key == "grid":
+            out[key] = v
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise ConfigError(f"unknown option {k!r} in config file {str(p)!r}{hint}")
+        out[key] = v
+    return out
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Convert YAML/CLI values to the field's type (YAML may give ``1e-4`` as a string)."""
+    if value is None:
+        return None
+    typ = {f.name: f.type for f in fields(cls)}[name]
+    try:
+        if typ == "int":
+            return int(value)
+        if typ == "float":
+            return float(value)
+        if typ == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("true", "yes", "1", "on"):
+                    return True
+                if low in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ in ("str", "str | None"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {name!r} has value {value!r}, which is not a valid {typ}.") from None
+    return value
+
+
+def build_train_config(overrides: Mapping[str, Any] | None = None, *, config_file: str | Path | None = None) -> TrainConfig:
+    """Compose a :class:`TrainConfig` from defaults, an optional YAML file and overrides.
+
+    Args:
+        overrides: option name → value; ``None`` values are ignored (not given on the CLI).
+        config_file: a YAML experiment file (``experiments/*.yaml``).
+
+    Returns:
+        The validated, frozen config. Dataset and model names are canonicalised.
+
+    Raises:
+        ConfigError: an unknown key or an invalid value.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update({k: v for k, v in load_yaml(config_file).items() if k != "grid"})
+    known = _all_keys()
+    for k, v in (overrides or {}).items():
+        key = KEY_ALIASES.get(_key(k), _key(k))
+        if key not in known:
+            raise ConfigError(f"unknown option {k!r}.")
+        if v is not None:
+            values[key] = v
+    parts: dict[str, Any] = {}
+    for sec, cls in _SECTIONS.items():
+        kw = {f.name: _coerce(cls, f.name, values[f.name]) for f in fields(cls) if f.name in values}
+        parts[sec] = cls(**kw)
+    top = {k: (str(values[k]) if values.get(k) is not None else None) for k in _TOP if k in values}
+    cfg = TrainConfig(**parts, **top)
+    return validate(cfg)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check value ranges and canonicalise names; returns the (possibly renamed) config."""
+    from medattn.data import DATASETS
+    from medattn.models import canonical_model_name
+
+    d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.tracking
+    dataset = DATASETS.canonical(d.dataset)
+    model = canonical_model_name(m.model)
+    _choice("resize", d.resize, RESIZE_MODES)
+    _choice("uncertain", d.uncertain, UNCERTAIN)
+    _choice("head", m.head, HEADS)
+    _choice("init", m.init, INITS)
+    if m.pretrained is not None:
+        _choice("pretrained", m.pretrained, PRETRAINED)
+    _choice("scheduler", o.scheduler, SCHEDULERS)
+    if not 0.0 < d.perc_train <= 1.0:
+        raise ConfigError(f"--perc-train must be in (0, 1], got {d.perc_train}.")
+    if d.perc_train < 1.0 and not d.low_data_regimen:
+        # the seed required both flags; one of them implies the other here
+        d = dataclasses.replace(d, low_data_regimen=True)
+    _positive("img_size", d.img_size)
+    _positive("epochs", o.epochs)
+    _positive("batch_size", o.batch_size)
+    _positive("nr_layers", m.nr_layers)
+    if o.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {o.lr}.")
+    if d.num_workers < 0:
+        raise ConfigError(f"--num-workers must be 0 or more, got {d.num_workers}.")
+    if t.save_freq < 0:
+        raise ConfigError(f"--save-freq must be 0 (off) or more, got {t.save_freq}.")
+    if not (o.select_metric.startswith("val_") or o.select_metric.startswith("train_")):
+        raise ConfigError(
+            f"--select-metric must name a logged metric such as val_loss or val_auc, got {o.select_metric!r}."
+        )
+    if cfg.resume and cfg.ckpt:
+        raise ConfigError("give either --resume RUN_ID or --ckpt PATH, not both.")
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(d, dataset=dataset), model=dataclasses.replace(m, model=model)
+    )
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose one of {', '.join(choices)}."
+        raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not valid; {hint}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+
+
+def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from :meth:`TrainConfig.flat` (e.g. a run's ``config.yaml``).
+
+    Unknown keys (from newer versions) are ignored so that old runs stay loadable.
+    """
+    known = _all_keys()
+    kept = {k: v for k, v in flat.items() if k in known and k not in _NOT_IN_YAML}
+    parts = {
+        sec: cls(**{f.name: _coerce(cls, f.name, kept[f.name]) for f in fields(cls) if f.name in kept})
+        for sec, cls in _SECTIONS.items()
+    }
+    return TrainConfig(**parts, device=str(kept.get("device", "auto")))
+
+
+def split_name(name: str) -> str:
+    """Canonical split name (``validation`` → ``val``); ConfigError otherwise."""
+    key = str(name).strip().lower()
+    if key not in SPLIT_ALIASES:
+        raise ConfigError(f"unknown split {name!r}; choose train, validation or test.")
+    return SPLIT_ALIASES[key]

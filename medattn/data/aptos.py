@@ -1,0 +1,64 @@
+"""APTOS 2019 Blindness Detection (Kaggle): referable diabetic retinopathy.
+
+Layout: ``train.csv`` (``id_code,diagnosis``) and ``train_images/<id_code>.png``; a pre-resized
+copy in ``train_resized/`` is preferred when present. Task: ``diagnosis > 0`` (binary) or the five
+grades 0–4 (``multiclass=True``). Split: image-level, stratified (no patient ids in this set).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medattn.data.base import (
+    DATASETS,
+    DatasetSpec,
+    ReadOptions,
+    Table,
+    first_existing,
+    label_problems,
+    match_images,
+    missing_problems,
+    parse_int_labels,
+    read_csv,
+    require_dir,
+)
+from medattn.data.splits import stratified_image_split
+
+IMAGE_DIRS = ("train_resized", "train_images")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+GRADES = ("no DR", "mild", "moderate", "severe", "proliferative DR")
+
+
+def read_aptos(data_dir: Path, opts: ReadOptions) -> Table:
+    """Read ``train.csv`` and locate the images; see the module docstring for the layout."""
+    require_dir(data_dir, "APTOS 2019 data (train.csv, train_images/)")
+    csv = data_dir / "train.csv"
+    raw = read_csv(csv, ["id_code", "diagnosis"], dtype={"id_code": str})
+    folder = first_existing(data_dir, IMAGE_DIRS) or data_dir / "train_images"
+    grades, ok = parse_int_labels(raw["diagnosis"], range(5))
+    problems = label_problems(csv, "diagnosis", raw["id_code"], raw["diagnosis"], ok, "an integer grade 0-4")
+    ids = raw["id_code"].astype(str)
+    paths = match_images(folder, list(ids), IMAGE_EXTS)
+    problems += missing_problems(csv, list(ids), paths, [folder / f"{i}.png" for i in ids])
+    keep = ok & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
+    labels = grades if opts.multiclass else (grades > 0).astype(int)
+    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": ids})[keep]
+    names = GRADES if opts.multiclass else ("no referable DR", "referable DR")
+    return Table(frame=frame, num_classes=len(names), class_names=names, problems=problems)
+
+
+DATASETS.add(
+    "aptos2019",
+    DatasetSpec(
+        name="aptos2019",
+        read=read_aptos,
+        split=stratified_image_split,
+        description="APTOS 2019 fundus photographs, referable diabetic retinopathy",
+        has_patients=False,
+        supports_multiclass=True,
+    ),
+    "APTOS",
+    "APTOS2019",
+)

@@ -1,0 +1,350 @@
+"""Data set registry, the :class:`DataIndex` every stage reads, and :func:`load_index`.
+
+A data set is a :class:`DatasetSpec` registered in :data:`DATASETS`: a ``read`` function that turns
+the on-disk layout into a :class:`Table` (one row per image, labels already mapped to the task)
+and a ``split`` function that assigns train/val/test. Readers never drop an image silently: rows
+they cannot use become ``Table.problems`` (``load_index`` raises on them, ``check_data`` lists them
+all) and rows they leave out by design (non-AP views, uncertain labels) are counted in
+``Table.notes``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medattn.errors import ConfigError, DataError
+from medattn.registry import Registry
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
+_SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "validate": "val", "test": "test"}
+FRAME_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "patient_id", "split")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Task options a reader needs (validated by :func:`load_index`).
+
+    Attributes:
+        multiclass: APTOS only: keep the 5 DR grades instead of ``diagnosis > 0``.
+        uncertain: MIMIC-CXR only: what an uncertain (-1) label becomes: ``ignore`` (drop the
+            image), ``zeros`` or ``ones``.
+    """
+
+    multiclass: bool = False
+    uncertain: str = "ignore"
+
+
+@dataclass
+class Table:
+    """What a reader returns.
+
+    Attributes:
+        frame: one row per usable image: ``image_id``, ``path`` (absolute), ``label`` (int),
+            ``patient_id`` and optionally ``split`` (when the layout fixes it) and ``mask_path``.
+        num_classes: number of classes of the task.
+        class_names: one name per class.
+        problems: one sentence per unusable row or file (the row is left out of ``frame``).
+        notes: one sentence per group of rows left out by design (e.g. non-AP views).
+    """
+
+    frame: pd.DataFrame
+    num_classes: int
+    class_names: tuple[str, ...]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered data set.
+
+    Attributes:
+        name: canonical name.
+        read: ``read(data_dir, options) -> Table``.
+        split: ``split(frame, seed) -> np.ndarray`` of split names, one per row; ``None`` when the
+            reader fills the ``split`` column from the layout itself.
+        description: one line for ``--help`` texts and error messages.
+        has_patients: whether ``patient_id`` identifies real patients (leakage checks matter).
+        supports_multiclass: whether ``multiclass=True`` is meaningful.
+        supports_uncertain: whether the ``uncertain`` policy is meaningful.
+    """
+
+    name: str
+    read: Callable[[Path, ReadOptions], Table]
+    split: Callable[[pd.DataFrame, int], np.ndarray] | None
+    description: str
+    has_patients: bool = True
+    supports_multiclass: bool = False
+    supports_uncertain: bool = False
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class DataIndex:
+    """Every image of a data set with its label, patient and split.
+
+    Attributes:
+        dataset: canonical data set name.
+        data_dir: the folder it was read from.
+        frame: one row per image with columns ``image_id`` (str, unique), ``path`` (str,
+            absolute), ``label`` (int), ``patient_id`` (str), ``split`` (``train``/``val``/``test``)
+            and, for ``demo``, ``mask_path`` (str).
+        num_classes: number of classes.
+        class_names: one name per class.
+        notes: rows left out by design (non-AP views, uncertain or blank labels), one sentence each.
+    """
+
+    dataset: str
+    data_dir: Path
+    frame: pd.DataFrame
+    num_classes: int
+    class_names: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    def split(self, name: str) -> pd.DataFrame:
+        """Rows of one split in their original order.
+
+        Args:
+            name: ``train``, ``val`` (or ``validation``) or ``test``, case-insensitive.
+
+        Returns:
+            A copy of those rows with a fresh ``RangeIndex``.
+        """
+        return self.frame[self.frame["split"] == canonical_split(name)].reset_index(drop=True)
+
+
+def canonical_split(name: str) -> str:
+    """Map ``Train``/``Validation``/``val``/``test`` (the seed's spellings too) to a split name."""
+    key = str(name).strip().lower()
+    if key not in _SPLIT_ALIASES:
+        raise ConfigError(f"unknown split {name!r}; choose one of train, validation (val), test.")
+    return _SPLIT_ALIASES[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the readers.
+# --------------------------------------------------------------------------------------------
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Return ``path`` if it is a folder, else raise a :class:`DataError` naming it."""
+    if not path.is_dir():
+        raise DataError(f"data folder {path} does not exist; pass the folder holding the {what} with --data-dir.")
+    return path
+
+
+def read_csv(path: Path, required: Sequence[str], **kwargs) -> pd.DataFrame:
+    """Read a CSV (``.csv`` or ``.csv.gz``) and check that ``required`` columns are present.
+
+    Raises:
+        DataError: the file is missing, unreadable, or lacks a required column.
+    """
+    if not path.is_file():
+        raise DataError(f"label file {path} does not exist; check --data-dir and the data set layout.")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {path} as CSV ({exc}); re-download or repair the file.") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks the required column(s) {', '.join(map(repr, missing))} "
+            f"(found {', '.join(map(str, frame.columns))}); use the data set's original CSV."
+        )
+    return frame
+
+
+def first_existing(base: Path, candidates: Iterable[str]) -> Path | None:
+    """The first ``base / c`` that is a folder, or ``None``."""
+    for c in candidates:
+        if (base / c).is_dir():
+            return base / c
+    return None
+
+
+def match_images(folder: Path, ids: Sequence[str], exts: Sequence[str]) -> list[str | None]:
+    """Find ``<folder>/<id><ext>`` for each id with one directory listing (fast on 10^5 files).
+
+    Returns:
+        Absolute path per id, ``None`` where no file with one of ``exts`` exists.
+    """
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        names = set()
+    out: list[str | None] = []
+    for i in ids:
+        hit = next((f"{i}{e}" for e in exts if f"{i}{e}" in names), None)
+        out.append(str((folder / hit).resolve()) if hit else None)
+    return out
+
+
+def parse_int_labels(values: pd.Series, allowed: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse labels that must be integers in ``allowed``.
+
+    Returns:
+        ``(labels, ok)``: int64 labels (``-1`` where invalid) and a bool mask of valid rows.
+    """
+    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(num) & np.isin(num, np.asarray(allowed, dtype=float))
+    labels = np.where(ok, num, -1).astype(np.int64)
+    return labels, ok
+
+
+def label_problems(source: Path, column: str, ids: pd.Series, values: pd.Series, ok: np.ndarray, allowed: str) -> list[str]:
+    """One sentence per row whose label is outside the task."""
+    return [
+        f"{source}: {column} {v!r} of image {i} is outside the task (expected {allowed}); fix the row or remove it."
+        for i, v in zip(ids[~ok], values[~ok], strict=True)
+    ]
+
+
+def missing_problems(source: Path, ids: Sequence[str], paths: Sequence[str | None], expected: Sequence[Path]) -> list[str]:
+    """One sentence per image listed in ``source`` whose file does not exist."""
+    return [
+        f"image file {exp} listed in {source} does not exist; restore it or remove its row."
+        for i, p, exp in zip(ids, paths, expected, strict=True)
+        if p is None
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+# --------------------------------------------------------------------------------------------
+
+
+def _options(spec: DatasetSpec, multiclass: bool, uncertain: str) -> ReadOptions:
+    if multiclass and not spec.supports_multiclass:
+        raise ConfigError(f"multiclass labels are only defined for aptos2019, not {spec.name}; drop --multiclass.")
+    policy = str(uncertain).lower()
+    if policy not in UNCERTAIN_POLICIES:
+        raise ConfigError(f"unknown uncertain-label policy {uncertain!r}; choose one of {', '.join(UNCERTAIN_POLICIES)}.")
+    if policy != "ignore" and not spec.supports_uncertain:
+        raise ConfigError(f"uncertain labels exist only in mimic-cxr, not {spec.name}; drop --uncertain.")
+    return ReadOptions(multiclass=multiclass, uncertain=policy)
+
+
+def read_table(dataset: str, data_dir: Path | str, *, multiclass: bool = False, uncertain: str = "ignore", split_seed: int = 42) -> tuple[DatasetSpec, Table]:
+    """Read a data folder and assign splits, collecting problems instead of raising on them.
+
+    Structural errors (unknown data set, missing folder, CSV without required columns) still
+    raise, because nothing can be read past them.
+    """
+    spec = DATASETS.get(dataset)
+    opts = _options(spec, multiclass, uncertain)
+    table = spec.read(Path(data_dir).expanduser().resolve(), opts)
+    frame = table.frame.reset_index(drop=True)
+    if spec.split is not None:
+        frame["split"] = spec.split(frame, split_seed) if len(frame) else pd.Series(dtype=str)
+    for column in ("image_id", "path", "patient_id", "split"):
+        frame[column] = frame[column].astype(str)
+    frame["label"] = frame["label"].astype(np.int64)
+    frame = frame[[*FRAME_COLUMNS, *(c for c in frame.columns if c not in FRAME_COLUMNS)]]
+    dup = frame["image_id"][frame["image_id"].duplicated()]
+    table.problems.extend(f"image id {i!r} appears more than once in {data_dir}; make image ids unique." for i in dup.unique())
+    table.frame = frame
+    return spec, table
+
+
+def low_data_subsample(frame: pd.DataFrame, perc_train: float, seed: int = 42) -> pd.DataFrame:
+    """Keep a stratified ``perc_train`` fraction of the train rows; val/test rows untouched.
+
+    Args:
+        frame: the full index frame with a ``split`` column.
+        perc_train: fraction of the training images to keep, in (0, 1].
+        seed: random seed of the subsample.
+
+    Returns:
+        The frame without the dropped train rows, original order kept.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < perc_train <= 1.0:
+        raise ConfigError(f"--perc-train {perc_train} is outside (0, 1]; pass a fraction such as 0.25.")
+    train_idx = frame.index[frame["split"] == "train"].to_numpy()
+    n_keep = int(np.floor(perc_train * len(train_idx)))
+    if n_keep == 0:
+        raise DataError(
+            f"--perc-train {perc_train} leaves the train split empty ({len(train_idx)} training images); "
+            "pass a larger --perc-train."
+        )
+    if perc_train == 1.0:
+        return frame
+    labels = frame.loc[train_idx, "label"].to_numpy()
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    # train_test_split refuses to stratify when a class has one image or a side is smaller than
+    # the number of classes; then a plain random subsample is the only honest option.
+    can_stratify = counts.min() >= 2 and n_keep >= len(counts) and len(train_idx) - n_keep >= len(counts)
+    keep, _ = train_test_split(
+        train_idx, train_size=n_keep, stratify=labels if can_stratify else None, random_state=seed
+    )
+    drop = np.setdiff1d(train_idx, keep)
+    return frame.drop(index=drop)
+
+
+def load_index(
+    dataset: str,
+    data_dir: Path | str,
+    *,
+    multiclass: bool = False,
+    uncertain: str = "ignore",
+    low_data_regimen: bool = False,
+    perc_train: float = 1.0,
+    split_seed: int = 42,
+) -> DataIndex:
+    """Read a data folder in its on-disk layout, with labels and the train/val/test split.
+
+    Args:
+        dataset: ``aptos2019``, ``isic2020``, ``mimic-cxr`` or ``demo`` (aliases accepted).
+        data_dir: folder holding the data set.
+        multiclass: APTOS only: 5 DR grades instead of referable DR.
+        uncertain: MIMIC-CXR only: ``ignore`` | ``zeros`` | ``ones`` for uncertain labels.
+        low_data_regimen: keep only a stratified ``perc_train`` fraction of the train split.
+        perc_train: fraction of training images kept in the low-data regimen, in (0, 1].
+        split_seed: seed of the computed splits and of the low-data subsample.
+
+    Returns:
+        The :class:`DataIndex`.
+
+    Raises:
+        DataError: a missing folder/file/column, a label outside the task, or an empty split.
+        ConfigError: an unknown data set name or option value.
+    """
+    if low_data_regimen and not 0.0 < perc_train <= 1.0:
+        raise ConfigError(f"--perc-train {perc_train} is outside (0, 1]; pass a fraction such as 0.25.")
+    spec, table = read_table(dataset, data_dir, multiclass=multiclass, uncertain=uncertain, split_seed=split_seed)
+    if table.problems:
+        more = len(table.problems) - 1
+        tail = (
+            f" (and {more} more problem{'s' if more > 1 else ''}; `medattn data check --dataset {spec.name} "
+            f"--data-dir {data_dir}` lists them all)"
+            if more
+            else ""
+        )
+        raise DataError(table.problems[0].rstrip(".") + tail + ".")
+    frame = table.frame
+    if low_data_regimen:
+        frame = low_data_subsample(frame, perc_train, seed=split_seed)
+    counts = frame["split"].value_counts()
+    for name in SPLITS:
+        if counts.get(name, 0) == 0:
+            hint = "pass a larger --perc-train" if low_data_regimen and name == "train" else "add images to the data set"
+            raise DataError(f"the {name} split of {spec.name} in {data_dir} is empty ({len(frame)} images in all); {hint}.")
+    return DataIndex(
+        dataset=spec.name,
+        data_dir=Path(data_dir).expanduser().resolve(),
+        frame=frame.reset_index(drop=True),
+        num_classes=table.num_classes,
+        class_names=table.class_names,
+        notes=tuple(table.notes),
+    )

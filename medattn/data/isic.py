@@ -1,0 +1,87 @@
+"""SIIM-ISIC Melanoma Classification 2020: melanoma vs. benign.
+
+Layout: ``train.csv`` or ``ISIC_2020_Training_GroundTruth*.csv`` with the columns
+``image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target``
+and images ``jpeg/train/<image_name>.jpg`` (or ``train/``, or a pre-resized ``train_resized/``, which
+is preferred when present). Task: ``target``. Split: patient-level 60/20/20.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medattn.data.base import (
+    DATASETS,
+    DatasetSpec,
+    ReadOptions,
+    Table,
+    first_existing,
+    label_problems,
+    match_images,
+    missing_problems,
+    parse_int_labels,
+    read_csv,
+    require_dir,
+)
+from medattn.data.splits import patient_split
+from medattn.errors import DataError
+
+COLUMNS = (
+    "image_name",
+    "patient_id",
+    "sex",
+    "age_approx",
+    "anatom_site_general_challenge",
+    "diagnosis",
+    "benign_malignant",
+    "target",
+)
+IMAGE_DIRS = ("train_resized", "jpeg/train", "train")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def _label_file(data_dir: Path) -> Path:
+    if (data_dir / "train.csv").is_file():
+        return data_dir / "train.csv"
+    found = sorted(data_dir.glob("ISIC_2020_Training_GroundTruth*.csv"))
+    if not found:
+        raise DataError(
+            f"no train.csv or ISIC_2020_Training_GroundTruth*.csv in {data_dir}; "
+            "put the ISIC 2020 ground-truth CSV there."
+        )
+    return found[-1]
+
+
+def read_isic(data_dir: Path, opts: ReadOptions) -> Table:
+    """Read the ground-truth CSV and locate the images; see the module docstring for the layout."""
+    require_dir(data_dir, "ISIC 2020 data (train.csv, jpeg/train/)")
+    csv = _label_file(data_dir)
+    raw = read_csv(csv, COLUMNS, dtype={"image_name": str, "patient_id": str})
+    folder = first_existing(data_dir, IMAGE_DIRS) or data_dir / "jpeg" / "train"
+    labels, ok = parse_int_labels(raw["target"], (0, 1))
+    problems = label_problems(csv, "target", raw["image_name"], raw["target"], ok, "0 or 1")
+    no_patient = raw["patient_id"].isna().to_numpy()
+    problems += [
+        f"{csv}: image {i} has no patient_id, so it cannot be split by patient; fill in the patient id."
+        for i in raw["image_name"][no_patient]
+    ]
+    ids = raw["image_name"].astype(str)
+    paths = match_images(folder, list(ids), IMAGE_EXTS)
+    problems += missing_problems(csv, list(ids), paths, [folder / f"{i}.jpg" for i in ids])
+    keep = ok & ~no_patient & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
+    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"]})[keep]
+    return Table(frame=frame, num_classes=2, class_names=("benign", "melanoma"), problems=problems)
+
+
+DATASETS.add(
+    "isic2020",
+    DatasetSpec(
+        name="isic2020",
+        read=read_isic,
+        split=patient_split,
+        description="SIIM-ISIC 2020 dermoscopy, melanoma",
+    ),
+    "ISIC2020",
+)

@@ -1,0 +1,96 @@
+"""PyTorch dataset and loader over a :class:`DataIndex` split (files or the prepared cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from medattn.data.base import DataIndex
+from medattn.data.cache import ImageCache, open_cache
+from medattn.data.io import read_image
+from medattn.data.transforms import build_transform
+
+
+class ImageDataset(Dataset):
+    """Images and labels of one split.
+
+    Args:
+        frame: rows with ``path`` and ``label`` (and ``image_id`` when a cache is given).
+        transform: PIL image → float tensor ``(3, H, W)`` (see :func:`build_transform`).
+        cache: optional ``(ImageCache, rows)`` from :func:`medattn.data.cache.open_cache`; when
+            given, images come from the uint8 cache instead of the files.
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        transform: Callable[[Image.Image], torch.Tensor],
+        *,
+        cache: tuple[ImageCache, np.ndarray] | None = None,
+    ) -> None:
+        self.paths = frame["path"].astype(str).tolist()
+        self.labels = frame["label"].astype(np.int64).tolist()
+        self.transform = transform
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> Image.Image:
+        """The RGB PIL image of row ``i`` (from the cache when there is one)."""
+        if self.cache is not None:
+            cache, rows = self.cache
+            return Image.fromarray(np.asarray(cache.array[rows[i]]))
+        return read_image(self.paths[i])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """Returns ``(image (3, H, W) float32, label)``; raises ``DataError`` naming a corrupt file."""
+        return self.transform(self.load(i)), self.labels[i]
+
+
+def build_loader(
+    index: DataIndex,
+    split: str,
+    *,
+    img_size: int,
+    resize: str = "direct_resize",
+    batch_size: int = 32,
+    train: bool = False,
+    num_workers: int = 0,
+    seed: int = 42,
+) -> DataLoader:
+    """A DataLoader over one split.
+
+    Args:
+        index: the loaded data set.
+        split: ``train``, ``val``/``validation`` or ``test``.
+        img_size: image side after the transform.
+        resize: ``direct_resize`` or ``resizeshortest_randomcrop``.
+        batch_size: images per batch.
+        train: paper augmentation and shuffling (by a ``torch.Generator`` seeded with ``seed``);
+            otherwise no augmentation and the frame's order.
+        num_workers: DataLoader worker processes.
+        seed: seed of the shuffling generator (workers derive their augmentation seeds from it).
+
+    Returns:
+        A loader yielding ``(images (B, 3, img_size, img_size) float32, labels (B,) int64)``.
+        It reads the prepared uint8 cache when one matches (``direct_resize`` only) and the
+        image files otherwise.
+    """
+    frame = index.split(split)
+    cache = open_cache(index.data_dir, index.dataset, img_size, frame) if resize == "direct_resize" else None
+    dataset = ImageDataset(frame, build_transform(img_size, resize, train=train), cache=cache)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        generator=generator,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

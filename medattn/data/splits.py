@@ -1,0 +1,81 @@
+"""Train/val/test splits (SPEC §2), all seeded and reproducible.
+
+- image-level, stratified by label (APTOS 2019): 85 % train+val / 15 % test, then 75 / 25
+  train / val, as in the original project;
+- patient-level (ISIC 2020, demo): 60 / 20 / 20 of the *patients*, so no patient's images end up
+  in two splits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from medattn.errors import DataError
+
+# Fewer units than this cannot fill three non-empty splits.
+_MIN_UNITS = 3
+
+
+def _stratify(labels: np.ndarray, n_test: float) -> np.ndarray | None:
+    """``labels`` if every class can be stratified (≥ 2 images per class), else ``None``."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    n = len(labels)
+    n_small = int(np.ceil(n_test * n))
+    if counts.min() < 2 or n_small < len(counts) or n - n_small < len(counts):
+        return None
+    return labels
+
+
+def stratified_image_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.15, val_size: float = 0.25) -> np.ndarray:
+    """Image-level stratified split.
+
+    Args:
+        frame: rows with an int ``label`` column.
+        seed: ``random_state`` of both :func:`sklearn.model_selection.train_test_split` calls.
+        test_size: fraction of all images in test.
+        val_size: fraction of the remaining (train+val) images in val.
+
+    Returns:
+        One of ``train``/``val``/``test`` per row, shape ``(len(frame),)``.
+    """
+    if len(frame) < _MIN_UNITS * 2:
+        raise DataError(f"only {len(frame)} usable images, too few for a train/val/test split; add images.")
+    labels = frame["label"].to_numpy(dtype=np.int64)
+    idx = np.arange(len(frame))
+    trainval, test = train_test_split(idx, test_size=test_size, stratify=_stratify(labels, test_size), random_state=seed)
+    train, val = train_test_split(
+        trainval, test_size=val_size, stratify=_stratify(labels[trainval], val_size), random_state=seed
+    )
+    out = np.empty(len(frame), dtype=object)
+    out[train], out[val], out[test] = "train", "val", "test"
+    return out
+
+
+def patient_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.2, val_size: float = 0.25) -> np.ndarray:
+    """Patient-level split: 60 / 20 / 20 of the patients by default.
+
+    Args:
+        frame: rows with a ``patient_id`` column.
+        seed: ``random_state`` of both :class:`sklearn.model_selection.GroupShuffleSplit` calls.
+        test_size: fraction of patients in test.
+        val_size: fraction of the remaining patients in val (0.25 × 0.8 = 20 % of all).
+
+    Returns:
+        One of ``train``/``val``/``test`` per row, shape ``(len(frame),)``.
+    """
+    groups = frame["patient_id"].astype(str).to_numpy()
+    if len(np.unique(groups)) < _MIN_UNITS:
+        raise DataError(
+            f"only {len(np.unique(groups))} patients, too few for a patient-level train/val/test split; add patients."
+        )
+    idx = np.arange(len(frame))
+    outer = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    trainval, test = next(outer.split(idx, groups=groups))
+    inner = GroupShuffleSplit(n_splits=1, test_size=val_size, random_state=seed)
+    tr, va = next(inner.split(trainval, groups=groups[trainval]))
+    out = np.empty(len(frame), dtype=object)
+    out[trainval[tr]], out[trainval[va]], out[test] = "train", "val", "test"
+    return out

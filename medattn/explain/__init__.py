@@ -1,0 +1,31 @@
+"""Explanations for medattn's models: attribution methods and their quantitative scores.
+
+- :func:`attribute` / :data:`EXPLAINERS` / :func:`methods_for`: DeepLIFT, LRP (rule table in
+  :mod:`medattn.explain.lrp_rules`), Integrated Gradients and Grad-CAM for the CNNs via captum;
+  transformer attribution (Chefer et al. 2021) for DeiT in :mod:`medattn.explain.transformer_lrp`.
+- :mod:`medattn.explain.evaluation`: deletion/insertion AUC, pointing game, relevance mass inside
+  a mask, and the same scores for random maps.
+"""
+
+from medattn.explain import captum_methods as _captum_methods  # noqa: F401  (registers the CNN methods)
+from medattn.explain import transformer_lrp as _transformer_lrp  # noqa: F401  (registers transformer-lrp)
+from medattn.explain.base import EXPLAINERS, Explainer, attribute, methods_for
+from medattn.explain.evaluation import (
+    DeletionInsertion,
+    deletion_insertion,
+    mask_relevance_mass,
+    pointing_game,
+    random_baseline_scores,
+)
+
+__all__ = [
+    "EXPLAINERS",
+    "DeletionInsertion",
+    "Explainer",
+    "attribute",
+    "deletion_insertion",
+    "mask_relevance_mass",
+    "methods_for",
+    "pointing_game",
+    "random_baseline_scores",
+]

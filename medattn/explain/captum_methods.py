@@ -1,0 +1,160 @@
+"""Gradient-based explainers for the CNNs, through captum.
+
+- **DeepLIFT**: Shrikumar, Greenside & Kundaje, "Learning Important Features Through Propagating
+  Activation Differences", ICML 2017 (captum's ``DeepLift``, rescale rule, zero baseline by
+  default, which for ImageNet-normalised inputs is the dataset-mean image).
+- **LRP**: Bach et al. 2015, Montavon et al. 2019 (captum's ``LRP`` with medattn's rule table,
+  see :mod:`medattn.explain.lrp_rules`).
+- **Integrated Gradients**: Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks",
+  ICML 2017 (captum's ``IntegratedGradients``).
+- **Grad-CAM**: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+  Gradient-based Localization", ICCV 2017 (captum's ``LayerGradCam`` on the last feature map).
+
+All of them run on a private fp32 deep copy of the model in eval mode: captum's DeepLift and LRP
+put hooks and attributes (``rule``, ``activations``, ``input``/``output``) on the modules they
+visit and LRP reloads the state_dict, so the user's model is never handed to them. The copy costs
+one model's worth of memory per call.
+
+DeepLIFT completeness (Σ attributions = f(x) − f(baseline), for the target logit) holds exactly
+for networks whose non-linearities are ReLU/Sigmoid/MaxPool modules; the CBAM channel max pool and
+``ChannelPool`` fall back to plain gradients in captum, so for the CBAM models it is approximate.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from captum.attr import DeepLift, IntegratedGradients, LayerAttribution, LayerGradCam
+from torch import Tensor, nn
+
+from medattn.errors import ConfigError
+from medattn.explain.base import Explainer, is_vit, register
+from medattn.explain.lrp_rules import RuleTableLRP, attach_rules
+
+
+def working_copy(model: nn.Module) -> nn.Module:
+    """A float32, eval-mode deep copy that captum may hook and annotate freely."""
+    return copy.deepcopy(model).float().eval()
+
+
+def _baseline(x: Tensor, baseline: object) -> Tensor:
+    """``"zeros"`` (the normalised mean image), a float fill value, or a tensor broadcastable to ``x``."""
+    if isinstance(baseline, str):
+        if baseline != "zeros":
+            raise ConfigError(f"baseline must be 'zeros', a number or a tensor, got {baseline!r}.")
+        return torch.zeros_like(x)
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(x, float(baseline))
+    if isinstance(baseline, Tensor):
+        return baseline.to(x).expand_as(x).contiguous()
+    raise ConfigError(f"baseline must be 'zeros', a number or a tensor, got {type(baseline).__name__}.")
+
+
+class _CNNExplainer(Explainer):
+    applies_to_text = "the CNN models (densenet121, resnet50 and their SE/CBAM variants)"
+
+    def applies_to(self, model: nn.Module) -> bool:
+        return not is_vit(model)
+
+
+@register
+class DeepLiftExplainer(_CNNExplainer):
+    """DeepLIFT (rescale rule) attributions, ``(B, 3, H, W)``."""
+
+    name = "deeplift"
+
+    def attribute(self, model: nn.Module, x: Tensor, target: Tensor, *, baseline: object = "zeros") -> Tensor:
+        """DeepLIFT attributions of the target logits.
+
+        Args:
+            model: a CNN (left unchanged).
+            x: ``(B, 3, H, W)`` float32 images.
+            target: ``(B,)`` class indices.
+            baseline: ``"zeros"`` (default), a fill value, or a tensor broadcastable to ``x``.
+
+        Returns:
+            ``(B, 3, H, W)``; each image's sum ≈ logit(x) − logit(baseline).
+        """
+        net = working_copy(model)
+        return DeepLift(net).attribute(x, baselines=_baseline(x, baseline), target=target)
+
+
+@register
+class LRPExplainer(_CNNExplainer):
+    """LRP with medattn's rule table (:mod:`medattn.explain.lrp_rules`), ``(B, 3, H, W)``."""
+
+    name = "lrp"
+
+    def attribute(self, model: nn.Module, x: Tensor, target: Tensor, *, epsilon: float = 1e-9) -> Tensor:
+        """LRP relevance of the target logits.
+
+        Args:
+            model: a CNN (left unchanged; the rules go on a private copy).
+            x: ``(B, 3, H, W)`` float32 images.
+            target: ``(B,)`` class indices.
+            epsilon: ε of the ε-rules (captum's default 1e-9, i.e. LRP-0).
+
+        Returns:
+            ``(B, 3, H, W)``; each image's sum ≈ logit − head bias of the target class.
+        """
+        net = working_copy(model)
+        attach_rules(net, epsilon=epsilon)
+        return RuleTableLRP(net).attribute(x, target=target)
+
+
+@register
+class IntegratedGradientsExplainer(Explainer):
+    """Integrated Gradients along the straight path from a baseline, ``(B, 3, H, W)``; any model."""
+
+    name = "integrated-gradients"
+    applies_to_text = "any model"
+
+    def applies_to(self, model: nn.Module) -> bool:
+        return True
+
+    def attribute(
+        self, model: nn.Module, x: Tensor, target: Tensor, *, baseline: object = "zeros", n_steps: int = 32
+    ) -> Tensor:
+        """Integrated Gradients (Gauss-Legendre, ``n_steps`` points) of the target logits.
+
+        Args:
+            model: any classifier (left unchanged).
+            x: ``(B, 3, H, W)`` float32 images.
+            target: ``(B,)`` class indices.
+            baseline: ``"zeros"`` (default), a fill value, or a tensor broadcastable to ``x``.
+            n_steps: integration points; memory grows with ``B * n_steps``.
+
+        Returns:
+            ``(B, 3, H, W)``.
+        """
+        net = working_copy(model)
+        return IntegratedGradients(net).attribute(
+            x, baselines=_baseline(x, baseline), target=target, n_steps=n_steps, internal_batch_size=x.shape[0]
+        )
+
+
+@register
+class GradCamExplainer(_CNNExplainer):
+    """Grad-CAM on the last feature map, upsampled bilinearly to the image, ``(B, 1, H, W)``."""
+
+    name = "gradcam"
+
+    def attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        """Grad-CAM (ReLU of the gradient-weighted channel sum) of the target logits.
+
+        Args:
+            model: a medattn CNN with ``layer4`` (ResNet) or ``features`` (DenseNet).
+            x: ``(B, 3, H, W)`` float32 images.
+            target: ``(B,)`` class indices.
+
+        Returns:
+            ``(B, 1, H, W)`` non-negative maps (one channel: Grad-CAM has no per-colour values).
+        """
+        net = working_copy(model)
+        layer = getattr(net, "layer4", None)
+        layer = getattr(net, "features", None) if layer is None else layer
+        if layer is None:
+            raise ConfigError(f"gradcam needs a model with 'layer4' or 'features', not {type(model).__name__}.")
+        cam = LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")

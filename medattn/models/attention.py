@@ -1,0 +1,215 @@
+"""Channel and spatial attention blocks, written to be explainable, and their registry.
+
+- **SE**: Hu, Shen, Albanie, Sun, Wu, "Squeeze-and-Excitation Networks", CVPR 2018 / TPAMI 2020.
+- **CBAM**: Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018.
+- **ECA**: Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep
+  Convolutional Neural Networks", CVPR 2020 (offered for new experiments; not in the paper's grid).
+
+Why not timm's blocks: timm's CBAM passes the average and the max descriptor through the same
+``fc1/act/fc2`` twice, so its ReLU runs twice per forward and captum's DeepLift raises. Here
+every nonlinearity is its own module called exactly once per forward, CBAM's shared MLP runs
+once on both descriptors stacked along the batch axis, and all arithmetic that joins two tensors
+is a leaf module from :mod:`medattn.models.layers` (``Add``, ``GateMul``, ``ChannelPool``).
+
+Every block maps ``(B, C, H, W) -> (B, C, H, W)`` and is built as ``Block(channels, reduction)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from medattn.models.layers import Add, ChannelPool, GateMul
+from medattn.registry import Registry
+
+ATTENTION: Registry[type[nn.Module]] = Registry("attention block")
+"""Attention blocks by name (``se``, ``cbam``, ``eca``); values are classes ``Block(channels, reduction)``."""
+
+
+def _hidden(channels: int, reduction: int) -> int:
+    # The papers use C / r; at least one unit so tiny test networks still build.
+    return max(channels // reduction, 1)
+
+
+@ATTENTION.register("se", "squeeze_excitation")
+class SEBlock(nn.Module):
+    """Squeeze-and-Excitation (Hu et al. 2018): re-weight channels by a gate from their means.
+
+    ``x * sigmoid(fc2(relu(fc1(avgpool(x)))))`` with 1x1 convolutions as the two FC layers.
+
+    Args:
+        channels: number of input channels ``C``.
+        reduction: bottleneck ratio ``r`` of the excitation MLP (hidden units ``C // r``).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = _hidden(channels, reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.act = nn.ReLU(inplace=False)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+        self.gate = nn.Sigmoid()
+        self.mul = GateMul()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Gate the channels of ``x``.
+
+        Args:
+            x: features ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        g = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))  # (B, C, 1, 1)
+        return self.mul(x, g)
+
+
+class ChannelGate(nn.Module):
+    """CBAM's channel attention: one shared MLP over the average and the max descriptor.
+
+    The two descriptors are stacked along the batch axis and pass through the MLP once, so each
+    module runs once per forward; the two halves are then split and summed by an ``Add``.
+
+    Args:
+        channels: number of input channels ``C``.
+        reduction: bottleneck ratio ``r`` of the shared MLP.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = _hidden(channels, reduction)
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.max_pool = nn.AdaptiveMaxPool2d(1)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.act = nn.ReLU(inplace=False)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+        self.add = Add()
+        self.gate = nn.Sigmoid()
+        self.mul = GateMul()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Gate the channels of ``x``.
+
+        Args:
+            x: features ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        batch = x.shape[0]
+        desc = torch.cat([self.avg_pool(x), self.max_pool(x)], dim=0)  # (2B, C, 1, 1)
+        out = self.fc2(self.act(self.fc1(desc)))  # (2B, C, 1, 1)
+        avg_out, max_out = out[:batch], out[batch:]
+        return self.mul(x, self.gate(self.add(avg_out, max_out)))
+
+
+class SpatialGate(nn.Module):
+    """CBAM's spatial attention: a 7x7 conv (+ BN) over the channel mean and max, then a sigmoid.
+
+    Args:
+        kernel_size: size of the convolution over the ``(B, 2, H, W)`` pooled map.
+    """
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.pool = ChannelPool()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+        self.gate = nn.Sigmoid()
+        self.mul = GateMul()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Gate the positions of ``x``.
+
+        Args:
+            x: features ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        g = self.gate(self.bn(self.conv(self.pool(x))))  # (B, 1, H, W)
+        return self.mul(x, g)
+
+
+@ATTENTION.register("cbam")
+class CBAMBlock(nn.Module):
+    """Convolutional Block Attention Module (Woo et al. 2018): channel gate, then spatial gate.
+
+    Args:
+        channels: number of input channels ``C``.
+        reduction: bottleneck ratio ``r`` of the channel MLP.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.channel = ChannelGate(channels, reduction)
+        self.spatial = SpatialGate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply channel then spatial attention.
+
+        Args:
+            x: features ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        return self.spatial(self.channel(x))
+
+
+@ATTENTION.register("eca")
+class ECABlock(nn.Module):
+    """Efficient Channel Attention (Wang et al. 2020): a 1-D conv across pooled channels.
+
+    Args:
+        channels: number of input channels ``C`` (sets the adaptive kernel size).
+        reduction: unused (ECA has no bottleneck); accepted so all blocks share one signature.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        del reduction  # ECA avoids dimensionality reduction by design.
+        t = int(abs((math.log2(channels) + 1) / 2))
+        k = t if t % 2 else t + 1
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
+        self.gate = nn.Sigmoid()
+        self.mul = GateMul()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Gate the channels of ``x``.
+
+        Args:
+            x: features ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        y = self.pool(x).flatten(2).transpose(1, 2)  # (B, 1, C)
+        y = self.conv(y).transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)
+        return self.mul(x, self.gate(y))
+
+
+def create_attention(name: str, channels: int, reduction: int = 16) -> nn.Module:
+    """Build the attention block registered as ``name``.
+
+    Args:
+        name: ``se``, ``cbam`` or ``eca`` (case-insensitive).
+        channels: number of channels ``C`` of the features it gates.
+        reduction: bottleneck ratio of the channel MLP (16 in the paper).
+
+    Returns:
+        A module mapping ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Raises:
+        ConfigError: unknown block name (with a suggestion).
+    """
+    return ATTENTION.get(name)(channels, reduction)
+
+
+def is_attention_module(module: nn.Module) -> bool:
+    """Whether ``module`` is one of the registered attention blocks."""
+    return isinstance(module, tuple(ATTENTION.get(n) for n in ATTENTION.names()))

@@ -1,0 +1,239 @@
+"""The model registry and :func:`create_model`: the seven architectures of the paper's case study.
+
+Each registry entry is a :class:`ModelSpec` (architecture, attention block, placement, how to
+build it). The builders take attention as a parameter (``resnet50(attn="cbam")``), so an entry
+is one line; tests are parametrized over ``MODELS.names()`` and cover new entries for free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medattn.errors import ConfigError
+from medattn.models.cnn import HEADS, densenet121, resnet50
+from medattn.models.vit import DeiT, deit_tiny
+from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
+from medattn.registry import Registry
+
+log = logging.getLogger(__name__)
+
+PRETRAINED = ("none", "imagenet")
+INITS = ("fair", "paper")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    Attributes:
+        name: canonical CLI name (``se_resnet50``).
+        architecture: human name of the backbone (``ResNet-50``).
+        backbone: weights family (``resnet50``, ``densenet121``, ``deit_tiny``).
+        attention: attention block name, ``None`` for the plain CNNs, ``self-attention`` for DeiT.
+        placement: where the attention sits (SPEC §3).
+        scratch_in_paper: the original project trained it from scratch (``init="paper"``).
+        build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module``.
+    """
+
+    name: str
+    architecture: str
+    backbone: str
+    attention: str | None
+    placement: str
+    scratch_in_paper: bool
+    build: Callable[..., nn.Module]
+
+
+def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
+    def build(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
+        del nr_layers  # only the ViT has a depth option, as in the original project
+        return builder(num_classes, attn=attn, head=head, img_size=img_size)
+
+    return build
+
+
+def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
+    if head != "pool":
+        raise ConfigError(f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool.")
+    return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+"""All models by canonical name; the original project's spellings are aliases."""
+
+_RESNET_PLACEMENT = "in every bottleneck, after bn3 and before the residual add (16 blocks, reduction 16)"
+_DENSENET_PLACEMENT = "after each of the 4 dense blocks, before the transition / final norm (reduction 16)"
+for _spec, _aliases in (
+    (ModelSpec("densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn(densenet121, None)), ("DenseNet121",)),
+    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, _cnn(resnet50, None)), ("ResNet50",)),
+    (
+        ModelSpec("se_densenet121", "DenseNet-121", "densenet121", "se", f"SE {_DENSENET_PLACEMENT}", True, _cnn(densenet121, "se")),
+        ("SEDenseNet121",),
+    ),
+    (
+        ModelSpec("se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, _cnn(resnet50, "se")),
+        ("SEResNet50",),
+    ),
+    (
+        ModelSpec(
+            "cbam_densenet121", "DenseNet-121", "densenet121", "cbam", f"CBAM {_DENSENET_PLACEMENT}", True, _cnn(densenet121, "cbam")
+        ),
+        ("CBAMDenseNet121",),
+    ),
+    (
+        ModelSpec("cbam_resnet50", "ResNet-50", "resnet50", "cbam", f"CBAM {_RESNET_PLACEMENT}", True, _cnn(resnet50, "cbam")),
+        ("CBAMResNet50",),
+    ),
+    (
+        ModelSpec(
+            "deit_tiny", "DeiT-Tiny/16", "deit_tiny", "self-attention", "multi-head self-attention in every block (3 heads)", False, _vit
+        ),
+        ("DeiT-T-LRP", "DeiT-T", "DeiT-Tiny"),
+    ),
+):
+    MODELS.add(_spec.name, _spec, *_aliases)
+del _spec, _aliases
+
+
+def canonical_model_name(name: str) -> str:
+    """The canonical registry name for ``name`` or one of its aliases.
+
+    Args:
+        name: e.g. ``SEResNet50``, ``DeiT-T-LRP`` (case and ``-``/``_`` ignored).
+
+    Returns:
+        e.g. ``se_resnet50``, ``deit_tiny``.
+
+    Raises:
+        ConfigError: unknown name, with a "did you mean" suggestion.
+    """
+    return MODELS.canonical(name)
+
+
+def _choice(value: str, choices: tuple[str, ...], what: str, option: str) -> str:
+    key = str(value).strip().lower()
+    if key not in choices:
+        raise ConfigError(f"unknown {what} {value!r} for {option}; choose one of: {', '.join(choices)}.")
+    return key
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: str = "none",
+    weights: str | Path | None = None,
+    head: str = "pool",
+    nr_layers: int = 12,
+    img_size: int = 224,
+    init: str = "fair",
+) -> nn.Module:
+    """Build a registered model and initialise its backbone.
+
+    Weights: ``weights=PATH`` loads a local state_dict or checkpoint (it takes the place of the
+    download, e.g. on a machine without network); otherwise ``pretrained="imagenet"`` downloads
+    the torchvision/timm ImageNet weights. Either way only attention modules and the head may
+    start fresh (see :func:`medattn.models.load_weights`); the :class:`WeightsReport` is logged and
+    kept as ``model.weights_report`` (``None`` when nothing was loaded). With ``init="paper"``,
+    SE-DenseNet121, CBAM-DenseNet121 and CBAM-ResNet50 start from scratch whatever the weights,
+    as in the original project; ``init="fair"`` initialises every variant's backbone.
+
+    Args:
+        name: registry name or alias (``cbam_resnet50``, ``CBAMResNet50``).
+        num_classes: output classes (>= 1).
+        pretrained: ``none`` or ``imagenet``.
+        weights: local weights file, or ``None``.
+        head: ``pool`` (global average pool + Linear) or ``flatten`` (Linear over the flattened
+            final feature map, CNNs only; needs ``img_size`` a multiple of 32).
+        nr_layers: transformer blocks of ``deit_tiny`` (ignored by the CNNs).
+        img_size: input side in pixels (a multiple of 16 for ``deit_tiny``).
+        init: ``fair`` or ``paper``.
+
+    Returns:
+        The model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``, in train mode.
+
+    Raises:
+        ConfigError: unknown name or option value, bad size, a missing or foreign weights
+            file, or ImageNet weights that cannot be downloaded.
+    """
+    spec = MODELS.get(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    pretrained = _choice(pretrained, PRETRAINED, "pretrained weights", "--pretrained")
+    init = _choice(init, INITS, "init", "--init")
+    head = _choice(head, HEADS, "head", "--head")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")
+
+    # Build first: option errors (sizes, head) should not wait for a download.
+    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers)
+    state, source = None, ""
+    if weights is not None or pretrained == "imagenet":
+        if init == "paper" and spec.scratch_in_paper:
+            log.info("%s starts from scratch: init='paper' reproduces the original project", spec.name)
+        elif weights is not None:
+            state, source = read_state_dict(weights), str(weights)
+        else:
+            state, source = imagenet_state_dict(spec.backbone, spec.name), f"imagenet:{spec.backbone}"
+    report: WeightsReport | None = None
+    if state is not None:
+        report = load_weights(model, state, arch=spec.name, source=source)
+    model.weights_report = report
+    return model
+
+
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` (possibly wrapped by DDP or ``torch.compile``) is a vision transformer."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner)
+    return isinstance(inner, VisionTransformer)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_table() -> list[dict]:
+    """One row per registered model: ``name``, ``architecture``, ``attention``, ``placement``, ``params``.
+
+    ``params`` is counted at ``num_classes=2``, ``img_size=224``, ``head="pool"``, 12 DeiT blocks.
+    Models are built on the ``meta`` device, so no memory is allocated and no weights computed.
+    """
+    rows = []
+    for name in MODELS.names():
+        spec = MODELS.get(name)
+        with torch.device("meta"):
+            model = spec.build(2, head="pool", img_size=224, nr_layers=12)
+        rows.append(
+            {
+                "name": spec.name,
+                "architecture": spec.architecture,
+                "attention": spec.attention or "none",
+                "placement": spec.placement,
+                "params": count_parameters(model),
+            }
+        )
+    return rows
+
+
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "DeiT",
+    "canonical_model_name",
+    "count_parameters",
+    "create_model",
+    "is_vit",
+    "load_weights",
+    "model_table",
+]
