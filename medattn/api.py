@@ -8,6 +8,7 @@ prints results (STYLE habit 4). User mistakes are raised as :class:`~medattn.err
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -855,3 +856,181 @@ def promote(cfg: PromoteConfig) -> PromoteResult:
     from medattn.promote import run_promote
 
     return run_promote(cfg)
+
+
+# =============================================================================================
+# interpret
+# =============================================================================================
+@dataclass(frozen=True)
+class InterpretConfig:
+    """Options of ``medattn interpret``; exactly one of ``run_id``, ``model_uri``, ``ckpt``.
+
+    ``methods`` empty means the model's defaults (deeplift + lrp for CNNs, transformer-lrp for DeiT).
+    """
+
+    run_id: str | None = None
+    model_uri: str | None = None
+    ckpt: str | None = None
+    split: str = "test"
+    methods: tuple[str, ...] = ()
+    max_images: int = 16
+    target: str = "label"
+    batch_size: int = 8
+    steps: int = 16
+    data_dir: str | None = None
+    device: str = "auto"
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InterpretResult:
+    """Outcome of :func:`interpret`: the new run, mean scores per method, the per-image index."""
+
+    run_id: str
+    source_run_id: str | None
+    scores: pd.DataFrame  # one row per method (plus "random"): deletion_auc, insertion_auc, ...
+    index: pd.DataFrame  # id, label, prediction, score, method, file
+    metrics: dict[str, float]
+    tracking_uri: str
+
+
+def _metric_name(method: str) -> str:
+    return method.replace("-", "_")
+
+
+def _denormalize(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) ImageNet-normalised → (B, H, W, 3) uint8."""
+    from medattn.data import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (images.detach().cpu().float() * std + mean).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progress: bool = True) -> InterpretResult:
+    """Explain a trained model's images and score the explanations (SPEC §5, "interpret").
+
+    For each of the first ``max_images`` images of the split (split order) and each method, logs the
+    raw map ``saliency/<method>/<image_id>.npy`` and the input ``inputs/<image_id>.png`` (the
+    model's view, de-normalised), an index ``saliency/index.csv`` (id, label, prediction, score,
+    method, file) and per-image scores ``xai_scores.csv``. Metrics: ``xai_<method>_deletion_auc``
+    and ``xai_<method>_insertion_auc`` (means); with ground-truth masks (the demo set) also
+    ``xai_<method>_pointing_game`` and ``xai_<method>_mask_mass`` next to
+    ``xai_random_pointing_game`` / ``xai_random_mask_mass`` for seeded uniform random maps.
+    Method names are written with ``_`` in metric names (``transformer-lrp`` →
+    ``xai_transformer_lrp_...``).
+    """
+    import mlflow
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from medattn.data import load_mask
+    from medattn.explain import (EXPLAINERS, attribute, deletion_insertion, mask_relevance_mass, methods_for,
+                                 pointing_game, random_baseline_scores)
+
+    uri = tracking.connect(cfg.tracking_uri)
+    split = split_name(cfg.split)
+    if cfg.target not in ("label", "pred"):
+        raise ConfigError(f"--target must be label or pred, got {cfg.target!r}.")
+    if cfg.max_images < 1:
+        raise ConfigError(f"--max-images must be at least 1, got {cfg.max_images}.")
+    if cfg.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {cfg.steps}.")
+    loaded = load_trained(cfg.run_id, cfg.model_uri, cfg.ckpt)
+    model, tcfg = loaded.model, loaded.config
+    methods = [EXPLAINERS.canonical(m) for m in cfg.methods] or methods_for(model)
+    device = resolve_device(cfg.device)
+    index = _load_index(tcfg, cfg.data_dir)
+    frame = index.split(split).iloc[: cfg.max_images].reset_index(drop=True)
+    subset = dataclasses.replace(index, frame=frame.assign(split=split))
+    loader = _loader(subset, split, tcfg, train=False, batch_size=cfg.batch_size, num_workers=0)
+    has_masks = "mask_path" in frame.columns
+    model = model.to(device).eval()
+    # fail on a method that does not fit the model before any run starts
+    probe = next(iter(loader))[0][:1].to(device)
+    for method in methods:
+        attribute(model, probe, method, torch.zeros(1, dtype=torch.long, device=device))
+
+    if cfg.experiment:
+        experiment_id = tracking.ensure_experiment(cfg.experiment, uri)
+    elif loaded.source_run_id:
+        experiment_id = tracking.get_run(loaded.source_run_id).info.experiment_id
+    else:
+        experiment_id = tracking.ensure_experiment(tracking.experiment_name(tcfg.data.dataset), uri)
+    tags = {tracking.TAG_KIND: "interpret", tracking.TAG_DATASET: tcfg.data.dataset,
+            tracking.TAG_MODEL: tcfg.model.model, tracking.TAG_SPLIT: split,
+            tracking.TAG_PERC_TRAIN: str(tcfg.data.perc_train)}
+    if loaded.source_run_id:
+        tags[tracking.TAG_SOURCE_RUN] = loaded.source_run_id
+    env_run = os.environ.get("MLFLOW_RUN_ID") if parent_run_id is None else None
+    workdir = Path(tempfile.mkdtemp(prefix="medattn-interpret-"))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows, score_rows = [], []
+    offset = 0
+    with tracking.tracked_run(experiment_id=None if env_run else experiment_id, run_id=env_run,
+                              run_name=f"interpret-{tcfg.model.model}-{split}", tags=tags,
+                              parent_run_id=parent_run_id) as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params({"source_run_id": loaded.source_run_id or "None", "checkpoint": loaded.checkpoint,
+                           "methods": ",".join(methods), "target": cfg.target, "split": split,
+                           "max_images": cfg.max_images, "steps": cfg.steps, "model": tcfg.model.model,
+                           "dataset": tcfg.data.dataset, "img_size": tcfg.data.img_size})
+        bar = tqdm(total=len(frame) * len(methods), desc="explaining", unit="map", disable=not progress)
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            b = labels.shape[0]
+            ids = frame["image_id"].astype(str).iloc[offset : offset + b].tolist()
+            with torch.no_grad():
+                probs = torch.softmax(model(images).float(), 1)
+            preds = probs.argmax(1)
+            target = labels if cfg.target == "label" else preds
+            pics = _denormalize(images)
+            for i, image_id in enumerate(ids):
+                path = workdir / "inputs" / f"{image_id}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pics[i]).save(path)
+            masks = None
+            if has_masks:
+                paths = frame["mask_path"].iloc[offset : offset + b].tolist()
+                masks = torch.from_numpy(np.stack([load_mask(p, tcfg.data.img_size) for p in paths]))
+            per_method: dict[str, dict[str, torch.Tensor]] = {}
+            for method in methods:
+                maps = attribute(model, images, method, target)
+                di = deletion_insertion(model, images, maps, target, steps=cfg.steps)
+                scores = {"deletion_auc": di.deletion_auc, "insertion_auc": di.insertion_auc}
+                if masks is not None:
+                    scores["pointing_game"] = pointing_game(maps, masks)
+                    scores["mask_mass"] = mask_relevance_mass(maps, masks)
+                per_method[method] = scores
+                for i, image_id in enumerate(ids):
+                    rel = f"saliency/{method}/{image_id}.npy"
+                    (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    np.save(workdir / rel, maps[i].detach().cpu().numpy().astype(np.float32))
+                    rows.append({"id": image_id, "label": int(labels[i]), "prediction": int(preds[i]),
+                                 "score": float(probs[i, 1] if probs.shape[1] == 2 else probs[i, preds[i]]),
+                                 "target": int(target[i]), "method": method, "file": rel,
+                                 "input": f"inputs/{image_id}.png"})
+                bar.update(b)
+            if masks is not None:
+                rnd = random_baseline_scores(generator=gen, masks=masks, n_draws=8)
+                per_method["random"] = {"pointing_game": rnd["pointing_game"], "mask_mass": rnd["relevance_mass"]}
+            for method, scores in per_method.items():
+                for i, image_id in enumerate(ids):
+                    score_rows.append({"id": image_id, "label": int(labels[i]), "method": method,
+                                       **{k: float(v[i]) for k, v in scores.items()}})
+            offset += b
+        bar.close()
+        index_df = pd.DataFrame(rows)
+        per_image = pd.DataFrame(score_rows)
+        index_df.to_csv(workdir / "saliency" / "index.csv", index=False)
+        per_image.to_csv(workdir / "xai_scores.csv", index=False)
+        mlflow.log_artifacts(str(workdir))
+        summary = per_image.drop(columns=["id", "label"]).groupby("method", sort=False).mean(numeric_only=True)
+        metrics = {f"xai_{_metric_name(m)}_{k}": float(v) for m, row in summary.iterrows()
+                   for k, v in row.items() if np.isfinite(v)}
+        mlflow.log_metrics(metrics)
+        run_id = run.info.run_id
+    return InterpretResult(run_id, loaded.source_run_id, summary.reset_index(), index_df, metrics, uri)

@@ -448,7 +448,7 @@ def search_cmd(
     result = api.search(cfg)
     counts = {s: sum(1 for v in result.states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     typer.echo(
-        f"{len(result.states)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"{len(result.states)} trial{'' if len(result.states) == 1 else 's'}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
         f"{counts['FAIL']} failed; the study now holds {result.n_study_trials}."
     )
     if result.best_value is not None:
@@ -460,7 +460,8 @@ def search_cmd(
 
     exp = mlflow.get_experiment(result.experiment_id).name
     typer.echo(
-        f"Logged search run {result.parent_run_id} with {len(result.trial_run_ids)} nested trial runs in experiment "
+        f"Logged search run {result.parent_run_id} with {len(result.trial_run_ids)} nested trial "
+        f"run{'' if len(result.trial_run_ids) == 1 else 's'} in experiment "
         f"{exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
         f"view it with: {tracking.ui_command(result.tracking_uri)}"
     )

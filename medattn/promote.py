@@ -89,8 +89,9 @@ class PromoteResult:
         """``champion: version 1 → 2`` or ``champion: version 2 (unchanged)``."""
         if not self.changed:
             return f"{self.alias}: version {self.version} (unchanged)"
-        before = f"version {self.previous_version}" if self.previous_version else "(not set)"
-        return f"{self.alias}: {before} → version {self.version}"
+        if not self.previous_version:
+            return f"{self.alias}: (not set) → version {self.version}"
+        return f"{self.alias}: version {self.previous_version} → {self.version}"
 
 
 def _check(cfg: PromoteConfig) -> tuple[str, str]:

@@ -27,11 +27,13 @@ so the trial's value is the value of the model it logged.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -107,6 +109,28 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def absolute_storage(url: str) -> str:
+    """``sqlite:///optuna.db`` → ``sqlite:////<cwd>/optuna.db``, so logs say where the study is."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix):] not in ("", ":memory:"):
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+@contextlib.contextmanager
+def _quiet_artifact_downloads() -> Iterator[None]:
+    """Hide MLflow's per-download bars inside trials (the trial bar is the one to watch)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -310,6 +334,7 @@ def run_search(
     from medattn import api
 
     metric, mode, batch_sizes = _validate(cfg)
+    cfg = replace(cfg, storage=absolute_storage(cfg.storage.strip()))
     uri = tracking.connect(cfg.tracking_uri)
     env_run = os.environ.get("MLFLOW_RUN_ID")
     base = _build_trial_config(cfg, _train_overrides(cfg, metric, cfg.experiment))
@@ -399,8 +424,9 @@ def run_search(
             return float(result.best_metrics[metric])
 
         catch: tuple[type[BaseException], ...] = (MedattnError, torch.OutOfMemoryError)
-        study.optimize(objective, n_trials=cfg.n_trials, n_jobs=cfg.n_jobs, catch=catch,
-                       show_progress_bar=progress, gc_after_trial=True)
+        with _quiet_artifact_downloads():
+            study.optimize(objective, n_trials=cfg.n_trials, n_jobs=cfg.n_jobs, catch=catch,
+                           show_progress_bar=progress, gc_after_trial=True)
 
         trials = study.get_trials(deepcopy=False)
         mine = [t for t in trials if t.number >= n_before and t.user_attrs.get(TRIAL_ATTR_PARENT_RUN_ID) == parent_id]

@@ -148,3 +148,10 @@ def test_parse_batch_sizes_and_redact():
     assert search.parse_batch_sizes("32, 8,16,8") == (8, 16, 32)
     assert search.redact_url("postgresql://u:secret@db:5432/optuna") == "postgresql://u:***@db:5432/optuna"
     assert search.redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
+
+
+def test_relative_sqlite_storage_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert search.absolute_storage("sqlite:///optuna.db") == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    assert search.absolute_storage("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
+    assert search.absolute_storage("postgresql://u@h/db") == "postgresql://u@h/db"

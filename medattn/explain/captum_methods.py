@@ -23,6 +23,7 @@ for networks whose non-linearities are ReLU/Sigmoid/MaxPool modules; the CBAM ch
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from captum.attr import DeepLift, IntegratedGradients, LayerAttribution, LayerGradCam
@@ -36,6 +37,11 @@ from medattn.explain.lrp_rules import RuleTableLRP, attach_rules
 def working_copy(model: nn.Module) -> nn.Module:
     """A float32, eval-mode deep copy that captum may hook and annotate freely."""
     return copy.deepcopy(model).float().eval()
+
+
+def _input(x: Tensor) -> Tensor:
+    """A fresh leaf that requires grad (captum would otherwise warn that it set the flag itself)."""
+    return x.detach().clone().requires_grad_(True)
 
 
 def _baseline(x: Tensor, baseline: object) -> Tensor:
@@ -77,7 +83,10 @@ class DeepLiftExplainer(_CNNExplainer):
             ``(B, 3, H, W)``; each image's sum ≈ logit(x) − logit(baseline).
         """
         net = working_copy(model)
-        return DeepLift(net).attribute(x, baselines=_baseline(x, baseline), target=target)
+        with warnings.catch_warnings():
+            # captum announces that it hooks the (private copy's) activations; nothing to act on.
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
+            return DeepLift(net).attribute(_input(x), baselines=_baseline(x, baseline), target=target)
 
 
 @register
@@ -100,7 +109,7 @@ class LRPExplainer(_CNNExplainer):
         """
         net = working_copy(model)
         attach_rules(net, epsilon=epsilon)
-        return RuleTableLRP(net).attribute(x, target=target)
+        return RuleTableLRP(net).attribute(_input(x), target=target)
 
 
 @register
@@ -130,7 +139,7 @@ class IntegratedGradientsExplainer(Explainer):
         """
         net = working_copy(model)
         return IntegratedGradients(net).attribute(
-            x, baselines=_baseline(x, baseline), target=target, n_steps=n_steps, internal_batch_size=x.shape[0]
+            _input(x), baselines=_baseline(x, baseline), target=target, n_steps=n_steps, internal_batch_size=x.shape[0]
         )
 
 
@@ -156,5 +165,5 @@ class GradCamExplainer(_CNNExplainer):
         layer = getattr(net, "features", None) if layer is None else layer
         if layer is None:
             raise ConfigError(f"gradcam needs a model with 'layer4' or 'features', not {type(model).__name__}.")
-        cam = LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
+        cam = LayerGradCam(net, layer).attribute(_input(x), target=target, relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")

@@ -21,7 +21,7 @@ image's own tensors, so each image's map equals what that image alone gives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -262,6 +262,8 @@ def transformer_attribution(
         if target.shape != (logits.shape[0],):
             raise ConfigError(f"target must have shape ({logits.shape[0]},), got {tuple(target.shape)}.")
         target = target.to(logits.device)
+        if bool(((target < 0) | (target >= logits.shape[1])).any()):
+            raise ConfigError(f"target class indices must lie in [0, {logits.shape[1] - 1}], got {target.tolist()}.")
         # The raw logit of the target class, not its softmax (the reference's choice).
         chosen = logits.gather(1, target[:, None]).sum()
         grads = torch.autograd.grad(chosen, [c.attn for c in caches])
@@ -274,7 +276,7 @@ def transformer_attribution(
         r[:, 0] = cls.detach() * safe_divide(r_cls, cls.detach())
         attn_relevance: list[Tensor] = [torch.empty(0)] * depth
         for b in range(depth - 1, -1, -1):
-            c = _BlockCache(*(t.detach() for t in vars(caches[b]).values()))
+            c = _BlockCache(**{f.name: getattr(caches[b], f.name).detach() for f in fields(_BlockCache)})
             blk = model.blocks[b]
             w = {name: mod.weight.detach().to(dtype) for name, mod in
                  (("fc1", blk.mlp.fc1), ("fc2", blk.mlp.fc2), ("qkv", blk.attn.qkv), ("proj", blk.attn.proj))}

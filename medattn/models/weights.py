@@ -38,7 +38,7 @@ SOURCE_HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_dist.")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 _PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
 # torchvision's DenseNet checkpoints predate dots being banned in module names: 'norm.1' -> 'norm1'.
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 _SIGNATURES = {
     "resnet50": "layer1.0.conv1.weight",
     "densenet121": "features.denseblock1.denselayer1.conv1.weight",
@@ -151,13 +151,18 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             # weights_only: a weights file from elsewhere must not be able to run code.
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        text = str(exc)
+        if "Unsupported global" in text:
+            # A pickle that needs arbitrary classes: refuse rather than execute foreign code.
+            raise ConfigError(
+                f"weights file '{path}' holds Python objects that cannot be loaded safely; "
+                "save just the tensors with torch.save(model.state_dict(), PATH)."
+            ) from None
         raise ConfigError(
-            f"weights file '{path}' holds Python objects that cannot be loaded safely ({exc.__class__.__name__}); "
-            "save just the tensors with torch.save(model.state_dict(), PATH)."
+            f"cannot read weights file '{path}' ({exc.__class__.__name__}); pass a PyTorch state_dict / checkpoint "
+            "or a .safetensors file with --weights PATH."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"cannot read weights file '{path}': {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}.") from None
     for _ in range(3):  # checkpoints nest at most a couple of levels ({"model": {"state_dict": ...}})
         if isinstance(obj, nn.Module):
             obj = obj.state_dict()
