@@ -685,6 +685,9 @@ class DemoConfig:
     experiment: str = "medattn-demo"
     device: str = "auto"
     seed: int = 0
+    explain_images: int = 8  # test images explained per model (0: skip interpret)
+    explain_steps: int = 8  # deletion/insertion steps in the demo
+    promote: bool = True
 
 
 @dataclass(frozen=True)
@@ -696,13 +699,17 @@ class DemoResult:
     tracking_uri: str
     train_runs: dict[str, str]
     test_runs: dict[str, str]
+    xai: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, method, deletion_auc, ...
+    interpret_runs: dict[str, str] = field(default_factory=dict)
+    promoted: Any = None  # medattn.promote.PromoteResult
 
 
 def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
-    """Synthesise the demo set, train and test each variant, and compare them, all in MLflow.
+    """Synthesise the demo set; train, test and explain each variant; compare; promote the best.
 
-    Runs nest under one parent run (kind ``demo``) that holds the comparison table; under
-    ``mlflow run`` the project run is that parent.
+    Runs nest under one parent run (kind ``demo``) that holds the comparison tables; under
+    ``mlflow run`` the project run is that parent. The best variant by ``val_auc`` gets the
+    ``champion`` alias of ``medattn-demo``.
     """
     import mlflow
 
@@ -710,21 +717,23 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
 
     uri = tracking.connect(cfg.tracking_uri)
     models = [_canonical_model(m) for m in cfg.models]
+    if cfg.explain_images < 0:
+        raise ConfigError(f"--explain-images must be 0 (off) or more, got {cfg.explain_images}.")
+    base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
+    base.pop("grid", None)
     data_dir = Path(cfg.data_dir)
     if not (data_dir / "labels.csv").is_file():
         echo(f"writing the synthetic demo set ({cfg.n} images) to {data_dir}")
         write_synthetic(data_dir, n=cfg.n, img_size=cfg.synth_size, seed=cfg.seed)
-    base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
-    base.pop("grid", None)
     env_run = os.environ.pop("MLFLOW_RUN_ID", None)
     experiment_id = None if env_run else tracking.ensure_experiment(cfg.experiment, uri)
-    rows, train_runs, test_runs = [], {}, {}
+    rows, xai_rows, train_runs, test_runs, interpret_runs = [], [], {}, {}, {}
     with tracking.tracked_run(experiment_id=experiment_id, run_id=env_run, run_name="demo",
                               tags={tracking.TAG_KIND: "demo"}) as parent:
         parent_id = parent.info.run_id
         exp_name = mlflow.get_experiment(parent.info.experiment_id).name
         for i, name in enumerate(models):
-            echo(f"[{i + 1}/{len(models)}] training {name}")
+            echo(f"[{i + 1}/{len(models)}] {name}: train, test" + (", interpret" if cfg.explain_images else ""))
             explicit = {"dataset": "demo", "data_dir": str(data_dir), "model": name, "experiment": exp_name,
                         "epochs": cfg.epochs, "device": cfg.device, "tracking_uri": uri}
             tcfg = build_train_config({**base, **{k: v for k, v in explicit.items() if v is not None}})
@@ -746,19 +755,30 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
                 "train_s": round(seconds, 1),
                 "train_run": res.run_id,
             })
-            echo(f"    {name}: test AUC {m.get('test_auc', math.nan):.3f}, "
-                 f"balanced accuracy {m.get('test_balanced_accuracy', math.nan):.3f} ({seconds:.0f} s)")
+            line = (f"    test AUC {m.get('test_auc', math.nan):.3f}, balanced accuracy "
+                    f"{m.get('test_balanced_accuracy', math.nan):.3f} (trained in {seconds:.0f} s)")
+            if cfg.explain_images:
+                ires = interpret(InterpretConfig(run_id=res.run_id, tracking_uri=uri, device=cfg.device,
+                                                 max_images=cfg.explain_images, steps=cfg.explain_steps),
+                                 parent_run_id=parent_id, progress=progress)
+                interpret_runs[name] = ires.run_id
+                for _, r in ires.scores.iterrows():
+                    xai_rows.append({"model": name, **r.to_dict()})
+                pg = {r["method"]: r.get("pointing_game", math.nan) for _, r in ires.scores.iterrows()}
+                line += "; pointing game " + ", ".join(f"{k} {v:.2f}" for k, v in pg.items())
+            echo(line)
         table = pd.DataFrame(rows)
+        xai = pd.DataFrame(xai_rows)
         mlflow.log_text(table.to_csv(index=False), "comparison.csv")
-        mlflow.log_text(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
-                        "comparison.md")
-    return DemoResult(parent_id, table, uri, train_runs, test_runs)
+        if len(xai):
+            mlflow.log_text(xai.to_csv(index=False), "xai_scores.csv")
+        promoted = None
+        if cfg.promote:
+            from medattn.promote import PromoteConfig, run_promote
 
-
-def _has_tabulate() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tabulate") is not None
+            promoted = run_promote(PromoteConfig(experiment=exp_name, metric="val_auc", tracking_uri=uri))
+            mlflow.set_tag("medattn.champion", f"{promoted.model_uri} ({promoted.variant})")
+    return DemoResult(parent_id, table, uri, train_runs, test_runs, xai, interpret_runs, promoted)
 
 
 def _canonical_model(name: str) -> str:

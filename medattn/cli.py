@@ -357,13 +357,16 @@ def demo(
     models: Annotated[str, typer.Option("--models", help="Comma-separated variants to train.")] = ",".join(
         ("resnet50", "se_resnet50", "cbam_resnet50", "densenet121", "se_densenet121", "cbam_densenet121", "deit_tiny")
     ),
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per model. (default: 4, from the demo config)")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per model. (default: 4, from the demo settings)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML with training settings replacing the demo defaults (experiments/demo.yaml).")] = None,
+    explain_images: Annotated[int, typer.Option("--explain-images", help="Test images explained and scored per model (0: skip interpret).")] = 8,
+    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Give the best variant (val_auc) the champion alias of medattn-demo.")] = True,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment of the demo runs.")] = "medattn-demo",
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """End to end on CPU: synthesise the demo set, train and test each variant, print a comparison."""
+    """End to end on CPU: synthesise the demo set; train, test and explain each variant; compare the
+    variants; promote the best one to models:/medattn-demo@champion."""
     from medattn import api
 
     if n < 20:
@@ -371,12 +374,53 @@ def demo(
     cfg = api.DemoConfig(
         data_dir=data_dir, n=n, models=tuple(m.strip() for m in models.split(",") if m.strip()),
         config_file=str(config) if config else None, epochs=epochs, tracking_uri=tracking_uri,
-        experiment=experiment, device=device or "auto",
+        experiment=experiment, device=device or "auto", explain_images=explain_images, promote=promote,
     )
     result = api.demo(cfg, echo=typer.echo)
-    typer.echo("")
-    typer.echo(result.table.drop(columns=["train_run"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    typer.echo("\nTest performance per variant")
+    typer.echo(result.table.drop(columns=["train_run"]).to_string(index=False, float_format=fmt))
+    if len(result.xai):
+        typer.echo("\nExplanation scores (model × method; 'random' = uniform random maps on the same images)")
+        typer.echo(result.xai.to_string(index=False, float_format=fmt))
+    if result.promoted is not None:
+        typer.echo(f"\n{result.promoted.describe()}: {result.promoted.variant} "
+                   f"({result.promoted.metric} {result.promoted.value:.4f}); load it with {result.promoted.model_uri}")
     _done("demo", result.parent_run_id, result.tracking_uri)
+
+
+@app.command()
+def interpret(
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Training run to explain (its checkpoints/best.pt).")] = None,
+    model_uri: Annotated[str | None, typer.Option("--model-uri", help="Registered model, e.g. models:/medattn-demo@champion.")] = None,
+    ckpt: Annotated[str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")] = None,
+    split: Annotated[str, typer.Option("--split", help="test | validation | train.")] = "test",
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated: deeplift, lrp (CNNs), transformer-lrp (DeiT), integrated-gradients, gradcam. (default: deeplift,lrp for CNNs; transformer-lrp for DeiT)")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", help="Explain the first N images of the split (split order).")] = 16,
+    target: Annotated[str, typer.Option("--target", help="Class explained: label (ground truth) or pred (the model's prediction).")] = "label",
+    batch_size: Annotated[int, typer.Option("--batch-size", "--batchsize", help="Images explained per batch (one call per batch and method).")] = 8,
+    steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")] = 16,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)")] = None,
+    device: DeviceOpt = None,
+    gpu_id: GpuIdOpt = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment of the interpret run. (default: the training run's)")] = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the
+    input images and deletion/insertion (plus pointing-game and mask-mass on demo) scores."""
+    from medattn import api
+
+    if gpu_id is not None:
+        device = f"cuda:{gpu_id}"
+    cfg = api.InterpretConfig(
+        run_id=run_id, model_uri=model_uri, ckpt=ckpt, split=split,
+        methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), max_images=max_images,
+        target=target, batch_size=batch_size, steps=steps, data_dir=data_dir, device=device or "auto",
+        tracking_uri=tracking_uri, experiment=experiment,
+    )
+    result = api.interpret(cfg)
+    typer.echo(result.scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _done("interpret", result.run_id, result.tracking_uri)
 
 
 @app.command("grid")
