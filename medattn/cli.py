@@ -26,12 +26,17 @@ def _dashify(token: str) -> str:
     return name.replace("_", "-") + eq + value
 
 
+ARGV_KEY = "medattn.argv"
+
+
 class _Group(TyperGroup):
     """Click group that accepts underscore option spellings and prints :class:`MedattnError` as
     ``Error: <sentence>`` with exit code 2."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:  # noqa: D102 - click API
-        return super().parse_args(ctx, [_dashify(a) for a in args])
+        args = [_dashify(a) for a in args]
+        ctx.meta.setdefault(ARGV_KEY, list(args))  # `train --nproc N` re-launches itself with these
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         try:
@@ -248,6 +253,7 @@ def _done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) ->
 
 @app.command()
 def train(
+    ctx: typer.Context,
     dataset: Annotated[str | None, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (the seed's APTOS, ISIC2020, MIMICCXR accepted). (default: demo)")] = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Folder with the data set in its on-disk layout (SPEC §2). (default: demo_data)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="densenet121 | resnet50 | se_densenet121 | se_resnet50 | cbam_densenet121 | cbam_resnet50 | deit_tiny (seed spellings accepted). (default: resnet50)")] = None,
@@ -284,9 +290,14 @@ def train(
     register: Annotated[bool | None, typer.Option("--register/--no-register", help="Register the model as medattn-<dataset> in the model registry.", show_default=False)] = None,
     system_metrics: Annotated[bool | None, typer.Option("--system-metrics/--no-system-metrics", help="Log CPU/GPU/memory system metrics. (default: on)", show_default=False)] = None,
     tracking_uri: TrackingUriOpt = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="Train with PyTorch DDP on N local processes (one per GPU, or gloo on CPU): re-launches itself under torchrun --nproc-per-node N. --batch-size is then the global batch, split evenly over the processes.")] = None,
 ) -> None:
-    """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow."""
-    from medattn import api
+    """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.
+
+    Under torchrun (or with --nproc N) every process trains its share of each global batch and
+    rank 0 alone logs to MLflow and writes checkpoints.
+    """
+    from medattn import api, distributed
 
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
@@ -300,15 +311,44 @@ def train(
         tracking_uri=tracking_uri,
     )
     cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
+    world = distributed.env_world_size()
+    if nproc is not None and nproc < 1:
+        raise MedattnError(f"--nproc must be at least 1, got {nproc}.")
+    if nproc is not None and world > 1 and nproc != world:
+        raise MedattnError(f"--nproc {nproc} contradicts torchrun's {world} processes; drop --nproc under torchrun.")
+    if nproc is not None and nproc > 1 and world == 1:
+        # Validate here, so that bad input is one sentence and exit 2 rather than N worker tracebacks.
+        distributed.per_rank_batch(cfg.optim.batch_size, nproc)
+        _relaunch_under_torchrun(ctx, nproc)
+        return
     result = api.train(cfg)
+    if not distributed.is_main_process():
+        return  # DDP: rank 0 prints the outcome
     best = result.best_metrics
     typer.echo(
         f"best epoch {result.best_epoch}: "
         + ", ".join(f"{k}={best[k]:.4f}" for k in ("val_loss", "val_auc", "val_balanced_accuracy") if k in best)
     )
     if result.registered_version:
-        typer.echo(f"registered as {result.config['dataset'] and 'medattn-' + result.config['dataset']} version {result.registered_version}")
+        from medattn.tracking import registered_model_name
+
+        typer.echo(f"registered as {registered_model_name(result.config['dataset'])} version {result.registered_version}")
     _done("train", result.run_id, result.tracking_uri, result.experiment_id)
+
+
+def _relaunch_under_torchrun(ctx: click.Context, nproc: int) -> None:
+    """Run this very ``medattn train`` command again under ``torchrun`` and exit with its status."""
+    import subprocess
+    import sys
+
+    from medattn.distributed import strip_nproc, torchrun_command
+
+    argv = ctx.meta.get(ARGV_KEY) or sys.argv[1:]
+    cmd = torchrun_command(nproc, strip_nproc(argv))
+    typer.echo(f"Launching {nproc} DDP processes: {' '.join(cmd[1:])}", err=True)
+    code = subprocess.call(cmd)
+    if code:
+        raise typer.Exit(2 if code == 2 else 1)
 
 
 @app.command("test")
@@ -537,3 +577,51 @@ def promote_cmd(
         f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
         f"{result.tracking_uri}; load it with {result.model_uri}; view it with: {tracking.ui_command(result.tracking_uri)}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# medattn figures / compare
+# --------------------------------------------------------------------------------------------
+@app.command("figures")
+def figures_cmd(
+    run_id: Annotated[str, typer.Option("--run-id", help="Interpret run to draw; or a training run, whose latest finished interpret run (tag medattn.source_run) is used.")],
+    saliency_maps: Annotated[str, typer.Option("--saliency-maps", "--saliency_maps", help="ALL, DEEPLIFT, LRP or TRANSFORMER-LRP: which methods' maps to draw.")] = "ALL",
+    alpha_overlay: Annotated[float, typer.Option("--alpha-overlay", "--alpha_overlay", help="Opacity of the heat map over the greyscale image, in [0, 1].")] = 0.5,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Blended heat maps (captum style, bwr) per image and method, the original images, an images ×
+    methods grid and the training-history curves, logged to the interpret run under figures/."""
+    from medattn import api
+
+    result = api.figures(api.FiguresConfig(run_id=run_id, saliency_maps=saliency_maps, alpha_overlay=alpha_overlay,
+                                           tracking_uri=tracking_uri))
+    typer.echo(f"{len(result.artifacts)} figures under figures/ (grid: figures/grid.png"
+               + (", history: figures/history/*.png)" if result.history else "; no training history)"))
+    _done("interpret", result.run_id, result.tracking_uri)
+
+
+@app.command("compare")
+def compare_cmd(
+    experiment: Annotated[str, typer.Option("--experiment", help="Experiment whose finished test runs (split test) are compared.")] = "medattn-demo",
+    metric: Annotated[str, typer.Option("--metric", help="Test metric of the low-data-regimen figure and the table's first column.")] = "test_auc",
+    cases: Annotated[str | None, typer.Option("--cases", help="tp | tn | fp | fn | agree | disagree: list (and draw) the test images where all models share that outcome, or disagree.")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", help="Images per saliency grid (rows).")] = 4,
+    alpha_overlay: Annotated[float, typer.Option("--alpha-overlay", "--alpha_overlay", help="Opacity of the heat maps in the grids, in [0, 1].")] = 0.5,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Comparison table of test metrics with CIs per variant and training-data fraction, the
+    low-data-regimen figure, explanation scores and a models × methods grid, logged to a new
+    compare run; --cases selects images by the models' shared outcome."""
+    from medattn import api
+    from medattn.compare import to_markdown
+
+    result = api.compare(api.CompareConfig(experiment=experiment, metric=metric, cases=cases, max_images=max_images,
+                                           alpha_overlay=alpha_overlay, tracking_uri=tracking_uri))
+    shown = [c for c in result.table.columns if c not in ("run_id", "source_run")]
+    typer.echo(to_markdown(result.table[shown]))
+    if result.cases is not None:
+        typer.echo(f"{len(result.cases)} image{'' if len(result.cases) == 1 else 's'} where the models are '{cases}': "
+                   + (", ".join(result.cases) if result.cases else "none"))
+    import mlflow
+
+    _done("compare", result.run_id, result.tracking_uri, mlflow.get_run(result.run_id).info.experiment_id)

@@ -32,6 +32,7 @@ INITS = ("fair", "paper")
 PRETRAINED = ("imagenet", "none")
 SCHEDULERS = ("none", "cosine")
 UNCERTAIN = ("ignore", "zeros", "ones")
+DATA_PIPELINES = ("auto", "gpu", "cpu")
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 
@@ -49,6 +50,9 @@ class DataConfig:
     multiclass: bool = False
     uncertain: str = "ignore"
     num_workers: int = 0
+    # Input path (issue 8): "gpu" = uint8 cache + batched augmentation on the training device,
+    # "cpu" = PIL transforms per image, "auto" = gpu on CUDA when the cache exists, else cpu.
+    data_pipeline: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     model = canonical_model_name(m.model)
     _choice("resize", d.resize, RESIZE_MODES)
     _choice("uncertain", d.uncertain, UNCERTAIN)
+    _choice("data_pipeline", d.data_pipeline, DATA_PIPELINES)
     _choice("head", m.head, HEADS)
     _choice("init", m.init, INITS)
     if m.pretrained is not None:

@@ -4,9 +4,10 @@ results out (STYLE habit 5)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,10 @@ class EpochOutput:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
 
 
+SYNC_EVERY = 50
+"""Training steps between host reads of the running loss (divergence check, progress bar; issue 8)."""
+
+
 class DivergedError(MedattnError):
     """The loss became NaN or infinite."""
 
@@ -67,6 +72,8 @@ def train_one_epoch(
     amp: bool = False,
     desc: str = "train",
     progress: bool = True,
+    loss_scale: Callable[[int, int], float] | None = None,
+    finite_check: Callable[[torch.Tensor], bool] | None = None,
 ) -> EpochOutput:
     """One optimisation pass over ``loader``.
 
@@ -79,6 +86,11 @@ def train_one_epoch(
         amp: bf16 autocast on CUDA.
         desc: progress bar label.
         progress: show a tqdm progress bar.
+        loss_scale: DDP only: ``(step, batch_images) -> factor`` applied to the loss before
+            ``backward`` (not to the reported loss), so that DDP's gradient average equals the
+            global-batch mean (:meth:`medattn.distributed.GlobalBatchSampler.loss_scale`).
+        finite_check: DDP only: ``loss -> bool`` that every rank answers alike
+            (:func:`medattn.distributed.all_finite`), so all ranks stop together on NaN.
 
     Returns:
         Mean loss, labels and (detached) probabilities of the training pass.
@@ -87,31 +99,38 @@ def train_one_epoch(
         DivergedError: the loss became NaN or infinite.
     """
     model.train()
-    total, n = 0.0, 0
+    # Issue 8: the loss sum, labels and probabilities stay on the device and are read once per
+    # epoch; the divergence check and the progress bar read them every SYNC_EVERY steps only, so
+    # the host does not wait for the GPU on each step.
+    total, n = torch.zeros((), device=device), 0
     ys, ps = [], []
     start = time.perf_counter()
     bar = _bar(loader, desc, progress)
-    for images, labels in bar:
+    for step, (images, labels) in enumerate(bar):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             logits = model(images)
             loss = loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
+        if step % SYNC_EVERY == 0 and not (finite_check(loss) if finite_check is not None else torch.isfinite(loss)):
             raise DivergedError(
                 f"the training loss became {loss.item()} in {desc}; lower --lr or check the data."
             )
-        loss.backward()
+        scale = loss_scale(step, labels.shape[0]) if loss_scale is not None else 1.0
+        (loss if scale == 1.0 else loss * scale).backward()
         optimizer.step()
         b = labels.shape[0]
-        total += loss.item() * b
+        total += loss.detach() * b
         n += b
-        ys.append(labels.detach().cpu())
-        ps.append(torch.softmax(logits.detach().float(), 1).cpu())
-        bar.set_postfix(loss=f"{total / n:.4f}")
-    seconds = time.perf_counter() - start
-    return _output(total, n, ys, ps, seconds)
+        ys.append(labels.detach())
+        ps.append(torch.softmax(logits.detach().float(), 1))
+        if step % SYNC_EVERY == 0:
+            bar.set_postfix(loss=f"{total.item() / n:.4f}")
+    if not (finite_check(total) if finite_check is not None else torch.isfinite(total)):
+        raise DivergedError(f"the training loss became {total.item()} in {desc}; lower --lr or check the data.")
+    out = _output(total.item(), n, ys, ps, 0.0)  # issue 8: time includes the one end-of-epoch sync
+    return dataclasses.replace(out, seconds=time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -127,7 +146,7 @@ def evaluate(
 ) -> EpochOutput:
     """Loss and probabilities of ``model`` over ``loader`` in eval mode (loader order kept)."""
     model.eval()
-    total, n = 0.0, 0
+    total, n = torch.zeros((), device=device), 0  # on the device: no per-batch host sync (issue 8)
     ys, ps = [], []
     start = time.perf_counter()
     for images, labels in _bar(loader, desc, progress):
@@ -137,11 +156,12 @@ def evaluate(
             logits = model(images)
         loss = loss_fn(logits.float(), labels)
         b = labels.shape[0]
-        total += loss.item() * b
+        total += loss * b
         n += b
-        ys.append(labels.cpu())
-        ps.append(torch.softmax(logits.float(), 1).cpu())
-    return _output(total, n, ys, ps, time.perf_counter() - start)
+        ys.append(labels)
+        ps.append(torch.softmax(logits.float(), 1))
+    out = _output(total.item(), n, ys, ps, 0.0)
+    return dataclasses.replace(out, seconds=time.perf_counter() - start)
 
 
 def _output(total: float, n: int, ys: list, ps: list, seconds: float) -> EpochOutput:
@@ -149,8 +169,8 @@ def _output(total: float, n: int, ys: list, ps: list, seconds: float) -> EpochOu
         raise MedattnError("the data loader yielded no images; check the split and --batch-size.")
     return EpochOutput(
         loss=total / n if n else math.nan,
-        y_true=torch.cat(ys).numpy().astype(np.int64),
-        scores=torch.cat(ps).numpy().astype(np.float64),
+        y_true=torch.cat(ys).cpu().numpy().astype(np.int64),
+        scores=torch.cat(ps).cpu().numpy().astype(np.float64),
         n_images=n,
         seconds=seconds,
     )

@@ -16,10 +16,17 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 __all__ = [
     "HISTORY_METRICS",
+    "attribution_hwc",
+    "blended_heat_map_figure",
     "confusion_matrix_figure",
     "history_figure",
     "history_figures",
+    "image_figure",
+    "low_data_figure",
     "roc_curve_figure",
+    "saliency_grid_figure",
+    "variant_style",
+    "xai_scores_figure",
 ]
 
 FIGSIZE = (6.0, 4.5)
@@ -228,3 +235,287 @@ def history_figures(history: Mapping[str, Sequence[float]]) -> dict[str, Figure]
         for metric in HISTORY_METRICS
         if f"train_{metric}" in history or f"val_{metric}" in history
     }
+
+
+# ---- explanations and comparisons (medattn figures / medattn compare) ------------------------
+#: Side of a single-image figure (original or blended heat map), inches at :data:`DPI`.
+IMAGE_FIGSIZE = (4.0, 4.0)
+#: Side of one cell of a grid figure, inches.
+GRID_CELL = 2.0
+
+# Low-data-regimen styles: the backbone family sets the colour, the attention block the line style.
+_FAMILY_COLOURS = {"resnet": "tab:blue", "densenet": "tab:orange", "deit": "tab:green"}
+_ATTENTION_STYLES = {"none": "-", "se": "--", "cbam": ":"}
+_ATTENTION_MARKERS = {"none": "o", "se": "s", "cbam": "^"}
+
+
+def attribution_hwc(attr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An attribution map as ``(H, W, C)`` for display over an ``(H, W)`` image.
+
+    Args:
+        attr: ``(C, H, W)`` (a CNN method's map, e.g. DeepLIFT or LRP) or a raw ``(g, g)`` patch
+            map (transformer-lrp), which is upsampled bilinearly to ``size``.
+        size: ``(H, W)`` of the image the map is shown on.
+
+    Returns:
+        ``float64`` array ``(H, W, C)``; ``C == 1`` for a 2-D map.
+
+    Raises:
+        ValueError: If ``attr`` is neither 2-D nor 3-D, or a 3-D map does not match ``size``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    a = np.asarray(attr, dtype=np.float64)
+    if a.ndim == 2:
+        if a.shape != tuple(size):
+            t = torch.from_numpy(a)[None, None]
+            a = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+        return a[:, :, None]
+    if a.ndim == 3:
+        if a.shape[1:] != tuple(size):
+            raise ValueError(f"a (C, H, W) map of shape {a.shape} does not match the image size {tuple(size)}.")
+        return np.transpose(a, (1, 2, 0))
+    raise ValueError(f"an attribution map must be (C, H, W) or (g, g), got shape {a.shape}.")
+
+
+def _blend(fig: Figure, ax, attr: np.ndarray, image: np.ndarray, alpha_overlay: float, title: str) -> None:
+    """Draw captum's blended heat map (grey image, ``bwr`` map, sign ``all``) on ``ax``.
+
+    Non-finite map values are drawn as 0 and an all-zero map as the bare greyscale image, each
+    with a note on the axes, so that a broken explanation is visible rather than a crash.
+    """
+    from captum.attr import visualization as viz
+
+    img = np.asarray(image)
+    attr_hwc = attribution_hwc(attr, img.shape[:2])
+    finite = np.isfinite(attr_hwc)
+    note = ""
+    if not finite.all():
+        # captum's percentile threshold fails on NaN; show what is finite and say so on the figure.
+        attr_hwc = np.where(finite, attr_hwc, 0.0)
+        note = f"{100.0 * (1.0 - finite.mean()):.0f}% non-finite values shown as 0"
+    if not np.any(attr_hwc):
+        # captum normalises by a percentile of |attr|; an all-zero map would divide by ~0.
+        ax.imshow(img.mean(axis=2), cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if title:
+            ax.set_title(title)
+        note = note or "all-zero map"
+    else:
+        viz.visualize_image_attr(
+            attr_hwc,
+            img,
+            method="blended_heat_map",
+            sign="all",
+            cmap="bwr",
+            alpha_overlay=alpha_overlay,
+            plt_fig_axis=(fig, ax),
+            title=title or None,
+            use_pyplot=False,
+        )
+    if note:
+        ax.text(0.5, 0.02, note, transform=ax.transAxes, ha="center", va="bottom", fontsize="x-small",
+                color="black", backgroundcolor="white")
+
+
+def image_figure(image: np.ndarray, *, title: str = "") -> Figure:
+    """An input image as the model saw it, at the size of :func:`blended_heat_map_figure`.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        title: Axes title.
+
+    Returns:
+        A 400 x 400 pixel figure.
+    """
+    fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
+    ax = fig.add_subplot()
+    ax.imshow(np.asarray(image))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def blended_heat_map_figure(
+    attr: np.ndarray, image: np.ndarray, *, alpha_overlay: float = 0.5, title: str = ""
+) -> Figure:
+    """captum's ``blended_heat_map`` (sign ``all``, ``bwr``): the map over the greyscale image.
+
+    Args:
+        attr: ``(C, H, W)`` map or raw ``(g, g)`` transformer map (see :func:`attribution_hwc`).
+        image: ``(H, W, 3)`` uint8, the model's view of the image.
+        alpha_overlay: Opacity of the heat map over the image, in ``[0, 1]``.
+        title: Axes title.
+
+    Returns:
+        A 400 x 400 pixel figure: red is positive relevance, blue negative.
+    """
+    fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
+    _blend(fig, fig.add_subplot(), attr, image, alpha_overlay, title)
+    return fig
+
+
+def saliency_grid_figure(
+    images: Sequence[np.ndarray],
+    maps: Sequence[Sequence[np.ndarray | None]],
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    alpha_overlay: float = 0.5,
+    title: str = "",
+) -> Figure:
+    """A grid: one row per image, the original first, then one blended heat map per column.
+
+    Args:
+        images: ``R`` images, each ``(H, W, 3)`` uint8.
+        maps: ``R`` rows of ``K`` maps (``(C, H, W)`` or ``(g, g)``); ``None`` leaves a cell empty.
+        row_labels: ``R`` labels written left of each row (e.g. id, label, prediction).
+        col_labels: ``K`` column titles (a method, or ``model / method``).
+        alpha_overlay: Opacity of the heat maps.
+        title: Figure title.
+
+    Returns:
+        A figure of ``(K + 1) * 200`` x ``R * 200`` pixels (plus a title band when titled).
+
+    Raises:
+        ValueError: If the numbers of images, rows and labels disagree.
+    """
+    n_rows, n_cols = len(images), len(col_labels) + 1
+    if n_rows == 0 or len(maps) != n_rows or len(row_labels) != n_rows:
+        raise ValueError(
+            f"saliency_grid_figure needs R >= 1 images with R rows of maps and R row labels, "
+            f"got {n_rows}, {len(maps)} and {len(row_labels)}."
+        )
+    if any(len(row) != n_cols - 1 for row in maps):
+        raise ValueError(f"every row of maps needs {n_cols - 1} entries, one per column label.")
+    fig = Figure(figsize=(GRID_CELL * n_cols, GRID_CELL * n_rows + (0.4 if title else 0.0)), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r in range(n_rows):
+        ax = axes[r][0]
+        ax.imshow(np.asarray(images[r]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(row_labels[r], fontsize="small")
+        if r == 0:
+            ax.set_title("image", fontsize="small")
+        for k, attr in enumerate(maps[r]):
+            ax = axes[r][k + 1]
+            if attr is None:
+                ax.set_axis_off()
+                continue
+            _blend(fig, ax, attr, images[r], alpha_overlay, "")
+            if r == 0:
+                ax.set_title(col_labels[k], fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def variant_style(model: str) -> dict[str, str]:
+    """Colour, line style and marker of a model variant in the low-data-regimen figure.
+
+    The backbone family sets the colour (ResNet blue, DenseNet orange, DeiT green, others grey);
+    the attention block sets the line style (none solid, SE dashed, CBAM dotted).
+
+    Args:
+        model: Variant name, e.g. ``"cbam_resnet50"``, ``"se_densenet121"``, ``"deit_tiny"``.
+
+    Returns:
+        ``{"color": ..., "linestyle": ..., "marker": ...}`` for ``Axes.plot``.
+    """
+    name = model.lower()
+    attention = next((a for a in ("cbam", "se") if name.startswith(f"{a}_") or f"_{a}" in name), "none")
+    family = next((f for f in ("densenet", "resnet", "deit") if f in name), None)
+    colour = _FAMILY_COLOURS.get(family, "tab:grey")
+    if family == "deit":
+        return {"color": colour, "linestyle": "-.", "marker": "D"}
+    return {"color": colour, "linestyle": _ATTENTION_STYLES[attention], "marker": _ATTENTION_MARKERS[attention]}
+
+
+def low_data_figure(
+    rows: Sequence[Mapping[str, object]],
+    metric: str,
+    *,
+    title: str = "",
+) -> Figure:
+    """A metric against the percentage of training data, one line per model variant.
+
+    Args:
+        rows: One mapping per (variant, fraction) with keys ``model``, ``perc_train`` (a fraction in
+            ``(0, 1]``), ``value`` and optionally ``ci_low`` / ``ci_high`` (drawn as a band).
+        metric: Metric name for the y label, e.g. ``"test_auc"``.
+        title: Axes title; ``"Low-data regimen"`` when empty.
+
+    Returns:
+        The figure; its axes hold one line per variant (label = the variant, in first-seen order)
+        with x = ``100 * perc_train`` sorted ascending and y = ``value``.
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("low_data_figure needs at least one row.")
+    variants: dict[str, list[Mapping[str, object]]] = {}
+    for row in rows:
+        variants.setdefault(str(row["model"]), []).append(row)
+    fig, ax = _new_figure()
+    for model, points in variants.items():
+        points = sorted(points, key=lambda p: float(p["perc_train"]))
+        x = np.array([100.0 * float(p["perc_train"]) for p in points])
+        y = np.array([float(p["value"]) for p in points])
+        style = variant_style(model)
+        ax.plot(x, y, label=model, linewidth=2, markersize=5, **style)
+        lo = np.array([float(p.get("ci_low", np.nan)) for p in points])
+        hi = np.array([float(p.get("ci_high", np.nan)) for p in points])
+        if np.isfinite(lo).all() and np.isfinite(hi).all():
+            ax.fill_between(x, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
+    readable = metric.removeprefix("test_")
+    ax.set_xlabel("Training data (%)")
+    ax.set_ylabel(f"Test {_METRIC_LABELS.get(readable, readable.replace('_', ' '))}")
+    ax.set_title(title or "Low-data regimen")
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def xai_scores_figure(rows: Sequence[Mapping[str, object]], *, title: str = "") -> Figure:
+    """Explanation scores as grouped bars: one panel per score, one group per model, one bar per method.
+
+    Args:
+        rows: One mapping per (model, method, score) with keys ``model``, ``method``, ``score``
+            (e.g. ``"deletion_auc"``) and ``value``.
+        title: Figure title; ``"Explanation scores"`` when empty.
+
+    Returns:
+        The figure; panel ``s`` (in first-seen score order) holds one bar container per method,
+        whose bar heights are the values in model order (``nan`` where a model lacks the method).
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("xai_scores_figure needs at least one row.")
+    scores = list(dict.fromkeys(str(r["score"]) for r in rows))
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    values = {(str(r["model"]), str(r["method"]), str(r["score"])): float(r["value"]) for r in rows}
+    fig = Figure(figsize=(max(FIGSIZE[0], 1.2 * len(models) * len(scores)), FIGSIZE[1]), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(1, len(scores), squeeze=False)[0]
+    width = 0.8 / len(methods)
+    x = np.arange(len(models))
+    for ax, score in zip(axes, scores, strict=True):
+        for j, method in enumerate(methods):
+            heights = [values.get((m, method, score), np.nan) for m in models]
+            ax.bar(x + (j - (len(methods) - 1) / 2) * width, heights, width, label=method)
+        ax.set_xticks(x, labels=models, rotation=30, ha="right", fontsize="small")
+        ax.set_title(score.replace("_", " "))
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title or "Explanation scores")
+    return fig

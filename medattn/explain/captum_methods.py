@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from medattn.errors import ConfigError
 from medattn.explain.base import Explainer, is_vit, register
-from medattn.explain.lrp_rules import RuleTableLRP, attach_rules
+from medattn.explain.lrp_rules import DEFAULT_EPSILON, RuleTableLRP, attach_rules
 
 
 def working_copy(model: nn.Module) -> nn.Module:
@@ -95,17 +95,19 @@ class LRPExplainer(_CNNExplainer):
 
     name = "lrp"
 
-    def attribute(self, model: nn.Module, x: Tensor, target: Tensor, *, epsilon: float = 1e-9) -> Tensor:
+    def attribute(self, model: nn.Module, x: Tensor, target: Tensor, *, epsilon: float = DEFAULT_EPSILON) -> Tensor:
         """LRP relevance of the target logits.
 
         Args:
             model: a CNN (left unchanged; the rules go on a private copy).
             x: ``(B, 3, H, W)`` float32 images.
             target: ``(B,)`` class indices.
-            epsilon: ε of the ε-rules (captum's default 1e-9, i.e. LRP-0).
+            epsilon: ε of the ε-rules (default :data:`~medattn.explain.lrp_rules.DEFAULT_EPSILON`
+                = 1e-6, see :mod:`medattn.explain.lrp_rules`).
 
         Returns:
-            ``(B, 3, H, W)``; each image's sum ≈ logit − head bias of the target class.
+            ``(B, 3, H, W)``; each image's sum ≈ logit minus the relevance the biases absorb (head
+            bias and BatchNorm shifts; see :mod:`medattn.explain.lrp_rules`).
         """
         net = working_copy(model)
         attach_rules(net, epsilon=epsilon)

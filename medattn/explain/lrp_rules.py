@@ -13,15 +13,17 @@ any other leaf type raises a :class:`~medattn.errors.ConfigError` naming it):
 module                                   rule                        why
 =======================================  ==========================  =======================================
 ``nn.Conv2d``, ``nn.Conv1d``,            ε-rule (ε = ``epsilon``,    Montavon et al.'s rule for weighted
-``nn.Linear``                            default 1e-9)               layers; with tiny ε it is LRP-0 and
-                                                                     conservative up to what the bias takes
-                                                                     (the CNNs' convs have no bias; the
-                                                                     head's bias absorbs its share).
-``nn.BatchNorm2d``                       pass-through:               in eval mode BN is a per-channel affine
-                                         :class:`BatchNormPassRule`  map; its shift is a bias and would absorb
-                                         (ε-rule on the bias-free    or flip relevance where it cancels the
-                                         part ``γ/σ · x``)           input. Relevance passes unchanged,
-                                                                     as if BN were folded into its conv.
+``nn.Linear``                            default 1e-6, sign-aware    layers; conservative up to what the
+                                         stabiliser)                 bias and ε take (the CNNs' convs have
+                                                                     no bias; the head's bias absorbs its
+                                                                     share).
+``nn.BatchNorm2d``                       ε-rule on the affine map    in eval mode BN is a per-channel affine
+                                         ``y = γ/σ·x + shift``       map. The ε-rule with the shift in the
+                                         (shift in the denominator)  denominator composed with the conv's
+                                                                     ε-rule equals the ε-rule of the conv
+                                                                     with BN folded into it (canonization,
+                                                                     as zennit/iNNvestigate do); the shift
+                                                                     absorbs its share like any bias.
 ``nn.ReLU``, ``nn.Dropout``              pass-through (captum's      relevance is redistributed by the next
                                          non-linear handling)        weighted layer; dropout is identity in
                                                                      eval mode.
@@ -46,16 +48,39 @@ module                                   rule                        why
 Non-module arithmetic in the CNNs (``torch.cat`` in DenseNet and CBAM, ``torch.flatten``, slicing)
 is handled by autograd, which routes relevance to the concatenated/sliced parts unchanged.
 
-Conservation that follows (and is tested): every rule above conserves relevance up to ε, except
-that a bias absorbs its share. In the six CNNs the only bias on the relevance path is the head's,
-so ``Σ R_input ≈ logit_t − b_t`` (``b_t`` the head bias of the target class).
+Stability, and why BatchNorm is not a pass-through (it was until the trained-model NaN bug):
+captum propagates the *normalised* relevance ``c = R / (z + ε·sign(z))`` backwards. Under the
+ε-rule every ``R`` at a ReLU output is ``a · c_next`` with ``a = relu(y)``, so ``R / y`` stays
+bounded by the next layer's ``c``. A BN pass-through (``R_x = R_y``) breaks that coupling: the
+conv before it divides ``R_y`` by its own output ``x = (y − shift)·σ/γ``, and in a *trained*
+network the shifts are large, so units with ``y > 0`` (non-zero relevance) have ``x ≈ 0`` or
+``x < 0``. Each such conv multiplies ``c`` by ``|y / x|`` (10–100× per bottleneck in a ResNet-50
+trained for 3 epochs), ``c`` overflows float32 after ~40 layers, and ``inf · 0`` gives NaN maps.
+At random initialisation the shifts are zero, ``x = y``, which is why tests on untrained models
+passed. No ε small enough to keep LRP-0 conservative fixes that; folding the shift into the
+denominator does, at the price that BN shifts absorb relevance like biases.
 
+ε: :data:`DEFAULT_EPSILON` = 1e-6 with the stabiliser ``z + ε·sign(z)``, ``sign(0) = 1`` (so no
+denominator is ever 0 and the stabiliser never flips a sign). 1e-6 is ~1e-5 of the typical
+``|z|`` of these fp32 networks: it keeps LRP-ε practically LRP-0 (conservation within the test
+tolerances below) while removing the float32 noise of dividing by near-zero sums, which 1e-9
+(captum's default, below fp32 resolution of ``z`` ≈ 1) does not.
+
+Conservation that follows (and is tested): every rule above conserves relevance up to ε, except
+that a bias absorbs its share ``b_j · R_j / y_j``. Hence
+
+- with the BN shifts zero (``β = μ·γ/σ``, e.g. at initialisation) the only bias on the relevance
+  path is the head's and ``Σ R_input = logit_t − b_t`` (tested on the six CNNs at init and on toy
+  nets with gates, residual and max-pool; rtol 1e-3 resp. 1e-4 of the logit);
+- in general ``Σ R_input = logit_t − b_t − (relevance absorbed by the BN shifts)``; the tests
+  check the canonization identity instead: LRP of conv → BN equals LRP of the single folded conv
+  with bias, within 1e-3 of the map maximum (the two differ only by ε at the conv output).
 Why a subclass of captum's ``LRP``: captum looks default rules up by exact type and raises on types
 without one (``Identity``, ``Sigmoid``, custom modules), and it writes ``rule``/``activations``
 attributes onto the model. medattn sets its rules explicitly on a private deep copy of the model,
 and :class:`RuleTableLRP` only overrides which leaf modules captum visits (so reshape/identity
-modules are left to autograd). :class:`GateRule` and :class:`BatchNormPassRule` are the two small
-rules captum does not have.
+modules are left to autograd). :class:`GateRule` is the one small rule captum does
+not have; :class:`StableEpsilonRule` pins the stabiliser.
 """
 
 from __future__ import annotations
@@ -70,7 +95,31 @@ from torch import Tensor, nn
 from medattn.errors import ConfigError
 
 
-class GateRule(EpsilonRule):
+#: Default ε of every ε-rule (see the module docstring for why 1e-6).
+DEFAULT_EPSILON = 1e-6
+
+
+class StableEpsilonRule(EpsilonRule):
+    """The ε-rule with an explicitly sign-aware stabiliser: ``R_in = x ⊙ ∂(R_out / (z + ε·sign(z)))``.
+
+    ``sign(0) = 1``, so the denominator is never zero and never shrinks ``|z|``: a unit whose output
+    is exactly 0 passes ``0 / ε = 0`` (its relevance, ``R_out = a·c`` with ``a = 0``, is zero
+    anyway). captum's base rule does the same today; medattn states it here so that the rule table
+    does not depend on a captum implementation detail.
+    """
+
+    def _create_backward_hook_output(self, outputs: Tensor) -> Callable[[Tensor], Tensor]:
+        eps = self.STABILITY_FACTOR
+
+        def hook(grad: Tensor) -> Tensor:
+            stabiliser = torch.where(outputs >= 0, eps, -eps).to(outputs.dtype)
+            self.relevance_output[grad.device] = grad.data
+            return grad / (outputs + stabiliser)
+
+        return hook
+
+
+class GateRule(StableEpsilonRule):
     """ε-rule for ``GateMul(x, gate)`` with the gate held constant.
 
     Relevance of ``x * gate`` goes to ``x`` only (``R_x = x·g·R / (x·g + ε) ≈ R``); the gate input's
@@ -88,35 +137,6 @@ class GateRule(EpsilonRule):
         return out
 
 
-class BatchNormPassRule(EpsilonRule):
-    """Pass-through for ``BatchNorm2d`` that keeps captum's gradient×input convention.
-
-    captum's ``IdentityRule`` returns the stored output relevance from the input hook, which
-    discards the other consumers' contributions when the BN input is shared; here the output hook
-    instead divides by the bias-free part ``z = y − shift = γ/σ · x``, so that after BN's backward
-    (× γ/σ) and captum's input hook (× x) the input receives ``R · z / (z + ε) ≈ R``.
-    """
-
-    def forward_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], outputs: Tensor) -> Tensor:
-        """Remember this module's shift before captum registers the tensor hooks."""
-        var, mean = module.running_var, module.running_mean
-        weight = module.weight if module.weight is not None else torch.ones_like(var)
-        bias = module.bias if module.bias is not None else torch.zeros_like(mean)
-        self._shift = (bias - mean * weight / torch.sqrt(var + module.eps)).detach().view(1, -1, 1, 1)
-        return super().forward_hook(module, inputs, outputs)
-
-    def _create_backward_hook_output(self, outputs: Tensor) -> Callable[[Tensor], Tensor]:
-        z = outputs - self._shift
-
-        def hook(grad: Tensor) -> Tensor:
-            sign = torch.sign(z)
-            sign[sign == 0] = 1
-            self.relevance_output[grad.device] = grad.data
-            return grad / (z + sign * self.STABILITY_FACTOR)
-
-        return hook
-
-
 #: Leaf modules left to autograd (identity or reshape: relevance passes unchanged).
 NOT_VISITED: tuple[type[nn.Module], ...] = (nn.Identity, nn.Flatten)
 #: Leaf modules captum itself treats as pass-through non-linearities (no rule object attached).
@@ -128,13 +148,13 @@ def _rule_table(epsilon: float) -> dict[type[nn.Module], Callable[[], Propagatio
     from medattn.models.layers import Add, ChannelPool, GateMul
 
     def eps() -> PropagationRule:
-        return EpsilonRule(epsilon=epsilon)
+        return StableEpsilonRule(epsilon=epsilon)
 
     return {
         nn.Conv1d: eps,
         nn.Conv2d: eps,
         nn.Linear: eps,
-        nn.BatchNorm2d: lambda: BatchNormPassRule(epsilon=epsilon),
+        nn.BatchNorm2d: eps,
         nn.MaxPool2d: eps,
         nn.AdaptiveMaxPool2d: eps,
         nn.AvgPool2d: eps,
@@ -150,7 +170,7 @@ def _leaves(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if not list(m.children())]
 
 
-def attach_rules(model: nn.Module, epsilon: float = 1e-9) -> None:
+def attach_rules(model: nn.Module, epsilon: float = DEFAULT_EPSILON) -> None:
     """Give every visited leaf of ``model`` (a private copy!) its rule as ``module.rule``.
 
     Args:

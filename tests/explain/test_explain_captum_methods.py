@@ -57,11 +57,19 @@ def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
 
 
+def _zero_bn_shift(model: nn.Module) -> None:
+    """Set β = μ·γ/σ so that each eval-mode BN is a pure scale (no bias to absorb relevance)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data.copy_(m.running_mean * m.weight.data / torch.sqrt(m.running_var + m.eps))
+
+
 @pytest.fixture()
 def toy():
     torch.manual_seed(0)
     model = ToyGated()
     _randomise_bn(model, torch.Generator().manual_seed(0))
+    _zero_bn_shift(model)
     return model.eval()
 
 
@@ -95,7 +103,7 @@ def test_deeplift_completeness_small_model():
 
 
 def test_lrp_conserves_logit_without_biases():
-    """Conv/ReLU/MaxPool/BN/Linear net without biases: Σ R_input = target logit (ε = 1e-9)."""
+    """Conv/ReLU/MaxPool/BN/Linear net without biases (BN shifts zero): Σ R_input = target logit."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
@@ -103,6 +111,7 @@ def test_lrp_conserves_logit_without_biases():
         nn.Linear(4 * 2 * 2, 3, bias=False),
     )
     _randomise_bn(model, torch.Generator().manual_seed(1))
+    _zero_bn_shift(model)
     model.eval()
     x = torch.randn(4, 3, 8, 8)
     target = torch.tensor([0, 1, 2, 0])
@@ -120,6 +129,46 @@ def test_lrp_rule_table_conservation_with_gates_and_residual(toy):
     with torch.no_grad():
         logit = toy(x).gather(1, target[:, None])[:, 0]
     torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit - toy.head.bias[target].detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_lrp_batchnorm_equals_folded_conv():
+    """Canonization: LRP through conv → BN (with shift) equals LRP through the folded conv with bias."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )
+    _randomise_bn(model, torch.Generator().manual_seed(2))
+    model.eval()
+    conv, bn = model[0], model[1]
+    scale = bn.weight.data / torch.sqrt(bn.running_var + bn.eps)
+    folded = nn.Conv2d(3, 6, 3, padding=1)
+    folded.weight.data.copy_(conv.weight.data * scale.view(-1, 1, 1, 1))
+    folded.bias.data.copy_(bn.bias.data - bn.running_mean * scale)
+    canon = nn.Sequential(folded, *list(model)[2:]).eval()
+    x = torch.randn(4, 3, 8, 8)
+    target = torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), canon(x), rtol=1e-5, atol=1e-5)
+    lrp, lrp_folded = attribute(model, x, "lrp", target), attribute(canon, x, "lrp", target)
+    # they differ only by ε at the conv output (z/(z + ε) factors): 1e-3 of the map maximum
+    torch.testing.assert_close(lrp, lrp_folded, rtol=1e-3, atol=1e-3 * lrp_folded.abs().max().item())
+
+
+def test_lrp_finite_with_trained_like_batchnorm():
+    """Large BN shifts (as after training) made the old BN pass-through overflow to NaN; now finite."""
+    from medattn.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet50", 2, img_size=32).eval()
+    gen = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # pre-BN means far from 0, shifts that cancel most of them
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 2.0)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 0.05 + 0.01)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen))
+    maps = attribute(model, torch.randn(2, 3, 32, 32, generator=gen), "lrp", torch.tensor([0, 1]))
+    assert torch.isfinite(maps).all()
 
 
 def test_lrp_gate_gets_no_relevance(toy):

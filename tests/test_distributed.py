@@ -1,0 +1,109 @@
+"""DDP: samplers reproduce the single-process global batches, and a 2-process gloo run on CPU
+logs one MLflow run whose validation metrics equal a single-process run's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+
+from medattn import api, distributed
+from medattn.errors import ConfigError
+
+TOL = 1e-4  # documented in README "Scale and resilience": float summation order across ranks
+
+
+def _cfg(demo_dir, **over):
+    base = {"dataset": "demo", "data_dir": str(demo_dir), "model": "deit_tiny", "nr_layers": 1, "img_size": 32,
+            "batch_size": 16, "lr": 1e-3, "epochs": 2, "system_metrics": False}
+    base.update(over)
+    return api.resolve_train_config(base)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_rank_shares_rebuild_the_single_process_batches(demo_dir, world):
+    cfg = _cfg(demo_dir, batch_size=6 * world if world == 3 else 16)
+    index = api._load_index(cfg)
+    loader = api._loader(index, "train", cfg, train=True)
+    seed_fn = lambda e: 7 + e  # noqa: E731
+    for epoch in (0, 1):
+        torch.manual_seed(seed_fn(epoch))
+        loader.generator.manual_seed(seed_fn(epoch))
+        single = list(loader)
+        ranks = []
+        for r in range(world):
+            dl = distributed.distribute_loader(loader, distributed.DistContext(rank=r, world_size=world), train=True,
+                                               global_batch=cfg.optim.batch_size, seed_fn=seed_fn)
+            dl.global_batch_sampler.set_epoch(epoch)
+            torch.manual_seed(seed_fn(epoch))
+            ranks.append((list(dl), dl.global_batch_sampler))
+        assert all(len(batches) == len(single) for batches, _ in ranks)
+        for k, (x, y) in enumerate(single):
+            # loss weights turn DDP's average of per-rank means into the global-batch mean: each
+            # image weighs 1 / global batch; a rank left without images repeats one at weight 0
+            weights = [s.loss_scale(k, len(batches[k][1])) for batches, s in ranks]
+            live = [(w, b) for w, (b, _) in zip(weights, ranks) if w > 0]
+            for w, b in live:
+                assert w / (world * len(b[k][1])) == pytest.approx(1 / len(y))
+            xs = torch.cat([b[k][0] for _, b in live])
+            ys = torch.cat([b[k][1] for _, b in live])
+            assert torch.equal(ys, y) and torch.equal(xs, x)  # same images, same augmentation
+
+
+def test_eval_shards_cover_each_image_once(demo_dir):
+    cfg = _cfg(demo_dir)
+    index = api._load_index(cfg)
+    loader = api._loader(index, "val", cfg, train=False)
+    seen = []
+    for r in range(5):
+        dl = distributed.distribute_loader(loader, distributed.DistContext(rank=r, world_size=5), train=False,
+                                           global_batch=5, seed_fn=lambda e: e)
+        assert isinstance(dl.sampler, torch.utils.data.DistributedSampler)
+        seen += list(dl.sampler)
+    assert sorted(seen) == list(range(len(index.split("val"))))
+
+
+def test_helpers():
+    assert distributed.per_rank_batch(16, 2) == 8
+    with pytest.raises(ConfigError, match="must split evenly over 3 processes"):
+        distributed.per_rank_batch(16, 3)
+    assert distributed.strip_nproc(["train", "--nproc", "2", "--lr", "1", "--nproc=3"]) == ["train", "--lr", "1"]
+    cmd = distributed.torchrun_command(2, ["train"])
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and cmd[-3:] == ["-m", "medattn", "train"]
+    ctx = distributed.setup("cpu")
+    assert not ctx.enabled and ctx.is_main  # outside torchrun: no process group
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_single_process(mlflow_store, demo_dir):
+    single = api.train(_cfg(demo_dir, experiment="single"), progress=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "medattn", "train", "--dataset", "demo", "--data-dir", str(demo_dir), "--model",
+           "deit_tiny", "--nr-layers", "1", "--img-size", "32", "--batch-size", "16", "--lr", "1e-3", "--epochs", "2",
+           "--no-system-metrics", "--experiment", "ddp", "--nproc", "2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    runs = mlflow.search_runs(experiment_names=["ddp"], output_format="list")
+    assert len(runs) == 1, "rank 0 alone logs: one run"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    client = mlflow.MlflowClient()
+    for key in ("val_loss", "val_accuracy", "val_auc", "val_balanced_accuracy", "val_f1", "train_loss"):
+        ddp_hist = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        assert ddp_hist == pytest.approx(single.history[key], abs=TOL), key
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert {"checkpoints/best.pt", "checkpoints/last.pt"} <= arts
+    assert f"Logged train run {run.info.run_id}" in proc.stdout
+    assert proc.stdout.count("Logged train run") == 1
+
+    # resume under DDP: the same run grows to 3 epochs, like a single-process resume
+    proc = subprocess.run([sys.executable, "-m", "medattn", "train", "--resume", run.info.run_id, "--epochs", "3",
+                           "--nproc", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1, 2]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert len(mlflow.search_runs(experiment_names=["ddp"], output_format="list")) == 1
