@@ -7,6 +7,7 @@ same inputs give the same image. Figures are 6 x 4.5 inches at 100 dpi with a ti
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -304,17 +305,20 @@ def _blend(fig: Figure, ax, attr: np.ndarray, image: np.ndarray, alpha_overlay: 
             ax.set_title(title)
         note = note or "all-zero map"
     else:
-        viz.visualize_image_attr(
-            attr_hwc,
-            img,
-            method="blended_heat_map",
-            sign="all",
-            cmap="bwr",
-            alpha_overlay=alpha_overlay,
-            plt_fig_axis=(fig, ax),
-            title=title or None,
-            use_pyplot=False,
-        )
+        with warnings.catch_warnings():
+            # tiny but non-zero maps (e.g. 1e-6) are rescaled correctly; captum warns all the same
+            warnings.filterwarnings("ignore", message="Attempting to normalize by value approximately 0")
+            viz.visualize_image_attr(
+                attr_hwc,
+                img,
+                method="blended_heat_map",
+                sign="all",
+                cmap="bwr",
+                alpha_overlay=alpha_overlay,
+                plt_fig_axis=(fig, ax),
+                title=title or None,
+                use_pyplot=False,
+            )
     if note:
         ax.text(0.5, 0.02, note, transform=ax.transAxes, ha="center", va="bottom", fontsize="x-small",
                 color="black", backgroundcolor="white")

@@ -312,20 +312,24 @@ class CacheBatchLoader:
         stop = threading.Event()
         done = object()
 
+        def put(item: object) -> bool:
+            """Enqueue unless the consumer has gone (then the thread must end, not block)."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def work() -> None:
             try:
                 for item in self._host_batches(order):
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(item):
                         return
-                q.put(done)
+                put(done)
             except BaseException as exc:  # re-raised in the consuming thread
-                q.put(exc)
+                put(exc)
 
         thread = threading.Thread(target=work, name="medattn-cache-loader", daemon=True)
         thread.start()
