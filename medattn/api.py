@@ -766,14 +766,17 @@ class DemoResult:
     xai: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, method, deletion_auc, ...
     interpret_runs: dict[str, str] = field(default_factory=dict)
     promoted: Any = None  # medattn.promote.PromoteResult
+    compare_run_id: str | None = None
 
 
 def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
-    """Synthesise the demo set; train, test and explain each variant; compare; promote the best.
+    """Synthesise the demo set; per variant train, test, explain and draw figures; promote the best;
+    compare the variants.
 
     Runs nest under one parent run (kind ``demo``) that holds the comparison tables; under
     ``mlflow run`` the project run is that parent. The best variant by ``val_auc`` gets the
-    ``champion`` alias of ``medattn-demo``.
+    ``champion`` alias of ``medattn-demo``. Last, a top-level ``compare`` run in the same experiment
+    holds the comparison table and figures across variants (:func:`compare`).
     """
     import mlflow
 
@@ -827,6 +830,9 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
                                                  max_images=cfg.explain_images, steps=cfg.explain_steps),
                                  parent_run_id=parent_id, progress=progress)
                 interpret_runs[name] = ires.run_id
+                from medattn.compare import FiguresConfig, make_figures
+
+                make_figures(FiguresConfig(run_id=ires.run_id, tracking_uri=uri))
                 for _, r in ires.scores.iterrows():
                     xai_rows.append({"model": name, **r.to_dict()})
                 pg = {r["method"]: r.get("pointing_game", math.nan) for _, r in ires.scores.iterrows()}
@@ -843,7 +849,10 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
 
             promoted = run_promote(PromoteConfig(experiment=exp_name, metric="val_auc", tracking_uri=uri))
             mlflow.set_tag("medattn.champion", f"{promoted.model_uri} ({promoted.variant})")
-    return DemoResult(parent_id, table, uri, train_runs, test_runs, xai, interpret_runs, promoted)
+    from medattn.compare import CompareConfig, run_compare
+
+    compared = run_compare(CompareConfig(experiment=exp_name, tracking_uri=uri))
+    return DemoResult(parent_id, table, uri, train_runs, test_runs, xai, interpret_runs, promoted, compared.run_id)
 
 
 def _canonical_model(name: str) -> str:
@@ -1159,3 +1168,29 @@ def compare(cfg: CompareConfig) -> CompareResult:
     from medattn.compare import run_compare
 
     return run_compare(cfg)
+
+
+# =============================================================================================
+# bench (implemented in medattn.bench; issue 8)
+# =============================================================================================
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from medattn.bench import BenchConfig, BenchResult
+
+
+def bench(cfg: BenchConfig, *, echo: Callable[[str], None] = print) -> BenchResult:
+    """Measure training, inference and explanation throughput (SPEC §6, issue 8).
+
+    Args:
+        cfg: the options (:class:`medattn.bench.BenchConfig`; :func:`medattn.bench.quick_config`
+            for the tiny CPU run).
+        echo: where progress lines and the final markdown table go.
+
+    Returns:
+        A :class:`medattn.bench.BenchResult`; its ``out`` is the JSON file written (the markdown
+        table lies next to it with the ``.md`` suffix).
+    """
+    from medattn.bench import run_bench
+
+    return run_bench(cfg, echo=echo)

@@ -269,6 +269,7 @@ def train(
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Learning-rate schedule: none | cosine. (default: none)")] = None,
     select_metric: Annotated[str | None, typer.Option("--select-metric", help="Metric that picks checkpoints/best.pt: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes. (default: 0)")] = None,
+    data_pipeline: Annotated[str | None, typer.Option("--data-pipeline", help="auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists and the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image). (default: auto)")] = None,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
     save_freq: Annotated[int | None, typer.Option("--save-freq", "--save_freq", help="Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off). (default: 0)")] = None,
@@ -305,7 +306,7 @@ def train(
         dataset=dataset, data_dir=data_dir, model=model, low_data_regimen=low_data_regimen, perc_train=perc_train,
         batch_size=batch_size, img_size=img_size, resize=resize, class_weights=class_weights, epochs=epochs, lr=lr,
         weight_decay=weight_decay, scheduler=scheduler, select_metric=select_metric, num_workers=num_workers,
-        device=device, save_freq=save_freq, ckpt=ckpt, nr_layers=nr_layers, pretrained=pretrained, weights=weights,
+        data_pipeline=data_pipeline, device=device, save_freq=save_freq, ckpt=ckpt, nr_layers=nr_layers, pretrained=pretrained, weights=weights,
         head=head, init=init, multiclass=multiclass, uncertain=uncertain, seed=seed, amp=amp, compile=compile,
         experiment=experiment, run_name=run_name, register=register, system_metrics=system_metrics,
         tracking_uri=tracking_uri,
@@ -426,6 +427,8 @@ def demo(
     if result.promoted is not None:
         typer.echo(f"\n{result.promoted.describe()}: {result.promoted.variant} "
                    f"({result.promoted.metric} {result.promoted.value:.4f}); load it with {result.promoted.model_uri}")
+    if result.compare_run_id:
+        typer.echo(f"comparison figures (low-data plot, explanation scores, saliency grid) in compare run {result.compare_run_id}")
     _done("demo", result.parent_run_id, result.tracking_uri)
 
 
@@ -625,3 +628,32 @@ def compare_cmd(
     import mlflow
 
     _done("compare", result.run_id, result.tracking_uri, mlflow.get_run(result.run_id).info.experiment_id)
+
+
+# --------------------------------------------------------------------------------------------
+# medattn bench (issue 8)
+# --------------------------------------------------------------------------------------------
+@app.command("bench")
+def bench_cmd(
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names, or all.")] = "all",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch of the pure/pipeline/files measurements. (default: 128)")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Image side in pixels. (default: 224)")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Timed training steps per measurement (after the warm-up). (default: 20)")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="DataLoader workers of the files (PIL) measurement. (default: 8)")] = None,
+    device: DeviceOpt = None,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model for pure/pipeline.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU run (2 models, 32 px, batch 4) for the test suite.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="JSON file to write (a .md table goes next to it). (default: benchmarks/results/<gpu>-<date>.json on CUDA)")] = None,
+) -> None:
+    """Measure images/s: pure, pipeline (uint8 cache + GPU augmentation), files, seed config, inference, explanations."""
+    from medattn import api
+    from medattn.bench import BenchConfig, quick_config
+
+    given = dict(batch_size=batch_size, img_size=img_size, steps=steps, num_workers=num_workers, device=device,
+                 compile=compile, out=str(out) if out else None)
+    names = tuple(m for m in models.split(",") if m.strip())
+    if quick:
+        cfg = quick_config(**given, models=names if models != "all" else None)
+    else:
+        cfg = BenchConfig(models=names, **{k: v for k, v in given.items() if v is not None})
+    api.bench(cfg, echo=typer.echo)

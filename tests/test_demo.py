@@ -37,6 +37,11 @@ def test_demo_end_to_end(mlflow_store, tmp_path):
     assert set(xai["method"]) == {"deeplift", "lrp", "transformer-lrp", "random"}
 
     client = mlflow.MlflowClient()
+    for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:
+        figs = {a.path for a in client.list_artifacts(rid, "figures")}
+        assert "figures/grid.png" in figs and "figures/history" in figs
+    compare = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`medattn.kind` = 'compare'")
+    assert len(compare) == 1 and compare["status"].item() == "FINISHED"
     champion = client.get_model_version_by_alias("medattn-demo", "champion")
     train_runs = children[children["tags.medattn.kind"] == "train"]
     champ_auc = train_runs.loc[train_runs["run_id"] == champion.run_id, "metrics.best_val_auc"].item()
