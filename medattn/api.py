@@ -379,6 +379,7 @@ def _train(
         else:
             mlflow.set_tag("medattn.resumed_to_epochs", str(cfg.optim.epochs))
             tracking.log_yaml(flat, tracking.CONFIG_FILE)
+            _log_missing_steps(run_id, history)
 
         for epoch in range(start_epoch, cfg.optim.epochs):
             # Reseed shuffling and augmentation per epoch, so a resumed run sees exactly the
@@ -407,7 +408,6 @@ def _train(
             }
             if not dctx.is_main:  # DDP: rank 0 alone logs metrics and writes checkpoints
                 continue
-            mlflow.log_metrics(_finite(metrics), step=epoch)
             for k, v in metrics.items():
                 history.setdefault(k, []).append(v)
             state_dict = _state_dict(model)
@@ -432,6 +432,9 @@ def _train(
                 "rng": ckpt_io.rng_state(),
             }
             mlflow.log_artifact(str(ckpt_io.save(workdir / "last.pt", last)), tracking.CHECKPOINT_DIR)
+            # Metrics after last.pt: a run killed in between is resumed from this epoch's checkpoint
+            # and its missing step is filled in from the checkpoint's history (never logged twice).
+            mlflow.log_metrics(_finite(metrics), step=epoch)
             if cfg.tracking.save_freq and (epoch + 1) % cfg.tracking.save_freq == 0:
                 path = ckpt_io.save(workdir / Path(tracking.epoch_ckpt(epoch)).name, last)
                 mlflow.log_artifact(str(path), tracking.CHECKPOINT_DIR)
@@ -465,6 +468,17 @@ def _train(
         registered_version=version,
         config=flat,
     )
+
+
+def _log_missing_steps(run_id: str, history: Mapping[str, Sequence[float]]) -> None:
+    """Log the epochs that ``last.pt`` holds but the run's metrics lack (a kill between the two)."""
+    import mlflow
+
+    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_loss")}
+    n = len(history.get("val_loss", []))
+    for step in range(n):
+        if step not in logged:
+            mlflow.log_metrics(_finite({k: v[step] for k, v in history.items() if len(v) > step}), step=step)
 
 
 def _train_epoch(model, loader, optimizer, loss_fn, device, cfg, tag, progress, dctx=None):

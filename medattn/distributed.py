@@ -18,8 +18,14 @@ replays the single-process random stream of the augmentation (it runs the random
 blank image for the samples other ranks own, which costs a little CPU but no decoding), and the
 loss of each rank is scaled by ``world * local / global`` so that DDP's gradient average equals the
 mean over the global batch even when the last batch does not split evenly. What remains is float
-summation order (about 1e-6 relative per step). Not covered: BatchNorm statistics (they are
-per-rank in DDP, so CNNs drift from a single-process run; DeiT uses LayerNorm), ``--class-weights``
+summation order (per-rank means, the all-reduce, per-rank evaluation batches): the validation and
+training metrics of a 2-process gloo run match the single-process run to 1e-4 absolute (observed:
+about 1e-7 after 2 epochs of DeiT; ``tests/test_distributed.py``). This relies on the
+single-process loop creating exactly one DataLoader iterator per epoch (each creation draws a base
+seed from ``loader.generator``, ahead of the shuffling permutation); the progress bar of
+:mod:`medattn.engine` is therefore given a lazy view of the loader. Not covered: BatchNorm
+statistics (they are per-rank in DDP, so CNNs drift from a single-process run; DeiT uses
+LayerNorm), ``--class-weights``
 (the validation loss is a per-batch weighted mean, and batches differ), ``--num-workers > 0``
 (worker random streams differ).
 """

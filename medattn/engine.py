@@ -57,9 +57,20 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+def _lazy(loader: Iterable):
+    """``loader``'s iterator, created only when the first batch is asked for."""
+    yield from loader
+
+
 def _bar(loader: Iterable, desc: str, show: bool):
     total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(loader, desc=desc, total=total, leave=False, disable=not show, unit="batch", dynamic_ncols=True)
+    # tqdm.auto is tqdm.asyncio, whose __init__ calls iter(iterable) and throws the iterator away.
+    # A DataLoader iterator draws its base seed from loader.generator when it is created, so that
+    # throwaway draw would shift the shuffling permutation drawn next from the same generator (and,
+    # for a loader without a generator, the global RNG that drives augmentation). The bar therefore
+    # gets a lazy view: exactly one iterator per pass, as GlobalBatchSampler assumes (issue 9).
+    return tqdm(_lazy(loader), desc=desc, total=total, leave=False, disable=not show, unit="batch",
+                dynamic_ncols=True)
 
 
 def train_one_epoch(

@@ -91,6 +91,36 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+HTTP_PROBE_TIMEOUT_S = 5.0
+"""Seconds ``connect`` waits for an http(s) tracking server to answer before giving up."""
+
+
+def _probe_http(uri: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> None:
+    """Fail fast when an http(s) tracking server does not answer at all.
+
+    Any HTTP response (even 401 or 404) counts as reachable; only a refused, unresolvable or
+    silent server is an error here, so that authentication and API errors still come from MLflow.
+
+    Raises:
+        MedattnError: no answer within ``timeout`` seconds.
+    """
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - the user's own tracking URI
+            pass
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MedattnError(
+            f"cannot reach the MLflow tracking server {uri!r} ({str(reason)[:120] or type(exc).__name__}); "
+            "start it or check --tracking-uri and MLFLOW_TRACKING_URI."
+        ) from None
+
+
 def connect(uri: str | None = None) -> str:
     """Point MLflow at the store and check that it answers.
 
@@ -104,6 +134,8 @@ def connect(uri: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     resolved = resolve_tracking_uri(uri)
+    if urlparse(resolved).scheme in ("http", "https"):
+        _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
     mlflow.set_tracking_uri(resolved)
     try:
         mlflow.MlflowClient().search_experiments(max_results=1)

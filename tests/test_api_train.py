@@ -213,3 +213,26 @@ def test_bad_input_is_one_sentence_and_exit_2(mlflow_store, demo_dir, args, need
     assert len(errors) == 1
     runs = mlflow.search_runs(search_all_experiments=True)
     assert (runs["status"] != "RUNNING").all() if len(runs) else True
+
+
+def test_kill_between_checkpoint_and_metrics_is_filled_in_on_resume(mlflow_store, demo_dir, monkeypatch):
+    """A crash after epoch 1's last.pt but before its metrics: resume logs step 1 once, from last.pt."""
+    real = mlflow.log_metrics
+    state = {"armed": True}
+
+    def crash_once(metrics, step=None, **kw):
+        if state["armed"] and step == 1 and "val_loss" in metrics:
+            state["armed"] = False
+            raise KeyboardInterrupt  # the process dies here
+        return real(metrics, step=step, **kw)
+
+    monkeypatch.setattr(mlflow, "log_metrics", crash_once)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(_tiny_cfg(demo_dir, epochs=3), progress=False)
+    run_id = mlflow.search_runs(search_all_experiments=True)["run_id"].item()
+    client = mlflow.MlflowClient()
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [0]
+    api.train(api.resolve_train_config({"epochs": 3}, resume=run_id), progress=False)
+    for key in ("val_loss", "train_auc", "lr"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2], key
