@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,14 @@ from torch import nn
 
 from medattn import checkpoint as ckpt_io
 from medattn import tracking
+from medattn.compare import CompareConfig, CompareResult, FiguresConfig, FiguresResult  # re-exported
 from medattn.config import TrainConfig, build_train_config, config_from_flat, load_yaml, split_name
 from medattn.errors import ConfigError, MedattnError
+from medattn.promote import PromoteConfig, PromoteResult  # re-exported for callers of the API
+from medattn.search import SearchConfig, SearchResult  # re-exported
+
+if TYPE_CHECKING:
+    from medattn.bench import BenchConfig, BenchResult
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
 METRIC_KEYS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
@@ -854,9 +860,9 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
             echo(line)
         table = pd.DataFrame(rows)
         xai = pd.DataFrame(xai_rows)
-        mlflow.log_text(table.to_csv(index=False), "comparison.csv")
+        mlflow.log_text(table.to_csv(index=False), tracking.COMPARISON_CSV)
         if len(xai):
-            mlflow.log_text(xai.to_csv(index=False), "xai_scores.csv")
+            mlflow.log_text(xai.to_csv(index=False), tracking.XAI_CSV)
         promoted = None
         if cfg.promote:
             from medattn.promote import PromoteConfig, run_promote
@@ -934,8 +940,6 @@ def grid(
 # =============================================================================================
 # search / promote (implemented in medattn.search and medattn.promote)
 # =============================================================================================
-from medattn.promote import PromoteConfig, PromoteResult  # noqa: E402 - re-exported for callers of the API
-from medattn.search import SearchConfig, SearchResult  # noqa: E402
 
 
 def search(cfg: SearchConfig, *, pruner: Any = None, progress: bool = True) -> SearchResult:
@@ -1100,7 +1104,7 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
             target = labels if cfg.target == "label" else preds
             pics = _denormalize(images)
             for i, image_id in enumerate(ids):
-                path = workdir / "inputs" / f"{image_id}.png"
+                path = workdir / tracking.INPUTS_DIR / f"{image_id}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pics[i]).save(path)
             masks = None
@@ -1117,13 +1121,13 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
                     scores["mask_mass"] = mask_relevance_mass(maps, masks)
                 per_method[method] = scores
                 for i, image_id in enumerate(ids):
-                    rel = f"saliency/{method}/{image_id}.npy"
+                    rel = f"{tracking.SALIENCY_DIR}/{method}/{image_id}.npy"
                     (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
                     np.save(workdir / rel, maps[i].detach().cpu().numpy().astype(np.float32))
                     rows.append({"id": image_id, "label": int(labels[i]), "prediction": int(preds[i]),
                                  "score": float(probs[i, 1] if probs.shape[1] == 2 else probs[i, preds[i]]),
                                  "target": int(target[i]), "method": method, "file": rel,
-                                 "input": f"inputs/{image_id}.png"})
+                                 "input": f"{tracking.INPUTS_DIR}/{image_id}.png"})
                 bar.update(b)
             if masks is not None:
                 rnd = random_baseline_scores(generator=gen, masks=masks, n_draws=8)
@@ -1136,8 +1140,8 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
         bar.close()
         index_df = pd.DataFrame(rows)
         per_image = pd.DataFrame(score_rows)
-        index_df.to_csv(workdir / "saliency" / "index.csv", index=False)
-        per_image.to_csv(workdir / "xai_scores.csv", index=False)
+        index_df.to_csv(workdir / tracking.SALIENCY_INDEX, index=False)
+        per_image.to_csv(workdir / tracking.XAI_CSV, index=False)
         mlflow.log_artifacts(str(workdir))
         summary = per_image.drop(columns=["id", "label"]).groupby("method", sort=False).mean(numeric_only=True)
         metrics = {f"xai_{_metric_name(m)}_{k}": float(v) for m, row in summary.iterrows()
@@ -1150,7 +1154,6 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
 # =============================================================================================
 # figures / compare (implemented in medattn.compare)
 # =============================================================================================
-from medattn.compare import CompareConfig, CompareResult, FiguresConfig, FiguresResult  # noqa: E402 - re-exported
 
 
 def figures(cfg: FiguresConfig) -> FiguresResult:
@@ -1187,10 +1190,7 @@ def compare(cfg: CompareConfig) -> CompareResult:
 # =============================================================================================
 # bench (implemented in medattn.bench; issue 8)
 # =============================================================================================
-from typing import TYPE_CHECKING  # noqa: E402
 
-if TYPE_CHECKING:
-    from medattn.bench import BenchConfig, BenchResult
 
 
 def bench(cfg: BenchConfig, *, echo: Callable[[str], None] = print) -> BenchResult:

@@ -32,18 +32,19 @@ import pandas as pd
 from medattn import tracking
 from medattn.errors import ConfigError, MedattnError
 
-# ---- artifact names -------------------------------------------------------------------------
-SALIENCY_INDEX = "saliency/index.csv"
-FIGURES_DIR = "figures"
-ORIGINAL_DIR = "figures/original"  # figures/original/<image_id>.png
-GRID_FIGURE = "figures/grid.png"
-FIGURES_HISTORY_DIR = "figures/history"  # figures/history/<metric>.png
-COMPARISON_CSV = "comparison.csv"
-XAI_CSV = "xai_scores.csv"
-LOW_DATA_FIGURE = "figures/low_data.png"
-XAI_FIGURE = "figures/xai_scores.png"
-COMPARE_GRID_FIGURE = "figures/saliency_grid.png"
-TAG_FIGURES = "medattn.figures"  # set on an interpret run once `medattn figures` logged to it
+from medattn.tracking import (  # artifact names are tracking's constants
+    COMPARE_GRID_FIGURE,
+    COMPARISON_CSV,
+    FIGURES_DIR,
+    FIGURES_HISTORY_DIR,
+    GRID_FIGURE,
+    LOW_DATA_FIGURE,
+    ORIGINAL_DIR,
+    SALIENCY_INDEX,
+    TAG_FIGURES,
+    XAI_CSV,
+    XAI_FIGURE,
+)
 
 
 def heat_map_artifact(method: str, image_id: str) -> str:

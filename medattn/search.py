@@ -269,6 +269,26 @@ def _build_trial_config(cfg: SearchConfig, overrides: Mapping[str, Any]):
     return build_train_config(overrides, config_file=cfg.config_file)
 
 
+def _get_storage(url: str, attempts: int = 5):
+    """Optuna's RDB storage, retrying the schema-creation race of workers that start together.
+
+    Two workers opening a fresh database at the same moment both try to create Optuna's tables;
+    one of them fails with a unique-constraint violation (PostgreSQL's ``pg_type`` index). The
+    tables exist by then, so opening again succeeds.
+    """
+    import time
+
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts - 1):
+        try:
+            return optuna.storages.get_storage(url)
+        except sqlalchemy.exc.IntegrityError:
+            time.sleep(0.5 * (attempt + 1))
+    return optuna.storages.get_storage(url)
+
+
 def _open_study(cfg: SearchConfig, name: str, mode: str, batch_sizes: tuple[int, ...], pruner):
     """Create or load the study; ConfigError for a storage that does not open or a study that clashes."""
     import optuna
@@ -276,7 +296,7 @@ def _open_study(cfg: SearchConfig, name: str, mode: str, batch_sizes: tuple[int,
 
     direction = "maximize" if mode == "max" else "minimize"
     try:
-        storage = optuna.storages.get_storage(cfg.storage)
+        storage = _get_storage(cfg.storage)
         existing = sum(1 for s in storage.get_all_studies() if s.study_name == name)
     except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

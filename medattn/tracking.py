@@ -34,6 +34,20 @@ HISTORY_DIR = "history"
 PREDICTIONS = "predictions.csv"
 TEST_FIGURES_DIR = "figures"
 MODEL_NAME = "model"
+# interpret / figures / compare
+SALIENCY_DIR = "saliency"  # saliency/<method>/<image_id>.npy
+INPUTS_DIR = "inputs"  # inputs/<image_id>.png (the model's view of the image)
+SALIENCY_INDEX = "saliency/index.csv"
+FIGURES_DIR = "figures"
+ORIGINAL_DIR = "figures/original"  # figures/original/<image_id>.png
+GRID_FIGURE = "figures/grid.png"
+FIGURES_HISTORY_DIR = "figures/history"  # figures/history/<metric>.png
+COMPARISON_CSV = "comparison.csv"
+XAI_CSV = "xai_scores.csv"
+LOW_DATA_FIGURE = "figures/low_data.png"
+XAI_FIGURE = "figures/xai_scores.png"
+COMPARE_GRID_FIGURE = "figures/saliency_grid.png"
+TAG_FIGURES = "medattn.figures"  # set on an interpret run once `medattn figures` logged to it
 
 # ---- tags -----------------------------------------------------------------------------------
 TAG_KIND = "medattn.kind"  # train | test | interpret | figures | compare | search | demo
