@@ -368,7 +368,10 @@ def test_cmd(
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and
-    confusion-matrix figures, logged to a new run tagged with its source run."""
+    confusion-matrix figures, logged to a new run tagged with its source run.
+
+    The metrics are named test_* whatever --split is; the split is the run's param and its tag
+    medattn.split (medattn compare only reads test runs of the test split)."""
     from medattn import api
 
     if gpu_id is not None:
