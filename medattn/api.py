@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from medattn.bench import BenchConfig, BenchResult
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
-METRIC_KEYS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc")
 
 
 # =============================================================================================
@@ -562,6 +561,8 @@ def _log_model(model: nn.Module, cfg: TrainConfig, best_metrics: Mapping[str, fl
 class TestConfig:
     """Options of ``medattn test``; exactly one of ``run_id``, ``model_uri``, ``ckpt``."""
 
+    __test__ = False  # not a pytest class
+
     run_id: str | None = None
     model_uri: str | None = None
     ckpt: str | None = None
@@ -589,7 +590,6 @@ class TestResult:
     tracking_uri: str
 
 
-TestConfig.__test__ = False  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
