@@ -372,16 +372,14 @@ def _train(
         system_metrics=cfg.tracking.system_metrics,
     ) if dctx.is_main else contextlib.nullcontext() as run:  # DDP: other ranks start no MLflow run
         run_id = distributed.broadcast_object(dctx, run.info.run_id if dctx.is_main else None)
-        if not dctx.is_main:
-            pass
-        elif not cfg.resume:
+        if dctx.is_main and not cfg.resume:
             mlflow.set_tags(tags)
             mlflow.log_params({k: ("None" if v is None else v) for k, v in flat.items() if k not in ("resume",)})
             tracking.log_yaml(flat, tracking.CONFIG_FILE)
             for split, frame in _split_manifests(index).items():
                 mlflow.log_text(frame.to_csv(index=False), f"{tracking.SPLITS_DIR}/{split}.csv")
             mlflow.log_text(model_summary(model), tracking.MODEL_SUMMARY)
-        else:
+        elif dctx.is_main:
             mlflow.set_tag("medattn.resumed_to_epochs", str(cfg.optim.epochs))
             tracking.log_yaml(flat, tracking.CONFIG_FILE)
             _log_missing_steps(run_id, history)
