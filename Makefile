@@ -16,7 +16,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medattn demo
 
+# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the suite.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean:

@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import zipfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
     }
@@ -94,3 +100,60 @@ def load(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is not a medattn checkpoint (no config inside); pass a checkpoints/*.pt file written by medattn train."
         )
     return data
+
+
+@dataclass
+class TrainState:
+    """What ``checkpoints/last.pt`` holds: everything needed to continue a run exactly.
+
+    ``best.pt`` holds a subset (model, config, epoch, metrics, num_classes, class_names): see
+    :meth:`best_payload`.
+    """
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    scaler: dict[str, Any]
+    epoch: int
+    config: dict[str, Any]
+    num_classes: int
+    class_names: list[str]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_value: float | None = None
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    rng: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The plain mapping written to ``last.pt`` (shallow: tensors are not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def best_payload(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """The mapping written to ``best.pt`` when this epoch improved the selection metric."""
+        return {
+            "model": self.model,
+            "config": self.config,
+            "epoch": self.epoch,
+            "metrics": metrics,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+        }
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> TrainState:
+        """Rebuild from :func:`load` output (older files may lack the bookkeeping keys)."""
+        return cls(
+            model=data["model"],
+            optimizer=data.get("optimizer", {}),
+            scheduler=data.get("scheduler"),
+            scaler=data.get("scaler", {}),
+            epoch=int(data.get("epoch", -1)),
+            config=dict(data.get("config", {})),
+            num_classes=int(data.get("num_classes", 0)),
+            class_names=list(data.get("class_names", [])),
+            history={k: list(v) for k, v in data.get("history", {}).items()},
+            best_value=data.get("best_value"),
+            best_epoch=int(data.get("best_epoch", -1)),
+            best_metrics=dict(data.get("best_metrics", {})),
+            rng=data.get("rng", {}),
+        )

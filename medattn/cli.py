@@ -7,6 +7,8 @@ stderr and exit code 2 (never a traceback).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +16,11 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from medattn import api, distributed, tracking
+from medattn.config import DEMO_MODELS, parse_batch_sizes
+from medattn.data import check_data, prepare_cache, write_synthetic
 from medattn.errors import MedattnError
+from medattn.models import canonical_model_name, count_parameters, create_model, model_table
 
 
 def _dashify(token: str) -> str:
@@ -40,7 +46,8 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - click API
         try:
-            return super().invoke(ctx)
+            with tracking.auth_errors():  # a server's 401 / 403 as one sentence (issue 19)
+                return super().invoke(ctx)
         except MedattnError as exc:
             click.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -48,8 +55,7 @@ class _Group(TyperGroup):
 
 app = typer.Typer(
     cls=_Group,
-    help="medattn: train, test and explain attention-augmented medical image classifiers, "
-    "every run tracked in MLflow.",
+    help="medattn: train, test and explain attention-augmented medical image classifiers, every run tracked in MLflow.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -105,8 +111,6 @@ def data_synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed writes byte-identical files.")] = 0,
 ) -> None:
     """Write the synthetic demo set: fundus-like images, lesion labels and ground-truth masks."""
-    from medattn.data import write_synthetic
-
     folder = write_synthetic(out, n=n, img_size=img_size, seed=seed)
     typer.echo(f"Wrote {n} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
 
@@ -117,13 +121,13 @@ def data_prepare(
     data_dir: DataDirOpt,
     img_size: Annotated[
         int,
-        typer.Option("--img-size", "--imgsize", "--img_size", help="Side of the cached images; train with the same --img-size."),
+        typer.Option(
+            "--img-size", "--imgsize", "--img_size", help="Side of the cached images; train with the same --img-size."
+        ),
     ] = 224,
     uncertain: UncertainOpt = "ignore",
 ) -> None:
     """Decode and resize every image once into a memory-mappable uint8 cache that loaders use when present."""
-    from medattn.data import prepare_cache
-
     folder = prepare_cache(dataset, data_dir, img_size=img_size, uncertain=uncertain)
     typer.echo(f"Wrote the {img_size} px uint8 cache (images.npy, manifest.csv) to {folder}")
 
@@ -135,16 +139,18 @@ def data_check(
     uncertain: UncertainOpt = "ignore",
     low_data_regimen: Annotated[
         bool,
-        typer.Option("--low-data-regimen", "--low_data_regimen", help="Also check the low-data regimen's train subsample."),
+        typer.Option(
+            "--low-data-regimen", "--low_data_regimen", help="Also check the low-data regimen's train subsample."
+        ),
     ] = False,
     perc_train: Annotated[
         float,
-        typer.Option("--perc-train", "--perc_train", help="Fraction of training images kept in the low-data regimen, in (0, 1]."),
+        typer.Option(
+            "--perc-train", "--perc_train", help="Fraction of training images kept in the low-data regimen, in (0, 1]."
+        ),
     ] = 1.0,
 ) -> None:
     """Report every problem of a data folder at once, then images and positives per split (exit 2 on problems)."""
-    from medattn.data import check_data
-
     report = check_data(
         dataset, data_dir, uncertain=uncertain, low_data_regimen=low_data_regimen, perc_train=perc_train
     )
@@ -158,7 +164,6 @@ def data_check(
         typer.echo(f"Found {len(report.problems)} problem(s) in {data_dir} ({report.dataset}).", err=True)
         raise typer.Exit(2)
     typer.echo(f"Checked {int(report.summary['images'].sum())} images of {report.dataset} in {data_dir}: no problems.")
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +188,9 @@ def models_command(
     ] = None,
     init: Annotated[
         str,
-        typer.Option("--init", help="With --model: fair (every backbone initialised) or paper (the original project's)."),
+        typer.Option(
+            "--init", help="With --model: fair (every backbone initialised) or paper (the original project's)."
+        ),
     ] = "fair",
     head: Annotated[str, typer.Option("--head", help="With --model: pool or flatten.")] = "pool",
     img_size: Annotated[int, typer.Option("--img-size", "--imgsize", help="With --model: input side in pixels.")] = 224,
@@ -193,9 +200,6 @@ def models_command(
     num_classes: Annotated[int, typer.Option("--num-classes", help="With --model: output classes.")] = 2,
 ) -> None:
     """List the models: architecture, attention placement and parameter count."""
-    # Imported here so that `medattn --help` does not pay for importing torch.
-    from medattn.models import canonical_model_name, count_parameters, create_model, model_table
-
     if model is not None:
         model = canonical_model_name(model)  # a typo fails before the table is printed
     rows = model_table()
@@ -203,7 +207,11 @@ def models_command(
     cells = [(r["name"], r["architecture"], r["attention"], f"{r['params']:,}", r["placement"]) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     for line in (header, tuple("-" * w for w in widths), *cells):
-        typer.echo("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        typer.echo(
+            "  ".join(
+                c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+        )
     typer.echo("Parameters counted at num_classes=2, img_size=224, head=pool, 12 DeiT blocks.")
     if model is not None:
         built = create_model(
@@ -221,7 +229,6 @@ def models_command(
         typer.echo(report.summary() if report is not None else "No weights loaded: every tensor starts at random init.")
 
 
-
 # --------------------------------------------------------------------------------------------
 # medattn train / test / demo
 # --------------------------------------------------------------------------------------------
@@ -234,93 +241,266 @@ TrackingUriOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N. (default: auto)")
+    str | None,
+    typer.Option("--device", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N. (default: auto)"),
 ]
 GpuIdOpt = Annotated[int | None, typer.Option("--gpu-id", "--gpu_id", help="Use cuda:N (same as --device cuda:N).")]
 
 
 def _done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) -> None:
     """The final line of every command: what was logged where and how to look at it."""
-    from medattn import tracking
-
-    exp = ""
-    if experiment_id is not None:
-        import mlflow
-
-        exp = f" in experiment {mlflow.get_experiment(experiment_id).name!r}"
+    exp = f" in experiment {tracking.experiment_name_of(experiment_id)!r}" if experiment_id is not None else ""
     typer.echo(f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}")
+
+
+_TrainDatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="aptos2019 | isic2020 | mimic-cxr | demo (the seed's APTOS, ISIC2020, MIMICCXR accepted). (default: demo)",
+    ),
+]
+_TrainDataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        "--data_dir",
+        help="Folder with the data set in its on-disk layout (SPEC §2). (default: demo_data)",
+    ),
+]
+_TrainModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="densenet121 | resnet50 | se_densenet121 | se_resnet50 | cbam_densenet121 | cbam_resnet50 | deit_tiny (seed spellings accepted). (default: resnet50)",
+    ),
+]
+_TrainLowDataRegimenOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--low-data-regimen/--no-low-data-regimen",
+        "--low_data_regimen",
+        help="Train on a stratified subsample of the training split (see --perc-train); val/test unchanged.",
+        show_default=False,
+    ),
+]
+_TrainPercTrainOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--perc-train",
+        "--perc_train",
+        help="Fraction of the training split used in the low-data regimen, in (0, 1]. (default: 1.0)",
+    ),
+]
+_TrainBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option("--batch-size", "--batchsize", help="Batch size for training and validation. (default: 32)"),
+]
+_TrainImgSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--img-size",
+        "--imgsize",
+        help="Image side after the transforms, in pixels (a multiple of 16 for deit_tiny). (default: 224)",
+    ),
+]
+_TrainResizeOpt = Annotated[
+    str | None, typer.Option("--resize", help="direct_resize | resizeshortest_randomcrop. (default: direct_resize)")
+]
+_TrainClassWeightsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--class-weights/--no-class-weights",
+        "--classweights",
+        help="Weight the loss by balanced class weights of the training split.",
+        show_default=False,
+    ),
+]
+_TrainEpochsOpt = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Number of training epochs (with --resume: the new total). (default: 10)"),
+]
+_TrainLrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate. (default: 1e-4)")]
+_TrainWeightDecayOpt = Annotated[float | None, typer.Option("--weight-decay", help="Adam weight decay. (default: 0)")]
+_TrainSchedulerOpt = Annotated[
+    str | None, typer.Option("--scheduler", help="Learning-rate schedule: none | cosine. (default: none)")
+]
+_TrainSelectMetricOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--select-metric",
+        help="Metric that picks checkpoints/best.pt: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)",
+    ),
+]
+_TrainNumWorkersOpt = Annotated[
+    int | None, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes. (default: 0)")
+]
+_TrainDataPipelineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-pipeline",
+        help="auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists and the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image). (default: auto)",
+    ),
+]
+_TrainSaveFreqOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--save-freq",
+        "--save_freq",
+        help="Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off). (default: 0)",
+    ),
+]
+_TrainResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume", help="Continue this MLflow run from its checkpoints/last.pt (same run, no duplicate steps)."
+    ),
+]
+_TrainCkptOpt = Annotated[
+    str | None,
+    typer.Option("--ckpt", help="Start from a local checkpoint file (weights, optimiser and epoch) in a new run."),
+]
+_TrainNrLayersOpt = Annotated[
+    int | None, typer.Option("--nr-layers", "--nr_layers", help="Transformer blocks of deit_tiny. (default: 12)")
+]
+_TrainPretrainedOpt = Annotated[
+    str | None,
+    typer.Option("--pretrained", help="imagenet | none. (default: imagenet for real data sets, none for demo)"),
+]
+_TrainWeightsOpt = Annotated[
+    str | None,
+    typer.Option("--weights", help="Local ImageNet state_dict/checkpoint for the backbone (machines without network)."),
+]
+_TrainHeadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--head",
+        help="pool (global average pool + linear) | flatten (the original project's linear over the flattened feature map). (default: pool)",
+    ),
+]
+_TrainInitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--init",
+        help="fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from scratch, as the original). (default: fair)",
+    ),
+]
+_TrainMulticlassOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--multiclass/--binary",
+        help="APTOS: 5-grade task instead of referable DR (diagnosis > 0).",
+        show_default=False,
+    ),
+]
+_TrainUncertainOpt = Annotated[
+    str | None,
+    typer.Option("--uncertain", help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones. (default: ignore)"),
+]
+_TrainSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seed", help="Seed of initialisation, shuffling and augmentation (splits always use 42). (default: 42)"
+    ),
+]
+_TrainAmpOpt = Annotated[
+    bool | None,
+    typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (ignored on CPU). (default: amp)", show_default=False),
+]
+_TrainCompileOpt = Annotated[
+    bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.", show_default=False)
+]
+_TrainConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML experiment file (experiments/*.yaml); command-line options override it."),
+]
+_TrainExperimentOpt = Annotated[
+    str | None, typer.Option("--experiment", help="MLflow experiment. (default: medattn-<dataset>)")
+]
+_TrainRunNameOpt = Annotated[
+    str | None, typer.Option("--run-name", help="MLflow run name. (default: <model>-<dataset>)")
+]
+_TrainRegisterOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--register/--no-register",
+        help="Register the model as medattn-<dataset> in the model registry.",
+        show_default=False,
+    ),
+]
+_TrainSystemMetricsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--system-metrics/--no-system-metrics",
+        help="Log CPU/GPU/memory system metrics. (default: on)",
+        show_default=False,
+    ),
+]
+_TrainNprocOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--nproc",
+        help="Train with PyTorch DDP on N local processes (one per GPU, or gloo on CPU): re-launches itself under torchrun --nproc-per-node N. --batch-size is then the global batch, split evenly over the processes.",
+    ),
+]
+
+
+_LAUNCH_ONLY = ("ctx", "gpu_id", "config", "resume", "nproc")
 
 
 @app.command()
 def train(
     ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (the seed's APTOS, ISIC2020, MIMICCXR accepted). (default: demo)")] = None,
-    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Folder with the data set in its on-disk layout (SPEC §2). (default: demo_data)")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="densenet121 | resnet50 | se_densenet121 | se_resnet50 | cbam_densenet121 | cbam_resnet50 | deit_tiny (seed spellings accepted). (default: resnet50)")] = None,
-    low_data_regimen: Annotated[bool | None, typer.Option("--low-data-regimen/--no-low-data-regimen", "--low_data_regimen", help="Train on a stratified subsample of the training split (see --perc-train); val/test unchanged.", show_default=False)] = None,
-    perc_train: Annotated[float | None, typer.Option("--perc-train", "--perc_train", help="Fraction of the training split used in the low-data regimen, in (0, 1]. (default: 1.0)")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "--batchsize", help="Batch size for training and validation. (default: 32)")] = None,
-    img_size: Annotated[int | None, typer.Option("--img-size", "--imgsize", help="Image side after the transforms, in pixels (a multiple of 16 for deit_tiny). (default: 224)")] = None,
-    resize: Annotated[str | None, typer.Option("--resize", help="direct_resize | resizeshortest_randomcrop. (default: direct_resize)")] = None,
-    class_weights: Annotated[bool | None, typer.Option("--class-weights/--no-class-weights", "--classweights", help="Weight the loss by balanced class weights of the training split.", show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of training epochs (with --resume: the new total). (default: 10)")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate. (default: 1e-4)")] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="Adam weight decay. (default: 0)")] = None,
-    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Learning-rate schedule: none | cosine. (default: none)")] = None,
-    select_metric: Annotated[str | None, typer.Option("--select-metric", help="Metric that picks checkpoints/best.pt: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)")] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes. (default: 0)")] = None,
-    data_pipeline: Annotated[str | None, typer.Option("--data-pipeline", help="auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists and the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image). (default: auto)")] = None,
+    dataset: _TrainDatasetOpt = None,
+    data_dir: _TrainDataDirOpt = None,
+    model: _TrainModelOpt = None,
+    low_data_regimen: _TrainLowDataRegimenOpt = None,
+    perc_train: _TrainPercTrainOpt = None,
+    batch_size: _TrainBatchSizeOpt = None,
+    img_size: _TrainImgSizeOpt = None,
+    resize: _TrainResizeOpt = None,
+    class_weights: _TrainClassWeightsOpt = None,
+    epochs: _TrainEpochsOpt = None,
+    lr: _TrainLrOpt = None,
+    weight_decay: _TrainWeightDecayOpt = None,
+    scheduler: _TrainSchedulerOpt = None,
+    select_metric: _TrainSelectMetricOpt = None,
+    num_workers: _TrainNumWorkersOpt = None,
+    data_pipeline: _TrainDataPipelineOpt = None,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
-    save_freq: Annotated[int | None, typer.Option("--save-freq", "--save_freq", help="Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off). (default: 0)")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue this MLflow run from its checkpoints/last.pt (same run, no duplicate steps).")] = None,
-    ckpt: Annotated[str | None, typer.Option("--ckpt", help="Start from a local checkpoint file (weights, optimiser and epoch) in a new run.")] = None,
-    nr_layers: Annotated[int | None, typer.Option("--nr-layers", "--nr_layers", help="Transformer blocks of deit_tiny. (default: 12)")] = None,
-    pretrained: Annotated[str | None, typer.Option("--pretrained", help="imagenet | none. (default: imagenet for real data sets, none for demo)")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Local ImageNet state_dict/checkpoint for the backbone (machines without network).")] = None,
-    head: Annotated[str | None, typer.Option("--head", help="pool (global average pool + linear) | flatten (the original project's linear over the flattened feature map). (default: pool)")] = None,
-    init: Annotated[str | None, typer.Option("--init", help="fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from scratch, as the original). (default: fair)")] = None,
-    multiclass: Annotated[bool | None, typer.Option("--multiclass/--binary", help="APTOS: 5-grade task instead of referable DR (diagnosis > 0).", show_default=False)] = None,
-    uncertain: Annotated[str | None, typer.Option("--uncertain", help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones. (default: ignore)")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of initialisation, shuffling and augmentation (splits always use 42). (default: 42)")] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (ignored on CPU). (default: amp)", show_default=False)] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.", show_default=False)] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML experiment file (experiments/*.yaml); command-line options override it.")] = None,
-    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment. (default: medattn-<dataset>)")] = None,
-    run_name: Annotated[str | None, typer.Option("--run-name", help="MLflow run name. (default: <model>-<dataset>)")] = None,
-    register: Annotated[bool | None, typer.Option("--register/--no-register", help="Register the model as medattn-<dataset> in the model registry.", show_default=False)] = None,
-    system_metrics: Annotated[bool | None, typer.Option("--system-metrics/--no-system-metrics", help="Log CPU/GPU/memory system metrics. (default: on)", show_default=False)] = None,
+    save_freq: _TrainSaveFreqOpt = None,
+    resume: _TrainResumeOpt = None,
+    ckpt: _TrainCkptOpt = None,
+    nr_layers: _TrainNrLayersOpt = None,
+    pretrained: _TrainPretrainedOpt = None,
+    weights: _TrainWeightsOpt = None,
+    head: _TrainHeadOpt = None,
+    init: _TrainInitOpt = None,
+    multiclass: _TrainMulticlassOpt = None,
+    uncertain: _TrainUncertainOpt = None,
+    seed: _TrainSeedOpt = None,
+    amp: _TrainAmpOpt = None,
+    compile: _TrainCompileOpt = None,
+    config: _TrainConfigOpt = None,
+    experiment: _TrainExperimentOpt = None,
+    run_name: _TrainRunNameOpt = None,
+    register: _TrainRegisterOpt = None,
+    system_metrics: _TrainSystemMetricsOpt = None,
     tracking_uri: TrackingUriOpt = None,
-    nproc: Annotated[int | None, typer.Option("--nproc", help="Train with PyTorch DDP on N local processes (one per GPU, or gloo on CPU): re-launches itself under torchrun --nproc-per-node N. --batch-size is then the global batch, split evenly over the processes.")] = None,
+    nproc: _TrainNprocOpt = None,
 ) -> None:
     """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.
 
     Under torchrun (or with --nproc N) every process trains its share of each global batch and
     rank 0 alone logs to MLflow and writes checkpoints.
     """
-    from medattn import api, distributed
-
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
-    overrides = dict(
-        dataset=dataset, data_dir=data_dir, model=model, low_data_regimen=low_data_regimen, perc_train=perc_train,
-        batch_size=batch_size, img_size=img_size, resize=resize, class_weights=class_weights, epochs=epochs, lr=lr,
-        weight_decay=weight_decay, scheduler=scheduler, select_metric=select_metric, num_workers=num_workers,
-        data_pipeline=data_pipeline, device=device, save_freq=save_freq, ckpt=ckpt, nr_layers=nr_layers, pretrained=pretrained, weights=weights,
-        head=head, init=init, multiclass=multiclass, uncertain=uncertain, seed=seed, amp=amp, compile=compile,
-        experiment=experiment, run_name=run_name, register=register, system_metrics=system_metrics,
-        tracking_uri=tracking_uri,
-    )
+    params = dict(locals())  # every option but _LAUNCH_ONLY is a training option (build_train_config checks them)
+    overrides = {k: v for k, v in params.items() if k not in _LAUNCH_ONLY}
     cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
-    world = distributed.env_world_size()
-    if nproc is not None and nproc < 1:
-        raise MedattnError(f"--nproc must be at least 1, got {nproc}.")
-    if nproc is not None and world > 1 and nproc != world:
-        raise MedattnError(f"--nproc {nproc} contradicts torchrun's {world} processes; drop --nproc under torchrun.")
-    if nproc is not None and nproc > 1 and world == 1:
-        # Validate here, so that bad input is one sentence and exit 2 rather than N worker tracebacks.
-        distributed.per_rank_batch(cfg.optim.batch_size, nproc)
-        _relaunch_under_torchrun(ctx, nproc)
+    if _relaunched(ctx, nproc, cfg.optim.batch_size):
         return
     result = api.train(cfg)
     if not distributed.is_main_process():
@@ -331,21 +511,35 @@ def train(
         + ", ".join(f"{k}={best[k]:.4f}" for k in ("val_loss", "val_auc", "val_balanced_accuracy") if k in best)
     )
     if result.registered_version:
-        from medattn.tracking import registered_model_name
-
-        typer.echo(f"registered as {registered_model_name(result.config['dataset'])} version {result.registered_version}")
+        typer.echo(
+            f"registered as {tracking.registered_model_name(result.config['dataset'])} version {result.registered_version}"
+        )
     _done("train", result.run_id, result.tracking_uri, result.experiment_id)
+
+
+def _relaunched(ctx: click.Context, nproc: int | None, batch_size: int) -> bool:
+    """With ``--nproc N > 1`` outside torchrun: run this command again under torchrun (returns True).
+
+    Raises:
+        MedattnError: ``--nproc`` below 1, contradicting torchrun, or not dividing the global batch.
+    """
+    world = distributed.env_world_size()
+    if nproc is not None and nproc < 1:
+        raise MedattnError(f"--nproc must be at least 1, got {nproc}.")
+    if nproc is not None and world > 1 and nproc != world:
+        raise MedattnError(f"--nproc {nproc} contradicts torchrun's {world} processes; drop --nproc under torchrun.")
+    if nproc is None or nproc <= 1 or world != 1:
+        return False
+    # Validate here, so that bad input is one sentence and exit 2 rather than N worker tracebacks.
+    distributed.per_rank_batch(batch_size, nproc)
+    _relaunch_under_torchrun(ctx, nproc)
+    return True
 
 
 def _relaunch_under_torchrun(ctx: click.Context, nproc: int) -> None:
     """Run this very ``medattn train`` command again under ``torchrun`` and exit with its status."""
-    import subprocess
-    import sys
-
-    from medattn.distributed import strip_nproc, torchrun_command
-
     argv = ctx.meta.get(ARGV_KEY) or sys.argv[1:]
-    cmd = torchrun_command(nproc, strip_nproc(argv))
+    cmd = distributed.torchrun_command(nproc, distributed.strip_nproc(argv))
     typer.echo(f"Launching {nproc} DDP processes: {' '.join(cmd[1:])}", err=True)
     code = subprocess.call(cmd)
     if code:
@@ -354,17 +548,39 @@ def _relaunch_under_torchrun(ctx: click.Context, nproc: int) -> None:
 
 @app.command("test")
 def test_cmd(
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Training run whose checkpoints/best.pt is tested.")] = None,
-    model_uri: Annotated[str | None, typer.Option("--model-uri", help="Registered model, e.g. models:/medattn-demo@champion or models:/medattn-demo/3.")] = None,
-    ckpt: Annotated[str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")] = None,
-    split: Annotated[str, typer.Option("--split", help="test | validation | train (the seed's Test/Validation/Train accepted).")] = "test",
-    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Training run whose checkpoints/best.pt is tested.")
+    ] = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri", help="Registered model, e.g. models:/medattn-demo@champion or models:/medattn-demo/3."
+        ),
+    ] = None,
+    ckpt: Annotated[
+        str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="test | validation | train (the seed's Test/Validation/Train accepted).")
+    ] = "test",
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)"
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "--batchsize", help="Inference batch size.")] = 64,
-    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes.")] = 0,
+    num_workers: Annotated[
+        int, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes.")
+    ] = 0,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the 95 % CIs of AUC and balanced accuracy.")] = 1000,
-    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment of the test run. (default: the training run's)")] = None,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", help="Bootstrap resamples for the 95 % CIs of AUC and balanced accuracy.")
+    ] = 1000,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="Experiment of the test run. (default: the training run's)")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and
@@ -372,15 +588,19 @@ def test_cmd(
 
     The metrics are named test_* whatever --split is; the split is the run's param and its tag
     medattn.split (medattn compare only reads test runs of the test split)."""
-    from medattn import api
-
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
-    if n_boot < 0:
-        raise MedattnError(f"--n-boot must be 0 or more, got {n_boot}.")
     cfg = api.TestConfig(
-        run_id=run_id, model_uri=model_uri, ckpt=ckpt, split=split, data_dir=data_dir, batch_size=batch_size,
-        num_workers=num_workers, device=device or "auto", tracking_uri=tracking_uri, experiment=experiment,
+        run_id=run_id,
+        model_uri=model_uri,
+        ckpt=ckpt,
+        split=split,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device or "auto",
+        tracking_uri=tracking_uri,
+        experiment=experiment,
         n_boot=n_boot,
     )
     result = api.test(cfg)
@@ -396,29 +616,48 @@ def test_cmd(
 
 @app.command()
 def demo(
-    data_dir: Annotated[str, typer.Option("--data-dir", help="Where the synthetic demo set is written (reused if present).")] = "demo_data",
+    data_dir: Annotated[
+        str, typer.Option("--data-dir", help="Where the synthetic demo set is written (reused if present).")
+    ] = "demo_data",
     n: Annotated[int, typer.Option("--n", help="Images in the synthetic set.")] = 400,
-    models: Annotated[str, typer.Option("--models", help="Comma-separated variants to train.")] = ",".join(
-        ("resnet50", "se_resnet50", "cbam_resnet50", "densenet121", "se_densenet121", "cbam_densenet121", "deit_tiny")
-    ),
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per model. (default: 4, from the demo settings)")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML with training settings replacing the demo defaults (experiments/demo.yaml).")] = None,
-    explain_images: Annotated[int, typer.Option("--explain-images", help="Test images explained and scored per model (0: skip interpret).")] = 8,
-    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Give the best variant (val_auc) the champion alias of medattn-demo.")] = True,
-    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment of the demo runs.")] = "medattn-demo",
+    models: Annotated[str, typer.Option("--models", help="Comma-separated variants to train.")] = ",".join(DEMO_MODELS),
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs per model. (default: 4, from the demo settings)")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="YAML with training settings replacing the demo defaults (experiments/demo.yaml)."
+        ),
+    ] = None,
+    explain_images: Annotated[
+        int, typer.Option("--explain-images", help="Test images explained and scored per model (0: skip interpret).")
+    ] = 8,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote/--no-promote", help="Give the best variant (val_auc) the champion alias of medattn-demo."
+        ),
+    ] = True,
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="MLflow experiment of the demo runs.")
+    ] = "medattn-demo",
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """End to end on CPU: synthesise the demo set; train, test and explain each variant; compare the
     variants; promote the best one to models:/medattn-demo@champion."""
-    from medattn import api
-
-    if n < 20:
-        raise MedattnError(f"--n must be at least 20 so that every split holds both classes, got {n}.")
     cfg = api.DemoConfig(
-        data_dir=data_dir, n=n, models=tuple(m.strip() for m in models.split(",") if m.strip()),
-        config_file=str(config) if config else None, epochs=epochs, tracking_uri=tracking_uri,
-        experiment=experiment, device=device or "auto", explain_images=explain_images, promote=promote,
+        data_dir=data_dir,
+        n=n,
+        models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        config_file=str(config) if config else None,
+        epochs=epochs,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        device=device or "auto",
+        explain_images=explain_images,
+        promote=promote,
     )
     result = api.demo(cfg, echo=typer.echo)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
@@ -428,41 +667,80 @@ def demo(
         typer.echo("\nExplanation scores (model × method; 'random' = uniform random maps on the same images)")
         typer.echo(result.xai.to_string(index=False, float_format=fmt))
     if result.promoted is not None:
-        typer.echo(f"\n{result.promoted.describe()}: {result.promoted.variant} "
-                   f"({result.promoted.metric} {result.promoted.value:.4f}); load it with {result.promoted.model_uri}")
+        typer.echo(
+            f"\n{result.promoted.describe()}: {result.promoted.variant} "
+            f"({result.promoted.metric} {result.promoted.value:.4f}); load it with {result.promoted.model_uri}"
+        )
     if result.compare_run_id:
-        typer.echo(f"comparison figures (low-data plot, explanation scores, saliency grid) in compare run {result.compare_run_id}")
+        typer.echo(
+            f"comparison figures (low-data plot, explanation scores, saliency grid) in compare run {result.compare_run_id}"
+        )
     _done("demo", result.parent_run_id, result.tracking_uri)
 
 
 @app.command()
 def interpret(
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Training run to explain (its checkpoints/best.pt).")] = None,
-    model_uri: Annotated[str | None, typer.Option("--model-uri", help="Registered model, e.g. models:/medattn-demo@champion.")] = None,
-    ckpt: Annotated[str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Training run to explain (its checkpoints/best.pt).")
+    ] = None,
+    model_uri: Annotated[
+        str | None, typer.Option("--model-uri", help="Registered model, e.g. models:/medattn-demo@champion.")
+    ] = None,
+    ckpt: Annotated[
+        str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="test | validation | train.")] = "test",
-    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated: deeplift, lrp (CNNs), transformer-lrp (DeiT), integrated-gradients, gradcam. (default: deeplift,lrp for CNNs; transformer-lrp for DeiT)")] = None,
-    max_images: Annotated[int, typer.Option("--max-images", help="Explain the first N images of the split (split order).")] = 16,
-    target: Annotated[str, typer.Option("--target", help="Class explained: label (ground truth) or pred (the model's prediction).")] = "label",
-    batch_size: Annotated[int, typer.Option("--batch-size", "--batchsize", help="Images explained per batch (one call per batch and method).")] = 8,
-    steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")] = 16,
-    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)")] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help="Comma-separated: deeplift, lrp (CNNs), transformer-lrp (DeiT), integrated-gradients, gradcam. (default: deeplift,lrp for CNNs; transformer-lrp for DeiT)",
+        ),
+    ] = None,
+    max_images: Annotated[
+        int, typer.Option("--max-images", help="Explain the first N images of the split (split order).")
+    ] = 16,
+    target: Annotated[
+        str, typer.Option("--target", help="Class explained: label (ground truth) or pred (the model's prediction).")
+    ] = "label",
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", "--batchsize", help="Images explained per batch (one call per batch and method)."),
+    ] = 8,
+    steps: Annotated[
+        int, typer.Option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")
+    ] = 16,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)"
+        ),
+    ] = None,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
-    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment of the interpret run. (default: the training run's)")] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="Experiment of the interpret run. (default: the training run's)")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the
     input images and deletion/insertion (plus pointing-game and mask-mass on demo) scores."""
-    from medattn import api
-
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
     cfg = api.InterpretConfig(
-        run_id=run_id, model_uri=model_uri, ckpt=ckpt, split=split,
-        methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), max_images=max_images,
-        target=target, batch_size=batch_size, steps=steps, data_dir=data_dir, device=device or "auto",
-        tracking_uri=tracking_uri, experiment=experiment,
+        run_id=run_id,
+        model_uri=model_uri,
+        ckpt=ckpt,
+        split=split,
+        methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()),
+        max_images=max_images,
+        target=target,
+        batch_size=batch_size,
+        steps=steps,
+        data_dir=data_dir,
+        device=device or "auto",
+        tracking_uri=tracking_uri,
+        experiment=experiment,
     )
     result = api.interpret(cfg)
     typer.echo(result.scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -471,68 +749,174 @@ def interpret(
 
 @app.command("grid")
 def grid_cmd(
-    config: Annotated[Path, typer.Option("--config", help="YAML experiment file with a 'grid' (e.g. experiments/paper/aptos2019.yaml).")],
-    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Data folder for every cell.")] = None,
+    config: Annotated[
+        Path,
+        typer.Option("--config", help="YAML experiment file with a 'grid' (e.g. experiments/paper/aptos2019.yaml)."),
+    ],
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", "--data_dir", help="Data folder for every cell.")
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Pin the model axis to one variant.")] = None,
-    perc_train: Annotated[float | None, typer.Option("--perc-train", "--perc_train", help="Pin the training-fraction axis to one value.")] = None,
+    perc_train: Annotated[
+        float | None, typer.Option("--perc-train", "--perc_train", help="Pin the training-fraction axis to one value.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override the epochs of every cell.")] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
 ) -> None:
     """Train every cell of an experiment grid (models × training fractions), one run per cell."""
-    from medattn import api
-
-    overrides = dict(data_dir=data_dir, model=model, perc_train=perc_train, epochs=epochs, device=device,
-                     tracking_uri=tracking_uri)
+    overrides = dict(
+        data_dir=data_dir, model=model, perc_train=perc_train, epochs=epochs, device=device, tracking_uri=tracking_uri
+    )
     cells = api.grid_cells(config, overrides)
     if dry_run:
         for cfg in cells:
-            typer.echo(f"{cfg.data.dataset}  {cfg.model.model}  perc_train={cfg.data.perc_train:g}  epochs={cfg.optim.epochs}")
+            typer.echo(
+                f"{cfg.data.dataset}  {cfg.model.model}  perc_train={cfg.data.perc_train:g}  epochs={cfg.optim.epochs}"
+            )
         typer.echo(f"{len(cells)} cells")
         return
     results = api.grid(config, overrides, echo=typer.echo)
-    typer.echo(f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
-               f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}")
+    typer.echo(
+        f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
+        f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # medattn search / promote
 # --------------------------------------------------------------------------------------------
+_SearchDatasetOpt = Annotated[
+    str, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (seed spellings accepted).")
+]
+_SearchModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", help="Architecture every trial trains (densenet121, se_resnet50, cbam_resnet50, deit_tiny, ...)."
+    ),
+]
+_SearchDataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir", "--data_dir", help="Folder with the data set. (default: the config file's, else demo_data)"
+    ),
+]
+_SearchNTrialsOpt = Annotated[
+    int, typer.Option("--n-trials", help="Trials this invocation adds to the study (at least 1).")
+]
+_SearchStorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as postgresql://user@host/db; an existing study is resumed.",
+    ),
+]
+_SearchStudyNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--study-name",
+        help="Optuna study name; reuse it to add trials. (default: medattn-<dataset>-<model>-<metric>)",
+    ),
+]
+_SearchNJobsOpt = Annotated[
+    int,
+    typer.Option(
+        "--n-jobs",
+        help="Trials run in parallel threads of this process (for more, start several processes on one RDB storage).",
+    ),
+]
+_SearchMetricOpt = Annotated[
+    str,
+    typer.Option(
+        "--metric",
+        help="Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best checkpoint is chosen by it too.",
+    ),
+]
+_SearchModeOpt = Annotated[
+    str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")
+]
+_SearchEpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")
+]
+_SearchConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML experiment file with the fixed training options (experiments/*.yaml)."),
+]
+_SearchLrMinOpt = Annotated[float, typer.Option("--lr-min", help="Lower end of the log-uniform learning-rate range.")]
+_SearchLrMaxOpt = Annotated[float, typer.Option("--lr-max", help="Upper end of the log-uniform learning-rate range.")]
+_SearchBatchSizesOpt = Annotated[
+    str, typer.Option("--batch-sizes", help="Comma-separated batch sizes the search chooses from.")
+]
+_SearchImgSizeOpt = Annotated[
+    int | None,
+    typer.Option("--img-size", "--img_size", help="Image side in pixels. (default: the config file's, else 224)"),
+]
+_SearchPruneStartupTrialsOpt = Annotated[
+    int,
+    typer.Option("--prune-startup-trials", help="MedianPruner: no pruning until this many trials have completed."),
+]
+_SearchPruneWarmupEpochsOpt = Annotated[
+    int, typer.Option("--prune-warmup-epochs", help="MedianPruner: no trial is pruned during its first N epochs.")
+]
+_SearchExperimentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--experiment", help="MLflow experiment of the search and its trial runs. (default: medattn-<dataset>)"
+    ),
+]
+_SearchSeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of the TPE sampler (a resumed study adds its trial count to it).")
+]
+
+
 @app.command("search")
 def search_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (seed spellings accepted).")] = "demo",
-    model: Annotated[str, typer.Option("--model", help="Architecture every trial trains (densenet121, se_resnet50, cbam_resnet50, deit_tiny, ...).")] = "resnet50",
-    data_dir: Annotated[str | None, typer.Option("--data-dir", "--data_dir", help="Folder with the data set. (default: the config file's, else demo_data)")] = None,
-    n_trials: Annotated[int, typer.Option("--n-trials", help="Trials this invocation adds to the study (at least 1).")] = 20,
-    storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as postgresql://user@host/db; an existing study is resumed.")] = "sqlite:///optuna.db",
-    study_name: Annotated[str | None, typer.Option("--study-name", help="Optuna study name; reuse it to add trials. (default: medattn-<dataset>-<model>-<metric>)")] = None,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Trials run in parallel threads of this process (for more, start several processes on one RDB storage).")] = 1,
-    metric: Annotated[str, typer.Option("--metric", help="Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best checkpoint is chosen by it too.")] = "val_auc",
-    mode: Annotated[str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML experiment file with the fixed training options (experiments/*.yaml).")] = None,
-    lr_min: Annotated[float, typer.Option("--lr-min", help="Lower end of the log-uniform learning-rate range.")] = 1e-6,
-    lr_max: Annotated[float, typer.Option("--lr-max", help="Upper end of the log-uniform learning-rate range.")] = 1e-2,
-    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes the search chooses from.")] = "8,16,32,64",
-    img_size: Annotated[int | None, typer.Option("--img-size", "--img_size", help="Image side in pixels. (default: the config file's, else 224)")] = None,
-    prune_startup_trials: Annotated[int, typer.Option("--prune-startup-trials", help="MedianPruner: no pruning until this many trials have completed.")] = 5,
-    prune_warmup_epochs: Annotated[int, typer.Option("--prune-warmup-epochs", help="MedianPruner: no trial is pruned during its first N epochs.")] = 1,
-    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment of the search and its trial runs. (default: medattn-<dataset>)")] = None,
+    dataset: _SearchDatasetOpt = "demo",
+    model: _SearchModelOpt = "resnet50",
+    data_dir: _SearchDataDirOpt = None,
+    n_trials: _SearchNTrialsOpt = 20,
+    storage: _SearchStorageOpt = "sqlite:///optuna.db",
+    study_name: _SearchStudyNameOpt = None,
+    n_jobs: _SearchNJobsOpt = 1,
+    metric: _SearchMetricOpt = "val_auc",
+    mode: _SearchModeOpt = None,
+    epochs: _SearchEpochsOpt = None,
+    config: _SearchConfigOpt = None,
+    lr_min: _SearchLrMinOpt = 1e-6,
+    lr_max: _SearchLrMaxOpt = 1e-2,
+    batch_sizes: _SearchBatchSizesOpt = "8,16,32,64",
+    img_size: _SearchImgSizeOpt = None,
+    prune_startup_trials: _SearchPruneStartupTrialsOpt = 5,
+    prune_warmup_epochs: _SearchPruneWarmupEpochsOpt = 1,
+    experiment: _SearchExperimentOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler (a resumed study adds its trial count to it).")] = 0,
+    seed: _SearchSeedOpt = 0,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
     median pruning per epoch, one parent MLflow run with one nested training run per trial."""
-    from medattn import api, tracking
-    from medattn.search import parse_batch_sizes
-
     cfg = api.SearchConfig(
-        dataset=dataset, model=model, data_dir=data_dir, n_trials=n_trials, storage=storage, study_name=study_name,
-        n_jobs=n_jobs, metric=metric, mode=mode, epochs=epochs, config_file=str(config) if config else None,
-        lr_min=lr_min, lr_max=lr_max, batch_sizes=parse_batch_sizes(batch_sizes), img_size=img_size, device=device,
-        experiment=experiment, tracking_uri=tracking_uri, seed=seed, prune_startup_trials=prune_startup_trials,
+        dataset=dataset,
+        model=model,
+        data_dir=data_dir,
+        n_trials=n_trials,
+        storage=storage,
+        study_name=study_name,
+        n_jobs=n_jobs,
+        metric=metric,
+        mode=mode,
+        epochs=epochs,
+        config_file=str(config) if config else None,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        img_size=img_size,
+        device=device,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        seed=seed,
+        prune_startup_trials=prune_startup_trials,
         prune_warmup_epochs=prune_warmup_epochs,
     )
     result = api.search(cfg)
@@ -542,13 +926,13 @@ def search_cmd(
         f"{counts['FAIL']} failed; the study now holds {result.n_study_trials}."
     )
     if result.best_value is not None:
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items()
+        )
         typer.echo(f"best {metric} {result.best_value:.4f} with {params} (run {result.best_trial_run_id})")
     else:
         typer.echo("no trial of the study has completed yet.")
-    import mlflow
-
-    exp = mlflow.get_experiment(result.experiment_id).name
+    exp = tracking.experiment_name_of(result.experiment_id)
     typer.echo(
         f"Logged search run {result.parent_run_id} with {len(result.trial_run_ids)} nested trial "
         f"run{'' if len(result.trial_run_ids) == 1 else 's'} in experiment "
@@ -559,20 +943,42 @@ def search_cmd(
 
 @app.command("promote")
 def promote_cmd(
-    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment whose finished training runs compete. (default: medattn-<dataset>)")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs of this data set compete; names the default experiment. (default: demo)")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="Metric that ranks the runs: best_<metric> when logged, else its last value.")] = "val_auc",
-    mode: Annotated[str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")] = None,
-    alias: Annotated[str, typer.Option("--alias", help="Registry alias moved to the best run's model version.")] = "champion",
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment", help="Experiment whose finished training runs compete. (default: medattn-<dataset>)"
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", help="Only runs of this data set compete; names the default experiment. (default: demo)"
+        ),
+    ] = None,
+    metric: Annotated[
+        str,
+        typer.Option("--metric", help="Metric that ranks the runs: best_<metric> when logged, else its last value."),
+    ] = "val_auc",
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")
+    ] = None,
+    alias: Annotated[
+        str, typer.Option("--alias", help="Registry alias moved to the best run's model version.")
+    ] = "champion",
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Register the best finished training run's model as medattn-<dataset> (if not yet) and move
     the alias (champion) to that version; idempotent."""
-    from medattn import api, tracking
-
-    result = api.promote(api.PromoteConfig(
-        experiment=experiment, dataset=dataset, metric=metric, mode=mode, alias=alias, tracking_uri=tracking_uri,
-    ))
+    result = api.promote(
+        api.PromoteConfig(
+            experiment=experiment,
+            dataset=dataset,
+            metric=metric,
+            mode=mode,
+            alias=alias,
+            tracking_uri=tracking_uri,
+        )
+    )
     typer.echo(result.describe())
     typer.echo(
         f"best run {result.run_id} ({result.variant}, {result.metric}={result.value:.4f}) in experiment "
@@ -590,47 +996,86 @@ def promote_cmd(
 # --------------------------------------------------------------------------------------------
 @app.command("figures")
 def figures_cmd(
-    run_id: Annotated[str, typer.Option("--run-id", help="Interpret run to draw; or a training run, whose latest finished interpret run (tag medattn.source_run) is used.")],
-    saliency_maps: Annotated[str, typer.Option("--saliency-maps", "--saliency_maps", help="ALL, DEEPLIFT, LRP or TRANSFORMER-LRP: which methods' maps to draw.")] = "ALL",
-    alpha_overlay: Annotated[float, typer.Option("--alpha-overlay", "--alpha_overlay", help="Opacity of the heat map over the greyscale image, in [0, 1].")] = 0.5,
+    run_id: Annotated[
+        str,
+        typer.Option(
+            "--run-id",
+            help="Interpret run to draw; or a training run, whose latest finished interpret run (tag medattn.source_run) is used.",
+        ),
+    ],
+    saliency_maps: Annotated[
+        str,
+        typer.Option(
+            "--saliency-maps",
+            "--saliency_maps",
+            help="ALL, DEEPLIFT, LRP or TRANSFORMER-LRP: which methods' maps to draw.",
+        ),
+    ] = "ALL",
+    alpha_overlay: Annotated[
+        float,
+        typer.Option(
+            "--alpha-overlay", "--alpha_overlay", help="Opacity of the heat map over the greyscale image, in [0, 1]."
+        ),
+    ] = 0.5,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Blended heat maps (captum style, bwr) per image and method, the original images, an images ×
     methods grid and the training-history curves, logged to the interpret run under figures/."""
-    from medattn import api
-
-    result = api.figures(api.FiguresConfig(run_id=run_id, saliency_maps=saliency_maps, alpha_overlay=alpha_overlay,
-                                           tracking_uri=tracking_uri))
-    typer.echo(f"{len(result.artifacts)} figures under figures/ (grid: figures/grid.png"
-               + (", history: figures/history/*.png)" if result.history else "; no training history)"))
+    result = api.figures(
+        api.FiguresConfig(
+            run_id=run_id, saliency_maps=saliency_maps, alpha_overlay=alpha_overlay, tracking_uri=tracking_uri
+        )
+    )
+    typer.echo(
+        f"{len(result.artifacts)} figures under figures/ (grid: figures/grid.png"
+        + (", history: figures/history/*.png)" if result.history else "; no training history)")
+    )
     _done("interpret", result.run_id, result.tracking_uri)
 
 
 @app.command("compare")
 def compare_cmd(
-    experiment: Annotated[str, typer.Option("--experiment", help="Experiment whose finished test runs (split test) are compared.")] = "medattn-demo",
-    metric: Annotated[str, typer.Option("--metric", help="Test metric of the low-data-regimen figure and the table's first column.")] = "test_auc",
-    cases: Annotated[str | None, typer.Option("--cases", help="tp | tn | fp | fn | agree | disagree: list (and draw) the test images where all models share that outcome, or disagree.")] = None,
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="Experiment whose finished test runs (split test) are compared.")
+    ] = "medattn-demo",
+    metric: Annotated[
+        str, typer.Option("--metric", help="Test metric of the low-data-regimen figure and the table's first column.")
+    ] = "test_auc",
+    cases: Annotated[
+        str | None,
+        typer.Option(
+            "--cases",
+            help="tp | tn | fp | fn | agree | disagree: list (and draw) the test images where all models share that outcome, or disagree.",
+        ),
+    ] = None,
     max_images: Annotated[int, typer.Option("--max-images", help="Images per saliency grid (rows).")] = 4,
-    alpha_overlay: Annotated[float, typer.Option("--alpha-overlay", "--alpha_overlay", help="Opacity of the heat maps in the grids, in [0, 1].")] = 0.5,
+    alpha_overlay: Annotated[
+        float,
+        typer.Option("--alpha-overlay", "--alpha_overlay", help="Opacity of the heat maps in the grids, in [0, 1]."),
+    ] = 0.5,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Comparison table of test metrics with CIs per variant and training-data fraction, the
     low-data-regimen figure, explanation scores and a models × methods grid, logged to a new
     compare run; --cases selects images by the models' shared outcome."""
-    from medattn import api
-    from medattn.compare import to_markdown
-
-    result = api.compare(api.CompareConfig(experiment=experiment, metric=metric, cases=cases, max_images=max_images,
-                                           alpha_overlay=alpha_overlay, tracking_uri=tracking_uri))
+    result = api.compare(
+        api.CompareConfig(
+            experiment=experiment,
+            metric=metric,
+            cases=cases,
+            max_images=max_images,
+            alpha_overlay=alpha_overlay,
+            tracking_uri=tracking_uri,
+        )
+    )
     shown = [c for c in result.table.columns if c not in ("run_id", "source_run")]
-    typer.echo(to_markdown(result.table[shown]))
+    typer.echo(api.to_markdown(result.table[shown]))
     if result.cases is not None:
-        typer.echo(f"{len(result.cases)} image{'' if len(result.cases) == 1 else 's'} where the models are '{cases}': "
-                   + (", ".join(result.cases) if result.cases else "none"))
-    import mlflow
-
-    _done("compare", result.run_id, result.tracking_uri, mlflow.get_run(result.run_id).info.experiment_id)
+        typer.echo(
+            f"{len(result.cases)} image{'' if len(result.cases) == 1 else 's'} where the models are '{cases}': "
+            + (", ".join(result.cases) if result.cases else "none")
+        )
+    _done("compare", result.run_id, result.tracking_uri, tracking.get_run(result.run_id).info.experiment_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,24 +1084,47 @@ def compare_cmd(
 @app.command("bench")
 def bench_cmd(
     models: Annotated[str, typer.Option("--models", help="Comma-separated model names, or all.")] = "all",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch of the pure/pipeline/files measurements. (default: 128)")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="Training batch of the pure/pipeline/files measurements. (default: 128)"),
+    ] = None,
     img_size: Annotated[int | None, typer.Option("--img-size", help="Image side in pixels. (default: 224)")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Timed training steps per measurement (after the warm-up). (default: 20)")] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", help="DataLoader workers of the files (PIL) measurement. (default: 8)")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Timed training steps per measurement (after the warm-up). (default: 20)"),
+    ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option("--num-workers", help="DataLoader workers of the files (PIL) measurement. (default: 8)"),
+    ] = None,
     device: DeviceOpt = None,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model for pure/pipeline.")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU run (2 models, 32 px, batch 4) for the test suite.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="JSON file to write (a .md table goes next to it). (default: benchmarks/results/<gpu>-<date>.json on CUDA)")] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the model for pure/pipeline.")
+    ] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny CPU run (2 models, 32 px, batch 4) for the test suite.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="JSON file to write (a .md table goes next to it). (default: benchmarks/results/<gpu>-<date>.json on CUDA)",
+        ),
+    ] = None,
 ) -> None:
     """Measure images/s: pure, pipeline (uint8 cache + GPU augmentation), files, seed config, inference, explanations."""
-    from medattn import api
-    from medattn.bench import BenchConfig, quick_config
-
-    given = dict(batch_size=batch_size, img_size=img_size, steps=steps, num_workers=num_workers, device=device,
-                 compile=compile, out=str(out) if out else None)
+    given = dict(
+        batch_size=batch_size,
+        img_size=img_size,
+        steps=steps,
+        num_workers=num_workers,
+        device=device,
+        compile=compile,
+        out=str(out) if out else None,
+    )
     names = tuple(m for m in models.split(",") if m.strip())
     if quick:
-        cfg = quick_config(**given, models=names if models != "all" else None)
+        cfg = api.quick_config(**given, models=names if models != "all" else None)
     else:
-        cfg = BenchConfig(models=names, **{k: v for k, v in given.items() if v is not None})
+        cfg = api.BenchConfig(models=names, **{k: v for k, v in given.items() if v is not None})
     api.bench(cfg, echo=typer.echo)

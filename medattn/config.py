@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,17 +25,20 @@ from typing import Any
 
 import yaml
 
+from medattn import registry
 from medattn.errors import ConfigError
+from medattn.metrics import EPOCH_METRIC_NAMES, metric_mode
 
 RESIZE_MODES = ("direct_resize", "resizeshortest_randomcrop")
-HEADS = ("pool", "flatten")
+HEADS = ("pool", "flatten", "paper")  # models.factory.HEAD_CHOICES must match (tests check)
 INITS = ("fair", "paper")
 PRETRAINED = ("imagenet", "none")
 SCHEDULERS = ("none", "cosine")
 UNCERTAIN = ("ignore", "zeros", "ones")
 DATA_PIPELINES = ("auto", "gpu", "cpu")
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
+SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "validate": "val", "test": "test"}
+MODES = ("max", "min")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,12 @@ class TrainConfig:
     device: str = "auto"
     resume: str | None = None
     ckpt: str | None = None
+
+    def __post_init__(self) -> None:
+        """Check value ranges and canonicalise names (the Python API and the CLI reject the same things)."""
+        data, model = _check_train(self)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "model", model)
 
     def flat(self) -> dict[str, Any]:
         """All options as one flat mapping (the MLflow params and ``config.yaml``)."""
@@ -213,7 +223,9 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     return value
 
 
-def build_train_config(overrides: Mapping[str, Any] | None = None, *, config_file: str | Path | None = None) -> TrainConfig:
+def build_train_config(
+    overrides: Mapping[str, Any] | None = None, *, config_file: str | Path | None = None
+) -> TrainConfig:
     """Compose a :class:`TrainConfig` from defaults, an optional YAML file and overrides.
 
     Args:
@@ -246,13 +258,16 @@ def build_train_config(overrides: Mapping[str, Any] | None = None, *, config_fil
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check value ranges and canonicalise names; returns the (possibly renamed) config."""
-    from medattn.data import DATASETS
-    from medattn.models import canonical_model_name
+    """The config, checked (the constructor already checks; kept for callers of the older API)."""
+    return cfg
 
+
+def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
+    """Check a training config; returns its data and model parts with canonical names.
+
+    Dataset and model names are canonicalised by their registries (:func:`medattn.registry.canonical`).
+    """
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.tracking
-    dataset = DATASETS.canonical(d.dataset)
-    model = canonical_model_name(m.model)
     _choice("resize", d.resize, RESIZE_MODES)
     _choice("uncertain", d.uncertain, UNCERTAIN)
     _choice("data_pipeline", d.data_pipeline, DATA_PIPELINES)
@@ -263,28 +278,57 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _choice("scheduler", o.scheduler, SCHEDULERS)
     if not 0.0 < d.perc_train <= 1.0:
         raise ConfigError(f"--perc-train must be in (0, 1], got {d.perc_train}.")
-    if d.perc_train < 1.0 and not d.low_data_regimen:
-        # the seed required both flags; one of them implies the other here
-        d = dataclasses.replace(d, low_data_regimen=True)
     _positive("img_size", d.img_size)
     _positive("epochs", o.epochs)
     _positive("batch_size", o.batch_size)
     _positive("nr_layers", m.nr_layers)
     if o.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {o.lr}.")
-    if d.num_workers < 0:
-        raise ConfigError(f"--num-workers must be 0 or more, got {d.num_workers}.")
-    if t.save_freq < 0:
-        raise ConfigError(f"--save-freq must be 0 (off) or more, got {t.save_freq}.")
-    if not (o.select_metric.startswith("val_") or o.select_metric.startswith("train_")):
+    _at_least("num_workers", d.num_workers, 0, "0 or more")
+    _at_least("save_freq", t.save_freq, 0, "0 (off) or more")
+    if o.select_metric not in EPOCH_METRIC_NAMES:
+        close = difflib.get_close_matches(o.select_metric, EPOCH_METRIC_NAMES, n=1)
         raise ConfigError(
-            f"--select-metric must name a logged metric such as val_loss or val_auc, got {o.select_metric!r}."
+            f"--select-metric must name a logged metric such as val_loss or val_auc, got {o.select_metric!r}"
+            + (f"; did you mean {close[0]!r}?" if close else ".")
         )
     if cfg.resume and cfg.ckpt:
         raise ConfigError("give either --resume RUN_ID or --ckpt PATH, not both.")
-    return dataclasses.replace(
-        cfg, data=dataclasses.replace(d, dataset=dataset), model=dataclasses.replace(m, model=model)
-    )
+    # the seed required both flags; --perc-train < 1 implies the low-data regimen here
+    low = d.low_data_regimen or d.perc_train < 1.0
+    data = dataclasses.replace(d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low)
+    return data, dataclasses.replace(m, model=registry.canonical("model", m.model))
+
+
+def check_metric(metric: str, *, shown: str | None = None, what: str = "a metric medattn train logs per epoch") -> str:
+    """``metric`` if medattn train logs it per epoch (:data:`~medattn.metrics.EPOCH_METRIC_NAMES`).
+
+    Args:
+        metric: the name to check.
+        shown: the spelling the user gave (default ``metric``).
+        what: how the error sentence describes the expected metric.
+
+    Raises:
+        ConfigError: an unknown name, with a suggestion.
+    """
+    if metric not in EPOCH_METRIC_NAMES:
+        close = difflib.get_close_matches(metric, EPOCH_METRIC_NAMES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "use e.g. val_auc or val_loss."
+        raise ConfigError(f"--metric {shown or metric!r} is not {what}; {hint}")
+    return metric
+
+
+def check_mode(mode: str | None, metric: str) -> str:
+    """The optimisation direction: ``mode``, or the metric's natural one (``min`` for losses)."""
+    mode = mode or metric_mode(metric)
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be max or min, got {mode!r}.")
+    return mode
+
+
+def _at_least(name: str, value: float, low: float, what: str) -> None:
+    if value < low:
+        raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}.")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -319,3 +363,436 @@ def split_name(name: str) -> str:
     if key not in SPLIT_ALIASES:
         raise ConfigError(f"unknown split {name!r}; choose train, validation or test.")
     return SPLIT_ALIASES[key]
+
+
+# =============================================================================================
+# the other commands: configs composed of shared parts, checked in their constructors
+# =============================================================================================
+#: The variants ``medattn demo`` trains by default (the paper's seven).
+DEMO_MODELS = (
+    "resnet50",
+    "se_resnet50",
+    "cbam_resnet50",
+    "densenet121",
+    "se_densenet121",
+    "cbam_densenet121",
+    "deit_tiny",
+)
+#: Choices of ``compare --cases``.
+CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")
+#: ``search --storage`` default (relative to the working directory).
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_BATCH_SIZES = (8, 16, 32, 64)
+
+
+def _set(obj: object, name: str, value: Any) -> None:
+    """Assign a canonicalised value in a frozen dataclass's ``__post_init__``."""
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingPart:
+    """Where runs are tracked (every command)."""
+
+    tracking_uri: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimePart(TrackingPart):
+    """Where and how reproducibly a command runs."""
+
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourcePart:
+    """Which trained model a command reads (exactly one of the three) and on which split."""
+
+    run_id: str | None = None
+    model_uri: str | None = None
+    ckpt: str | None = None
+    split: str = "test"
+    data_dir: str | None = None
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        """Exactly one source; the split canonicalised."""
+        if len([x for x in (self.run_id, self.model_uri, self.ckpt) if x]) != 1:
+            raise ConfigError("give exactly one of --run-id, --model-uri or --ckpt.")
+        _set(self, "split", split_name(self.split))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestConfig(SourcePart, RuntimePart):
+    """Options of ``medattn test``; exactly one of ``run_id``, ``model_uri``, ``ckpt``."""
+
+    __test__ = False  # not a pytest class
+
+    batch_size: int = 64
+    num_workers: int = 0
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:  # noqa: D105
+        super().__post_init__()
+        _positive("batch_size", self.batch_size)
+        _at_least("num_workers", self.num_workers, 0, "0 or more")
+        _at_least("n_boot", self.n_boot, 0, "0 or more")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterpretConfig(SourcePart, RuntimePart):
+    """Options of ``medattn interpret``; exactly one of ``run_id``, ``model_uri``, ``ckpt``.
+
+    ``methods`` empty means the model's defaults (deeplift + lrp for CNNs, transformer-lrp for DeiT).
+    """
+
+    methods: tuple[str, ...] = ()
+    max_images: int = 16
+    target: str = "label"
+    batch_size: int = 8
+    steps: int = 16
+
+    def __post_init__(self) -> None:  # noqa: D105
+        super().__post_init__()
+        if self.target not in ("label", "pred"):
+            raise ConfigError(f"--target must be label or pred, got {self.target!r}.")
+        _at_least("max_images", self.max_images, 1, "at least 1")
+        _at_least("steps", self.steps, 1, "at least 1")
+        _positive("batch_size", self.batch_size)
+        _set(self, "methods", tuple(registry.canonical("explanation method", m) for m in self.methods))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FiguresConfig(TrackingPart):
+    """Options of ``medattn figures``.
+
+    ``run_id`` is an interpret run, or a training run whose latest finished interpret run is used.
+    ``saliency_maps`` is ``all`` or one explanation method (any that ``interpret`` logs).
+    """
+
+    run_id: str
+    saliency_maps: str = "all"
+    alpha_overlay: float = 0.5
+
+    def __post_init__(self) -> None:  # noqa: D105
+        _set(self, "saliency_maps", saliency_choice(self.saliency_maps))
+        _check_alpha(self.alpha_overlay)
+
+
+def saliency_choice(value: str) -> str:
+    """``all`` or the canonical name of an explanation method (``--saliency-maps``)."""
+    choice = value.strip().lower().replace("_", "-")
+    if choice == "all":
+        return choice
+    reg = registry.lookup("explanation method")
+    if reg is not None and choice in reg:
+        return reg.canonical(choice)
+    names = ["all", *(reg.names() if reg is not None else [])]
+    raise ConfigError(f"--saliency-maps must be one of {', '.join(n.upper() for n in names)}, got {value!r}.")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"--alpha-overlay must lie in [0, 1], got {alpha}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig(TrackingPart):
+    """Options of ``medattn compare``."""
+
+    experiment: str = "medattn-demo"
+    metric: str = "test_auc"
+    cases: str | None = None
+    max_images: int = 4
+    alpha_overlay: float = 0.5
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if self.cases is not None and self.cases not in CASES:
+            raise ConfigError(f"--cases must be one of {', '.join(CASES)}, got {self.cases!r}.")
+        _at_least("max_images", self.max_images, 1, "at least 1")
+        if not self.metric.startswith("test_"):
+            raise ConfigError(f"--metric must be a test metric such as test_auc, got {self.metric!r}.")
+        _check_alpha(self.alpha_overlay)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteConfig(TrackingPart):
+    """Options of ``medattn promote``.
+
+    Attributes:
+        experiment: MLflow experiment whose training runs compete (default ``medattn-<dataset>``).
+        dataset: only runs of this data set compete; also names the default experiment
+            (``demo`` when neither is given).
+        metric: per-epoch metric name, e.g. ``val_auc`` (``best_val_auc`` is used when logged).
+        mode: ``max`` or ``min``; default ``min`` for losses, ``max`` otherwise.
+        alias: registry alias to move.
+        tracking_uri: MLflow tracking URI.
+    """
+
+    experiment: str | None = None
+    dataset: str | None = None
+    metric: str = "val_auc"
+    mode: str | None = None
+    alias: str = "champion"
+
+    def __post_init__(self) -> None:  # noqa: D105
+        base = self.metric[len("best_") :] if self.metric.startswith("best_") else self.metric
+        check_metric(base, shown=self.metric, what="a metric medattn train logs")
+        check_mode(self.mode, base)
+        alias = self.alias.strip()
+        if (
+            not alias
+            or not all(c.isalnum() or c in "_-" for c in alias)
+            or alias.lower() == "latest"
+            or (alias[0] in "vV" and alias[1:].isdigit())
+        ):
+            raise ConfigError(
+                f"--alias {self.alias!r} is not a valid registry alias; use letters, digits, '-' or '_' "
+                "(not 'latest' or v<number>), e.g. champion."
+            )
+        if self.dataset:
+            _set(self, "dataset", registry.canonical("dataset", self.dataset))
+
+    @property
+    def base_metric(self) -> str:
+        """The per-epoch metric compared (``best_`` prefix removed)."""
+        return self.metric[len("best_") :] if self.metric.startswith("best_") else self.metric
+
+
+def parse_batch_sizes(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``"8,16,32"`` → ``(8, 16, 32)`` (sorted, duplicates removed).
+
+    Raises:
+        ConfigError: no entry is a positive integer, or some entry is not one.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text if not isinstance(text, int) else [text])
+    sizes: set[int] = set()
+    for item in items:
+        raw = str(item).strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"--batch-sizes entry {raw!r} is not an integer; give e.g. 8,16,32,64.") from None
+        if value <= 0:
+            raise ConfigError(f"--batch-sizes entry {value} is not positive; give e.g. 8,16,32,64.")
+        sizes.add(value)
+    if not sizes:
+        raise ConfigError("--batch-sizes holds no valid batch size; give e.g. 8,16,32,64.")
+    return tuple(sorted(sizes))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(TrackingPart):
+    """Options of ``medattn search``.
+
+    Attributes:
+        dataset: data set id (aliases accepted).
+        model: architecture (seed spellings accepted).
+        data_dir: data folder (default: the config file's or ``demo_data``).
+        n_trials: trials added by this invocation (at least 1).
+        storage: Optuna storage URL; a relative sqlite path is relative to the working directory.
+        study_name: default ``medattn-<dataset>-<model>-<metric>``.
+        n_jobs: parallel trials in threads of this process (use an RDB storage and several
+            processes for more workers).
+        metric: per-epoch metric the trials are ranked and pruned by.
+        mode: ``max`` or ``min``; default from the metric (``min`` for losses).
+        epochs: epochs per trial (default: the config file's, else the train default).
+        config_file: an ``experiments/*.yaml`` file with the fixed training options.
+        lr_min: lower end of the log-uniform learning-rate range.
+        lr_max: upper end of the log-uniform learning-rate range.
+        batch_sizes: categorical batch-size choices (sorted, duplicates removed).
+        img_size: image side (default: the config file's, else the train default).
+        device: ``auto``, ``cpu`` or ``cuda:N`` (default: the config file's, else auto).
+        experiment: MLflow experiment (default ``medattn-<dataset>``).
+        tracking_uri: MLflow tracking URI.
+        seed: seed of the TPE sampler (training seeds come from the config).
+        prune_startup_trials: MedianPruner ``n_startup_trials``.
+        prune_warmup_epochs: MedianPruner ``n_warmup_steps`` (epochs before pruning may happen).
+        train_overrides: further ``medattn train`` options fixed for every trial (e.g.
+            ``{"nr_layers": 1}``); they win over the config file.
+    """
+
+    dataset: str = "demo"
+    model: str = "resnet50"
+    data_dir: str | None = None
+    n_trials: int = 20
+    storage: str = DEFAULT_STORAGE
+    study_name: str | None = None
+    n_jobs: int = 1
+    metric: str = "val_auc"
+    mode: str | None = None
+    epochs: int | None = None
+    config_file: str | None = None
+    lr_min: float = 1e-6
+    lr_max: float = 1e-2
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    img_size: int | None = None
+    device: str | None = None
+    experiment: str | None = None
+    seed: int = 0
+    prune_startup_trials: int = 5
+    prune_warmup_epochs: int = 1
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # noqa: D105
+        metric = check_metric(self.metric)
+        mode = check_mode(self.mode, metric)
+        if mode != metric_mode(metric):
+            verb = "minimised" if metric_mode(metric) == "min" else "maximised"
+            raise ConfigError(f"--mode {mode} contradicts {metric}, which is always {verb}; leave --mode out.")
+        _at_least("n_trials", self.n_trials, 1, "at least 1")
+        _at_least("n_jobs", self.n_jobs, 1, "at least 1")
+        if not (math.isfinite(self.lr_min) and math.isfinite(self.lr_max)) or self.lr_min <= 0:
+            raise ConfigError(f"--lr-min must be a positive number, got {self.lr_min}.")
+        if self.lr_min >= self.lr_max:
+            raise ConfigError(f"--lr-min ({self.lr_min:g}) must be smaller than --lr-max ({self.lr_max:g}).")
+        if self.prune_startup_trials < 0 or self.prune_warmup_epochs < 0:
+            raise ConfigError("--prune-startup-trials and --prune-warmup-epochs must be 0 or more.")
+        if not self.storage.strip():
+            raise ConfigError("--storage is empty; give an Optuna storage URL such as sqlite:///optuna.db.")
+        _set(self, "batch_sizes", parse_batch_sizes(self.batch_sizes))
+        _set(self, "mode", mode)
+
+
+# The demo's training settings (experiments/demo.yaml holds the same values for `medattn train`).
+DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
+    "img_size": 64,
+    "epochs": 4,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "select_metric": "val_loss",
+    "pretrained": "none",
+    "save_freq": 0,
+}
+# A ViT from scratch needs more (and gentler) steps than the CNNs before its predictions leave
+# one class; measured on the demo set at 64 px: 4 epochs at 1e-3 gave balanced accuracy 0.5.
+DEMO_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {"deit_tiny": {"epochs": 8, "lr": 5e-4}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig(RuntimePart):
+    """Options of ``medattn demo`` (defaults sized for a 2-core CPU in a few minutes)."""
+
+    data_dir: str = "demo_data"
+    n: int = 400
+    synth_size: int = 96
+    models: tuple[str, ...] = DEMO_MODELS
+    config_file: str | None = None  # a YAML whose values replace DEMO_TRAIN_DEFAULTS
+    epochs: int | None = None
+    experiment: str = "medattn-demo"
+    explain_images: int = 8  # test images explained per model (0: skip interpret)
+    explain_steps: int = 8  # deletion/insertion steps in the demo
+    promote: bool = True
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if self.n < 20:
+            raise ConfigError(f"--n must be at least 20 so that every split holds both classes, got {self.n}.")
+        _at_least("explain_images", self.explain_images, 0, "0 (off) or more")
+        _set(self, "models", tuple(registry.canonical("model", m) for m in self.models))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Options of ``medattn bench``.
+
+    Attributes:
+        models: model names, or ``("all",)``.
+        batch_size: training batch of pure/pipeline/files.
+        img_size: image side.
+        steps: timed training steps (pure, pipeline).
+        warmup: untimed steps before each timed region.
+        seed_batch_size: batch of the seed configuration.
+        seed_steps: timed steps of the seed configuration.
+        files_steps: timed steps of the files path (slow: bounded by PIL decoding).
+        num_workers: DataLoader workers of the files path.
+        infer_batch_size: inference batch.
+        infer_steps: timed inference batches.
+        attr_batch_size: batched explanation size.
+        attr_steps: timed batched explanation calls per method.
+        single_steps: timed one-image explanation calls per method.
+        num_images: images of the synthetic data set.
+        source_size: ``(height, width)`` of its JPEG files (ISIC/APTOS photos are ~512×680 after
+            the usual downscaling).
+        nr_layers: DeiT blocks.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        compile: ``torch.compile`` the model for pure and pipeline.
+        work_dir: where the synthetic data set is written (a temporary folder if ``None``).
+        out: JSON file to write (default: ``benchmarks/results/<device>-<date>.json`` for a full
+            CUDA run, ``medattn-bench-<device>-<date>.json`` in the working directory otherwise).
+        quick: tiny CPU settings for the test suite (:func:`quick_config`).
+    """
+
+    models: tuple[str, ...] = ("all",)
+    batch_size: int = 128
+    img_size: int = 224
+    steps: int = 20
+    warmup: int = 5
+    seed_batch_size: int = 4
+    seed_steps: int = 25
+    files_steps: int = 4
+    num_workers: int = 8
+    infer_batch_size: int = 256
+    infer_steps: int = 10
+    attr_batch_size: int = 32
+    attr_steps: int = 3
+    single_steps: int = 8
+    num_images: int = 768
+    source_size: tuple[int, int] = (512, 680)
+    nr_layers: int = 12
+    device: str = "auto"
+    compile: bool = False
+    work_dir: str | None = None
+    out: str | None = None
+    quick: bool = False
+
+    def __post_init__(self) -> None:  # noqa: D105
+        for key in (
+            "batch_size",
+            "img_size",
+            "steps",
+            "seed_batch_size",
+            "seed_steps",
+            "files_steps",
+            "infer_batch_size",
+            "infer_steps",
+            "attr_batch_size",
+            "attr_steps",
+            "single_steps",
+            "num_images",
+        ):
+            _positive(key, getattr(self, key))
+        if self.num_workers < 0 or self.warmup < 0:
+            raise ConfigError("--num-workers and --warmup must be 0 or more.")
+        names = [m.strip() for part in self.models for m in str(part).split(",") if m.strip()]
+        if names and names != ["all"]:
+            _set(self, "models", tuple(registry.canonical("model", m) for m in names))
+
+
+def quick_config(**overrides: Any) -> BenchConfig:
+    """Tiny settings for the test suite on a CPU: 2 models, 32 px, batch 4, 2 steps, no warm-up."""
+    base = dict(
+        models=("resnet50", "deit_tiny"),
+        batch_size=4,
+        img_size=32,
+        steps=2,
+        warmup=0,
+        seed_batch_size=4,
+        seed_steps=1,
+        files_steps=1,
+        num_workers=0,
+        infer_batch_size=4,
+        infer_steps=1,
+        attr_batch_size=2,
+        attr_steps=1,
+        single_steps=1,
+        num_images=40,
+        source_size=(40, 48),
+        nr_layers=2,
+        device="cpu",
+        quick=True,
+    )
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return BenchConfig(**base)

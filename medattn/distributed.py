@@ -1,6 +1,6 @@
 """Multi-process training with PyTorch DDP (``torchrun -m medattn train`` or ``medattn train --nproc N``).
 
-What this module owns, so that :func:`medattn.api.train` only asks "am I the main rank?":
+What this module owns, so that :func:`medattn.stages.train.train` only asks "am I the main rank?":
 
 * process-group set-up and teardown from the ``torchrun`` environment (``gloo`` on CPU, ``nccl`` on
   CUDA, one GPU per local rank);
@@ -34,15 +34,19 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
+from medattn.engine import EpochOutput, Parallel
 from medattn.errors import ConfigError
 
 #: Environment variables ``torchrun`` sets in every worker.
@@ -124,8 +128,6 @@ def setup(device_name: str = "auto") -> DistContext:
     world = env_world_size()
     if world <= 1:
         return DistContext()
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get(ENV_LOCAL_RANK, "0"))
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
     backend = "nccl" if use_cuda else "gloo"
@@ -148,8 +150,6 @@ def teardown(ctx: DistContext) -> None:
     """Leave the process group (safe to call when there is none)."""
     if not ctx.enabled:
         return
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -157,8 +157,6 @@ def teardown(ctx: DistContext) -> None:
 def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op without DDP)."""
     if ctx.enabled:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -166,8 +164,6 @@ def broadcast_object(ctx: DistContext, obj: object) -> object:
     """Rank 0's ``obj`` on every rank (e.g. the run id, or an error sentence)."""
     if not ctx.enabled:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -177,15 +173,11 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     """Wrap ``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` under DDP."""
     if not ctx.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module inside a DDP and/or ``torch.compile`` wrapper."""
-    from torch.nn.parallel import DistributedDataParallel
-
     if isinstance(model, DistributedDataParallel):
         model = model.module
     return getattr(model, "_orig_mod", model)
@@ -197,7 +189,6 @@ def all_finite(ctx: DistContext):
     Returns:
         ``check(loss) -> bool``: true when the loss is finite on every rank.
     """
-    import torch.distributed as dist
 
     def check(loss: torch.Tensor) -> bool:
         bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
@@ -216,7 +207,7 @@ class GlobalBatchSampler(BatchSampler):
 
     The global batches are those of ``DataLoader(dataset, batch_size=global_batch, shuffle=True,
     generator=torch.Generator().manual_seed(seed_fn(epoch)))``, i.e. the single-process loader of
-    :func:`medattn.data.build_loader` as :func:`medattn.api.train` reseeds it each epoch. Rank ``r``
+    :func:`medattn.data.build_loader` as :func:`medattn.stages.train.train` reseeds it each epoch. Rank ``r``
     takes the ``r``-th slice of each; a last global batch smaller than the world is padded with
     repeats that carry zero loss weight. Indices are yielded encoded as ``position * n + index``
     (``position``: place in the epoch's order) so :class:`AugmentationReplay` can replay the
@@ -256,8 +247,11 @@ class GlobalBatchSampler(BatchSampler):
         out, start = [], 0
         for batch in self.global_batches():
             m = len(batch)
-            bounds = np.linspace(0, m, self.world_size + 1).round().astype(int) if m < self.global_batch else \
-                np.arange(self.world_size + 1) * self.batch_size
+            bounds = (
+                np.linspace(0, m, self.world_size + 1).round().astype(int)
+                if m < self.global_batch
+                else np.arange(self.world_size + 1) * self.batch_size
+            )
             lo, hi = int(bounds[self.rank]), int(bounds[self.rank + 1])
             if hi > lo:
                 idx, pos = batch[lo:hi], list(range(start + lo, start + hi))
@@ -271,7 +265,7 @@ class GlobalBatchSampler(BatchSampler):
         self._steps = self.shares()
         for idx, pos, _ in self._steps:
             if self.replay:
-                yield [p * self.n + i if p >= 0 else -(i + 1) for i, p in zip(idx, pos)]
+                yield [p * self.n + i if p >= 0 else -(i + 1) for i, p in zip(idx, pos, strict=True)]
             else:
                 yield list(idx)
 
@@ -379,12 +373,17 @@ def distribute_loader(loader: DataLoader, ctx: DistContext, *, train: bool, glob
     local = per_rank_batch(global_batch, ctx.world_size)
     # A private generator: without one, each new iterator draws its base seed from the global torch
     # generator, which would shift the augmentation stream away from the single-process run's.
-    common = dict(num_workers=loader.num_workers, persistent_workers=loader.num_workers > 0,
-                  collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                  generator=torch.Generator().manual_seed(seed_fn(0)))
+    common = dict(
+        num_workers=loader.num_workers,
+        persistent_workers=loader.num_workers > 0,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        generator=torch.Generator().manual_seed(seed_fn(0)),
+    )
     if not train:
-        return DataLoader(loader.dataset, batch_size=local, sampler=ShardSampler(loader.dataset, ctx.rank, ctx.world_size),
-                          **common)
+        return DataLoader(
+            loader.dataset, batch_size=local, sampler=ShardSampler(loader.dataset, ctx.rank, ctx.world_size), **common
+        )
     replay = loader.num_workers == 0 and hasattr(loader.dataset, "transform") and hasattr(loader.dataset, "load")
     dataset = AugmentationReplay(loader.dataset) if replay else loader.dataset
     sampler = GlobalBatchSampler(len(loader.dataset), global_batch, ctx.rank, ctx.world_size, seed_fn, replay=replay)
@@ -406,10 +405,6 @@ def gather_output(out, ctx: DistContext):
     """
     if not ctx.enabled:
         return out
-    import torch.distributed as dist
-
-    from medattn.engine import EpochOutput
-
     parts: list = [None] * ctx.world_size
     dist.all_gather_object(parts, (out.loss * out.n_images, out.n_images, out.y_true, out.scores, out.seconds))
     n = sum(p[1] for p in parts)
@@ -444,7 +439,45 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     ``--standalone`` lets the rendezvous pick a free local port, so several jobs on one machine do
     not collide on the default 29500.
     """
-    import sys
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "medattn",
+        *argv,
+    ]
 
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", str(nproc), "-m", "medattn", *argv]
+
+class DDPParallel(Parallel):
+    """The DDP hooks of :func:`medattn.engine.fit`: per-epoch sampler seeding, global-batch loss
+    weights, a NaN check all ranks agree on, evaluation of the plain module, gathered outputs."""
+
+    def __init__(self, ctx: DistContext) -> None:
+        self.ctx = ctx
+        self.is_main = ctx.is_main
+
+    def on_epoch_start(self, train_loader, epoch: int) -> None:  # noqa: D102 - see Parallel
+        train_loader.global_batch_sampler.set_epoch(epoch)
+
+    def loss_scale(self, train_loader):  # noqa: D102 - see Parallel
+        return train_loader.global_batch_sampler.loss_scale
+
+    def finite_check(self):  # noqa: D102 - see Parallel
+        return all_finite(self.ctx)
+
+    def eval_model(self, model: nn.Module) -> nn.Module:  # noqa: D102 - see Parallel
+        return unwrap_model(model)
+
+    def gather(self, out: EpochOutput) -> EpochOutput:  # noqa: D102 - see Parallel
+        return gather_output(out, self.ctx)
+
+
+def parallel_for(ctx: DistContext) -> Parallel:
+    """The :class:`~medattn.engine.Parallel` hooks of this process (one process: the default)."""
+    return DDPParallel(ctx) if ctx.enabled else Parallel()

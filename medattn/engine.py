@@ -7,8 +7,8 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medattn.errors import MedattnError
+from medattn.metrics import classification_metrics, is_better, metric_mode
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,7 @@ def _bar(loader: Iterable, desc: str, show: bool):
     # throwaway draw would shift the shuffling permutation drawn next from the same generator (and,
     # for a loader without a generator, the global RNG that drives augmentation). The bar therefore
     # gets a lazy view: exactly one iterator per pass, as GlobalBatchSampler assumes (issue 9).
-    return tqdm(_lazy(loader), desc=desc, total=total, leave=False, disable=not show, unit="batch",
-                dynamic_ncols=True)
+    return tqdm(_lazy(loader), desc=desc, total=total, leave=False, disable=not show, unit="batch", dynamic_ncols=True)
 
 
 def train_one_epoch(
@@ -125,9 +125,7 @@ def train_one_epoch(
             logits = model(images)
             loss = loss_fn(logits.float(), labels)
         if step % SYNC_EVERY == 0 and not (finite_check(loss) if finite_check is not None else torch.isfinite(loss)):
-            raise DivergedError(
-                f"the training loss became {loss.item()} in {desc}; lower --lr or check the data."
-            )
+            raise DivergedError(f"the training loss became {loss.item()} in {desc}; lower --lr or check the data.")
         scale = loss_scale(step, labels.shape[0]) if loss_scale is not None else 1.0
         (loss if scale == 1.0 else loss * scale).backward()
         optimizer.step()
@@ -185,3 +183,171 @@ def _output(total: float, n: int, ys: list, ps: list, seconds: float) -> EpochOu
         n_images=n,
         seconds=seconds,
     )
+
+
+# =============================================================================================
+# fit: the epoch loop, with tracking and DDP hooked in from outside
+# =============================================================================================
+class Parallel:
+    """How the loop runs across processes; this default is one process (DDP: :mod:`medattn.distributed`)."""
+
+    is_main = True
+
+    def on_epoch_start(self, train_loader: Iterable, epoch: int) -> None:
+        """Called before each epoch (DDP: tell the sampler the epoch)."""
+
+    def loss_scale(self, train_loader: Iterable) -> Callable[[int, int], float] | None:
+        """``(step, batch_images) -> factor`` applied to the loss before ``backward``, or ``None``."""
+        return None
+
+    def finite_check(self) -> Callable[[torch.Tensor], bool] | None:
+        """A NaN check every process answers alike, or ``None`` for the local check."""
+        return None
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        """The module to evaluate (DDP: the plain module, no gradient sync)."""
+        return model
+
+    def gather(self, out: EpochOutput) -> EpochOutput:
+        """Join every process's output of one pass (identity for one process)."""
+        return out
+
+
+@dataclass
+class EpochEnd:
+    """What an epoch produced, handed to each :class:`Callback` on the main process."""
+
+    epoch: int
+    metrics: dict[str, float]
+    improved: bool
+    history: dict[str, list[float]]
+    best_value: float | None
+    best_epoch: int
+    best_metrics: dict[str, float]
+
+
+class Callback:
+    """Hook into :func:`fit` (tracking, checkpoints, Optuna pruning); methods are no-ops by default."""
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        """Called on the main process after each epoch, after the metrics are computed."""
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit` (on non-main DDP processes: empty history and ``best_epoch`` -1)."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_value: float | None = None
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": float(v) for k, v in metrics.items()}
+
+
+def epoch_metrics(tr: EpochOutput, va: EpochOutput, lr: float) -> dict[str, float]:
+    """The per-epoch metrics: ``train_*``, ``val_*``, ``lr``, ``epoch_time_s``, ``train_images_per_s``."""
+    return {
+        **_prefixed("train", {"loss": tr.loss, **classification_metrics(tr.y_true, tr.scores)}),
+        **_prefixed("val", {"loss": va.loss, **classification_metrics(va.y_true, va.scores)}),
+        "lr": lr,
+        "epoch_time_s": tr.seconds + va.seconds,
+        "train_images_per_s": tr.images_per_s,
+    }
+
+
+def _passes(model, loaders, optimizer, loss_fn, device, par: Parallel, tag: str, amp: bool, progress: bool):
+    """One training pass and one validation pass, each joined over every process."""
+    train_loader, val_loader = loaders
+    show = progress and par.is_main
+    tr = train_one_epoch(
+        model,
+        train_loader,
+        optimizer,
+        loss_fn,
+        device,
+        amp=amp,
+        desc=f"{tag} train",
+        progress=show,
+        loss_scale=par.loss_scale(train_loader),
+        finite_check=par.finite_check(),
+    )
+    va = evaluate(par.eval_model(model), val_loader, loss_fn, device, amp=amp, desc=f"{tag} val", progress=show)
+    return par.gather(tr), par.gather(va)
+
+
+def _record(state: FitResult, epoch: int, metrics: dict[str, float], select_metric: str, mode: str) -> EpochEnd:
+    """Append the epoch to the history, update the best epoch; what the callbacks get."""
+    for k, v in metrics.items():
+        state.history.setdefault(k, []).append(v)
+    improved = is_better(metrics.get(select_metric, math.nan), state.best_value, mode)
+    if improved:
+        state.best_value, state.best_epoch, state.best_metrics = metrics[select_metric], epoch, dict(metrics)
+    return EpochEnd(epoch, metrics, improved, state.history, state.best_value, state.best_epoch, state.best_metrics)
+
+
+def fit(
+    model: nn.Module,
+    loaders: tuple[Iterable, Iterable],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    device: torch.device,
+    *,
+    epochs: int,
+    seed: int,
+    select_metric: str = "val_loss",
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    start: FitResult | None = None,
+    start_epoch: int = 0,
+    amp: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    parallel: Parallel | None = None,
+) -> FitResult:
+    """Train ``model`` for epochs ``start_epoch .. epochs - 1``, selecting the best epoch by ``select_metric``.
+
+    Shuffling and augmentation are reseeded per epoch (``seed * 1000 + epoch``), so a resumed run
+    sees exactly the batches an uninterrupted one would.
+
+    Args:
+        model: classifier mapping (B, 3, H, W) to logits (B, C).
+        loaders: ``(train, val)`` loaders of ``(images, labels)``.
+        optimizer: steps once per batch; ``scheduler`` (optional) once per epoch.
+        loss_fn: e.g. ``nn.CrossEntropyLoss``.
+        device: where the model lives.
+        epochs: total epochs (the loop stops before this index).
+        seed: the run's seed.
+        select_metric: metric that picks the best epoch (lowest for losses, highest otherwise).
+        scheduler: learning-rate schedule stepped after each epoch.
+        start: history and best epoch so far (a resumed run).
+        start_epoch: first epoch to run.
+        amp: bf16 autocast on CUDA.
+        progress: show progress bars.
+        callbacks: called after each epoch on the main process (may raise, e.g. Optuna pruning).
+        parallel: DDP hooks (:class:`Parallel` for one process).
+
+    Returns:
+        A :class:`FitResult`.
+    """
+    par = parallel or Parallel()
+    train_loader = loaders[0]
+    state = FitResult(**dataclasses.asdict(start)) if start is not None else FitResult()
+    mode = metric_mode(select_metric)
+    for epoch in range(start_epoch, epochs):
+        torch.manual_seed(seed * 1000 + epoch)
+        if getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(seed * 1000 + epoch)
+        par.on_epoch_start(train_loader, epoch)
+        tr, va = _passes(model, loaders, optimizer, loss_fn, device, par, f"epoch {epoch + 1}/{epochs}", amp, progress)
+        lr_now = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        metrics = epoch_metrics(tr, va, lr_now)
+        if not par.is_main:  # DDP: the main process alone keeps the history and runs the callbacks
+            continue
+        end = _record(state, epoch, metrics, select_metric, mode)
+        for cb in callbacks:
+            cb.on_epoch_end(end)
+    return state if par.is_main else FitResult()

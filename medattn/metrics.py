@@ -183,9 +183,7 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, 
     y, s = _check(y_true, scores)
     n_classes = s.shape[1]
     pred = np.argmax(s, axis=1)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, pred, average="macro", zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
     out = {
         "accuracy": float(accuracy_score(y, pred)),
         # Same value as scikit-learn's balanced_accuracy_score, without its warning when a
@@ -270,9 +268,7 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def test_metrics(
-    y_true: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0
-) -> dict[str, float]:
+def test_metrics(y_true: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """The metrics of a test run: :func:`classification_metrics` plus 95 % bootstrap CIs.
 
     Args:
@@ -296,3 +292,33 @@ def test_metrics(
 
 # The name starts with "test_"; keep pytest from collecting it in test modules that import it.
 test_metrics.__test__ = False  # type: ignore[attr-defined]
+
+
+#: Keys of :func:`classification_metrics` (binary problems; multiclass ones lack the last two).
+CLASSIFICATION_KEYS = (
+    "loss",
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auc",
+    "sensitivity",
+    "specificity",
+)
+#: Every metric ``medattn train`` logs per epoch under a split prefix (the one list of them).
+EPOCH_METRIC_NAMES = tuple(f"{split}_{key}" for split in ("val", "train") for key in CLASSIFICATION_KEYS)
+
+
+def metric_mode(metric: str) -> str:
+    """``min`` for losses, ``max`` for every other metric."""
+    return "min" if metric.endswith("loss") else "max"
+
+
+def is_better(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether ``value`` improves on ``best`` (``None``: nothing yet) in direction ``mode``; NaN never does."""
+    if value is None or not np.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best

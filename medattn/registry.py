@@ -15,6 +15,10 @@ from medattn.errors import ConfigError
 
 T = TypeVar("T")
 
+# Every registry by kind, so that a lower layer (config validation) can check a name against the
+# registry a higher layer (data, models, explain) fills, without importing that layer.
+_BY_KIND: dict[str, Registry] = {}
+
 
 def normalize(name: str) -> str:
     """Lower-case ``name`` and drop ``-``, ``_``, spaces and dots (the matching key)."""
@@ -32,6 +36,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._keys: dict[str, str] = {}
+        _BY_KIND.setdefault(kind, self)
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name`` and ``aliases``."""
@@ -80,3 +85,19 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def lookup(kind: str) -> Registry | None:
+    """The registry of ``kind`` ("dataset", "model", "explanation method", ...), or ``None`` while
+    the package that fills it has not been imported."""
+    return _BY_KIND.get(kind)
+
+
+def canonical(kind: str, name: str) -> str:
+    """``name`` canonicalised by the registry of ``kind`` (unchanged when that registry is not loaded).
+
+    Raises:
+        ConfigError: an unknown name, with a "did you mean" suggestion.
+    """
+    reg = lookup(kind)
+    return reg.canonical(name) if reg is not None else name

@@ -1,31 +1,40 @@
-"""A private team tracking stack on 127.0.0.1: PostgreSQL plus ``mlflow server``.
+"""A private team tracking stack on 127.0.0.1: ``mlflow server`` with authentication, over PostgreSQL.
 
 It initialises a throw-away PostgreSQL cluster in a temporary folder (Debian's server binaries,
 ``/usr/lib/postgresql/<version>/bin``; run as user ``postgres`` when started by root), listening on
-127.0.0.1 only on a free port, creates the databases ``mlflow`` and ``optuna``, and starts
-``mlflow server`` with the PostgreSQL backend store and a local artifact destination on another
-free port. Everything is stopped again by :meth:`TeamServer.stop` (also on errors when used as a
-context manager).
+127.0.0.1 only on a free port, creates the databases ``mlflow``, ``optuna`` and ``mlflow_auth``, and
+starts ``mlflow server --app-name basic-auth`` (MLflow's authentication app, the ``mlflow[auth]``
+extra) with the PostgreSQL backend store and a local artifact destination on another free port.
+Without PostgreSQL's binaries (or with ``--sqlite``) the stores are SQLite files instead.
+
+With authentication (the default) the server gets a generated Flask secret key
+(``MLFLOW_FLASK_SERVER_SECRET_KEY``) and a generated admin password (``MLFLOW_AUTH_ADMIN_PASSWORD``,
+given to the server process only); ``start`` then creates two users with generated passwords,
+``editor`` (EDIT) and ``reader`` (READ) on the experiment and the registered model
+``medattn-<dataset>``, and prints the environment each user needs. No password is written to disk
+(the auth store keeps hashes). Everything is stopped again by :meth:`TeamServer.stop` (also on errors
+when used as a context manager).
 
 Usage::
 
-    python scripts/team_server.py start [--root DIR]   # prints the URIs, keeps running in the background
+    python scripts/team_server.py start [--root DIR] [--dataset demo] [--sqlite]   # prints each user's env
     python scripts/team_server.py stop  [--root DIR]   # stops what `start` left in DIR
-    python scripts/team_server.py run-checks           # start, train/test/promote + two search workers, stop
+    python scripts/team_server.py run-checks           # the team-server tests (they start their own stacks)
 
 In Python::
 
-    with TeamServer() as ts:
-        env = {"MLFLOW_TRACKING_URI": ts.tracking_uri}   # http://127.0.0.1:PORT
-        optuna_storage = ts.optuna_uri                   # postgresql+psycopg2://postgres@127.0.0.1:PORT/optuna
+    with TeamServer(postgres=False) as ts:
+        env = ts.env("editor")   # MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD, OPTUNA_STORAGE
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +47,9 @@ import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
+TEAM_USERS = {"editor": "EDIT", "reader": "READ"}
+"""The users ``start`` creates besides ``admin``, and their rights on the team's experiment and registered model."""
+GRANT_PATH = "/api/3.0/mlflow/users/permissions/grant"
 STATE_FILE = "team_server.json"
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / "medattn-team-server"
 START_TIMEOUT_S = 90.0
@@ -79,30 +91,47 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, l
 
 
 class TeamServer:
-    """PostgreSQL (databases ``mlflow`` and ``optuna``) and ``mlflow server``, on 127.0.0.1 only.
+    """``mlflow server`` with MLflow's authentication app on 127.0.0.1, over PostgreSQL or SQLite.
 
     Attributes:
-        root: folder holding the cluster (``pgdata``), its socket, logs and ``artifacts``.
-        pg_port: PostgreSQL's port.
+        root: folder holding the stores (``pgdata`` or ``*.db``), the auth config, logs and ``artifacts``.
+        pg_port: PostgreSQL's port (0 with the SQLite back end).
         mlflow_port: the tracking server's port.
+        dataset: the team experiment and registered model are both ``medattn-<dataset>``.
+        passwords: user name → generated password (``admin``, ``editor``, ``reader``), after ``start``.
     """
 
-    def __init__(self, root: str | Path | None = None, *, python: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        python: str | None = None,
+        postgres: bool | None = None,
+        auth: bool = True,
+        dataset: str = "demo",
+    ) -> None:
         """Prepare (nothing starts yet).
 
         Args:
             root: working folder; a new temporary folder when ``None``.
             python: interpreter whose ``mlflow`` package serves (default: this one).
+            postgres: PostgreSQL back end (``None``: when its binaries are installed, else SQLite).
+            auth: start MLflow's authentication app (``--app-name basic-auth``) and create the users.
+            dataset: names the team experiment and registered model ``medattn-<dataset>``.
         """
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="medattn-team-"))
         self.python = python or sys.executable
         self.bin = postgres_bin_dir()
+        self.postgres = self.bin is not None if postgres is None else postgres
+        self.auth = auth
+        self.dataset = dataset
         self.pg_port = 0
         self.mlflow_port = 0
         self.mlflow_proc: subprocess.Popen | None = None
         self.mlflow_pid: int | None = None
         self.pg_root = self.root
         self._pg_started = False
+        self.passwords: dict[str, str] = {}
 
     # ---- URIs ------------------------------------------------------------------------------
     @property
@@ -111,13 +140,27 @@ class TeamServer:
         return f"http://{HOST}:{self.mlflow_port}"
 
     def db_uri(self, database: str) -> str:
-        """SQLAlchemy URL of one database of the cluster (user ``postgres``, trust auth on 127.0.0.1)."""
+        """SQLAlchemy URL of one database: the cluster's (user ``postgres``, trust auth on 127.0.0.1) or ``<root>/<database>.db``."""
+        if not self.postgres:
+            return f"sqlite:///{self.root.resolve() / database}.db"
         return f"postgresql+psycopg2://postgres@{HOST}:{self.pg_port}/{database}"
 
     @property
     def optuna_uri(self) -> str:
         """Optuna storage URL (the ``optuna`` database)."""
         return self.db_uri("optuna")
+
+    @property
+    def team_name(self) -> str:
+        """The team experiment and registered model: ``medattn-<dataset>``."""
+        return f"medattn-{self.dataset}"
+
+    def env(self, user: str | None) -> dict[str, str]:
+        """The environment a client needs: the server, its login (``user`` of :attr:`passwords`) and Optuna's storage."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri, "OPTUNA_STORAGE": self.optuna_uri}
+        if user is not None:
+            env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=self.passwords[user])
+        return env
 
     # ---- paths -----------------------------------------------------------------------------
     @property
@@ -145,17 +188,22 @@ class TeamServer:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> TeamServer:
-        """initdb, start PostgreSQL, create the databases, start ``mlflow server`` and wait for ``/health``.
+        """Start the back end (PostgreSQL: initdb, start, create the databases), ``mlflow server`` and,
+        with ``auth``, create the users and the team's experiment and registered model.
 
         Raises:
             RuntimeError: PostgreSQL's binaries are missing or a step fails (whatever started is stopped).
         """
-        if self.bin is None:
+        if self.postgres and self.bin is None:
             raise RuntimeError("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed; "
                                "apt-get install postgresql")
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
-            self._start_postgres()
+            if self.postgres:
+                self._start_postgres()
             self._start_mlflow()
+            if self.auth:
+                self._create_team()
         except BaseException:
             self.stop()
             raise
@@ -181,8 +229,34 @@ class TeamServer:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.pgdata / "server.log"),
                    "-o", opts, "-w", "-t", "60", "start"], timeout=90)
         self._pg_started = True
-        for database in ("mlflow", "optuna"):
+        for database in ("mlflow", "optuna", "mlflow_auth"):
             self._run([str(self.bin / "createdb"), "-h", HOST, "-p", str(self.pg_port), "-U", "postgres", database])
+
+    def _auth_config(self) -> Path:
+        """MLflow's ``basic_auth.ini``: its user store, READ by default; no password in it (the admin's
+        comes from the environment of the server process only)."""
+        ini = self.root / "basic_auth.ini"
+        ini.write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = {self.db_uri('mlflow_auth')}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        return ini
+
+    def _server_env(self) -> dict[str, str]:
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+            env.pop(var, None)
+        if self.auth:
+            self.passwords["admin"] = secrets.token_urlsafe(18)
+            env.update(
+                MLFLOW_AUTH_CONFIG_PATH=str(self._auth_config()),
+                MLFLOW_AUTH_ADMIN_PASSWORD=self.passwords["admin"],
+                MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(32),
+            )
+        return env
 
     def _start_mlflow(self) -> None:
         self.mlflow_port = free_port()
@@ -192,10 +266,30 @@ class TeamServer:
         cmd = [self.python, "-m", "mlflow", "server", "--backend-store-uri", self.db_uri("mlflow"),
                "--artifacts-destination", str(artifacts), "--host", HOST, "--port", str(self.mlflow_port),
                "--workers", "1"]
+        if self.auth:
+            cmd += ["--app-name", "basic-auth"]
         with log.open("wb") as sink:
-            self.mlflow_proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+            self.mlflow_proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                                env=self._server_env())
         self.mlflow_pid = self.mlflow_proc.pid
         _wait_http(f"{self.tracking_uri}/health", START_TIMEOUT_S, self.mlflow_proc, log)
+
+    def _create_team(self) -> None:
+        """Users ``editor`` (EDIT) and ``reader`` (READ) on experiment and registered model ``medattn-<dataset>``."""
+        admin = ("admin", self.passwords["admin"])
+        for user in TEAM_USERS:
+            self.passwords[user] = secrets.token_urlsafe(18)
+            rest(self.tracking_uri, "POST", "/api/2.0/mlflow/users/create",
+                 {"username": user, "password": self.passwords[user]}, auth=admin)
+        exp_id = rest(self.tracking_uri, "POST", "/api/2.0/mlflow/experiments/create",
+                      {"name": self.team_name}, auth=admin)["experiment_id"]
+        rest(self.tracking_uri, "POST", "/api/2.0/mlflow/registered-models/create", {"name": self.team_name},
+             auth=admin)
+        for user, permission in TEAM_USERS.items():
+            for resource_type, resource_id in (("experiment", exp_id), ("registered_model", self.team_name)):
+                rest(self.tracking_uri, "POST", GRANT_PATH,
+                     {"username": user, "resource_type": resource_type, "resource_id": resource_id,
+                      "permission": permission}, auth=admin)
 
     def stop(self) -> None:
         """Stop ``mlflow server`` (its whole process group) and PostgreSQL; safe to call twice."""
@@ -232,19 +326,21 @@ class TeamServer:
 
     # ---- state for the start/stop CLI ------------------------------------------------------
     def _write_state(self) -> None:
+        # no password here: they are printed once by `start` and live only hashed in the auth store
         state = {"root": str(self.root), "pg_port": self.pg_port, "mlflow_port": self.mlflow_port,
                  "mlflow_pid": self.mlflow_pid, "tracking_uri": self.tracking_uri, "optuna_uri": self.optuna_uri,
-                 "mlflow_db_uri": self.db_uri("mlflow"), "pg_root": str(self.pg_root)}
+                 "mlflow_db_uri": self.db_uri("mlflow"), "pg_root": str(self.pg_root), "postgres": self.postgres,
+                 "auth": self.auth}
         (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     @classmethod
     def from_state(cls, root: str | Path) -> TeamServer:
         """The server that ``start`` left in ``root`` (for ``stop``)."""
         state = json.loads((Path(root) / STATE_FILE).read_text())
-        ts = cls(root)
+        ts = cls(root, postgres=state.get("postgres", True), auth=state.get("auth", False))
         ts.pg_port, ts.mlflow_port, ts.mlflow_pid = state["pg_port"], state["mlflow_port"], state["mlflow_pid"]
         ts.pg_root = Path(state["pg_root"])
-        ts._pg_started = True
+        ts._pg_started = ts.postgres
         return ts
 
 
@@ -258,19 +354,27 @@ def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
     return True
 
 
-def rest(tracking_uri: str, method: str, path: str, payload: dict | None = None) -> dict:
-    """Call the MLflow REST API (``/api/2.0/mlflow/...``) and return its JSON answer."""
+def rest(tracking_uri: str, method: str, path: str, payload: dict | None = None,
+         auth: tuple[str, str] | None = None) -> dict:
+    """Call the MLflow REST API (``/api/2.0/mlflow/...``), as ``auth = (user, password)`` when given; its JSON answer.
+
+    Raises:
+        urllib.error.HTTPError: the server answered with an error (e.g. 401 without a login).
+    """
     data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(f"{tracking_uri}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    req = urllib.request.Request(f"{tracking_uri}{path}", data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"{}")
 
 
 def run_checks() -> int:
-    """Run ``pytest tests/test_team_server.py`` (which starts and stops its own stack); its exit code."""
+    """Run the team-server tests (each starts and stops its own stack); pytest's exit code."""
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "pytest", "-q", str(repo / "tests" / "test_team_server.py")]
+    cmd = [sys.executable, "-m", "pytest", "-q", str(repo / "tests" / "test_team_server.py"),
+           str(repo / "tests" / "test_team_auth.py")]
     return subprocess.call(cmd, cwd=repo)
 
 
@@ -279,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("start", "stop", "run-checks"))
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="Working folder of the stack (start/stop).")
+    parser.add_argument("--dataset", default="demo", help="Team experiment and registered model medattn-<dataset>.")
+    parser.add_argument("--sqlite", action="store_true", help="SQLite stores instead of PostgreSQL.")
+    parser.add_argument("--no-auth", action="store_true", help="No authentication (only on a machine of your own).")
     args = parser.parse_args(argv)
     if args.action == "run-checks":
         return run_checks()
@@ -297,16 +404,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if root.exists():
         shutil.rmtree(root)
-    ts = TeamServer(root)
+    ts = TeamServer(root, postgres=False if args.sqlite else None, auth=not args.no_auth, dataset=args.dataset)
     try:
         ts.start()
-    except RuntimeError as exc:
+    except (RuntimeError, urllib.error.URLError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    print(f"MLFLOW_TRACKING_URI={ts.tracking_uri}")
-    print(f"OPTUNA_STORAGE={ts.optuna_uri}")
+    _print_envs(ts)
     print(f"stop it with: python scripts/team_server.py stop --root {root}")
     return 0
+
+
+def _print_envs(ts: TeamServer) -> None:
+    """Each user's environment, as ``export`` lines (the passwords are shown this once only)."""
+    users = {"admin": "admin: manages users and permissions",
+             "editor": f"editor: EDIT on experiment and registered model {ts.team_name}",
+             "reader": f"reader: READ on experiment and registered model {ts.team_name}"}
+    for user, what in users.items() if ts.auth else [(None, "no authentication")]:
+        print(f"# {what}")
+        for key, value in ts.env(user).items():
+            print(f"export {key}={value}")
+        print()
 
 
 if __name__ == "__main__":

@@ -4,9 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from medattn import api
-from medattn.config import build_train_config, config_from_flat, load_yaml, split_name
+from medattn.config import (
+    FiguresConfig,
+    InterpretConfig,
+    TestConfig,
+    build_train_config,
+    config_from_flat,
+    load_yaml,
+    parse_batch_sizes,
+    split_name,
+)
 from medattn.errors import ConfigError
+from medattn.stages.grid import grid_cells
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,14 +47,17 @@ def test_flat_roundtrip():
     assert again.flat() == {**cfg.flat(), "resume": None, "ckpt": None}
 
 
-@pytest.mark.parametrize("over, needle", [
-    ({"epochs": 0}, "--epochs must be positive"),
-    ({"lr": -1}, "--lr must be positive"),
-    ({"resize": "direct"}, "did you mean 'direct_resize'"),
-    ({"select_metric": "auc"}, "--select-metric must name a logged metric"),
-    ({"resume": "abc", "ckpt": "x.pt"}, "not both"),
-    ({"epochs": "many"}, "not a valid int"),
-])
+@pytest.mark.parametrize(
+    "over, needle",
+    [
+        ({"epochs": 0}, "--epochs must be positive"),
+        ({"lr": -1}, "--lr must be positive"),
+        ({"resize": "direct"}, "did you mean 'direct_resize'"),
+        ({"select_metric": "auc"}, "--select-metric must name a logged metric"),
+        ({"resume": "abc", "ckpt": "x.pt"}, "not both"),
+        ({"epochs": "many"}, "not a valid int"),
+    ],
+)
 def test_invalid_values(over, needle):
     with pytest.raises(ConfigError, match=needle):
         build_train_config(over)
@@ -71,7 +83,7 @@ def test_split_names():
 def test_repository_experiment_files_load(path):
     raw = load_yaml(path)
     if "grid" in raw:
-        cells = api.grid_cells(path, {"data_dir": "/data"})
+        cells = grid_cells(path, {"data_dir": "/data"})
         assert len(cells) == 28  # 7 models x 4 fractions
         assert {c.data.perc_train for c in cells} == {0.01, 0.1, 0.5, 1.0}
         assert all(c.data.low_data_regimen == (c.data.perc_train < 1) for c in cells)
@@ -85,4 +97,34 @@ def test_paper_grid_settings():
     isic = load_yaml(REPO / "experiments/paper/isic2020.yaml")
     aptos = load_yaml(REPO / "experiments/paper/aptos2019.yaml")
     assert isic["class_weights"] is True and aptos["class_weights"] is False
-    assert isic["head"] == "flatten" and isic["init"] == "paper" and isic["select_metric"] == "val_loss"
+    # head "paper": resolved per family by the model factory (DenseNets flatten, ResNets pool), issue 13
+    assert isic["head"] == "paper" and isic["init"] == "paper" and isic["select_metric"] == "val_loss"
+
+
+def test_parse_batch_sizes():
+    assert parse_batch_sizes("32, 8,16,8") == (8, 16, 32)
+    for text, needle in (("0,-4", "--batch-sizes"), (",", "no valid batch size"), ("8,x", "not an integer")):
+        with pytest.raises(ConfigError, match=needle):
+            parse_batch_sizes(text)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: TestConfig(run_id="r", n_boot=-1), "--n-boot must be 0 or more"),
+        (lambda: TestConfig(run_id="r", split="holdout"), "unknown split 'holdout'"),
+        (lambda: TestConfig(), "exactly one of --run-id, --model-uri or --ckpt"),
+        (lambda: InterpretConfig(run_id="r", target="foo"), "--target must be label or pred"),
+        (lambda: build_train_config({"select_metric": "val_acc"}), "--select-metric"),
+        (lambda: FiguresConfig(run_id="r", saliency_maps="x"), "--saliency-maps"),
+    ],
+)
+def test_configs_refuse_bad_values_in_their_constructor(make, needle):
+    """The Python API refuses what the CLI refuses, before any work (issue 15)."""
+    with pytest.raises(ConfigError, match=needle):
+        make()
+
+
+def test_every_method_interpret_logs_is_a_figures_choice():
+    for method in ("deeplift", "lrp", "gradcam", "transformer-lrp"):
+        FiguresConfig(run_id="r", saliency_maps=method)

@@ -11,26 +11,21 @@ import mlflow
 import pytest
 import torch
 
-from medattn import api, distributed
+from medattn import distributed
+from medattn.engine import _bar
 from medattn.errors import ConfigError
+from medattn.stages.common import data_index, make_loader
 
 # Documented in medattn/distributed.py ("Parity"): only the fp32 summation order differs (per-rank
 # means, the all-reduce, per-rank eval batches); observed differences are ~1e-7 after 2 epochs.
 TOL = 1e-4
 
 
-def _cfg(demo_dir, **over):
-    base = {"dataset": "demo", "data_dir": str(demo_dir), "model": "deit_tiny", "nr_layers": 1, "img_size": 32,
-            "batch_size": 16, "lr": 1e-3, "epochs": 2, "system_metrics": False}
-    base.update(over)
-    return api.resolve_train_config(base)
-
-
 @pytest.mark.parametrize("world", [2, 3])
-def test_rank_shares_rebuild_the_single_process_batches(demo_dir, world):
-    cfg = _cfg(demo_dir, batch_size=6 * world if world == 3 else 16)
-    index = api._load_index(cfg)
-    loader = api._loader(index, "train", cfg, train=True)
+def test_rank_shares_rebuild_the_single_process_batches(tiny_config, world):
+    cfg = tiny_config(batch_size=6 * world if world == 3 else 16)
+    index = data_index(cfg)
+    loader = make_loader(index, "train", cfg, train=True)
     seed_fn = lambda e: 7 + e  # noqa: E731
     for epoch in (0, 1):
         torch.manual_seed(seed_fn(epoch))
@@ -38,8 +33,13 @@ def test_rank_shares_rebuild_the_single_process_batches(demo_dir, world):
         single = list(loader)
         ranks = []
         for r in range(world):
-            dl = distributed.distribute_loader(loader, distributed.DistContext(rank=r, world_size=world), train=True,
-                                               global_batch=cfg.optim.batch_size, seed_fn=seed_fn)
+            dl = distributed.distribute_loader(
+                loader,
+                distributed.DistContext(rank=r, world_size=world),
+                train=True,
+                global_batch=cfg.optim.batch_size,
+                seed_fn=seed_fn,
+            )
             dl.global_batch_sampler.set_epoch(epoch)
             torch.manual_seed(seed_fn(epoch))
             ranks.append((list(dl), dl.global_batch_sampler))
@@ -48,7 +48,7 @@ def test_rank_shares_rebuild_the_single_process_batches(demo_dir, world):
             # loss weights turn DDP's average of per-rank means into the global-batch mean: each
             # image weighs 1 / global batch; a rank left without images repeats one at weight 0
             weights = [s.loss_scale(k, len(batches[k][1])) for batches, s in ranks]
-            live = [(w, b) for w, (b, _) in zip(weights, ranks) if w > 0]
+            live = [(w, b) for w, (b, _) in zip(weights, ranks, strict=True) if w > 0]
             for w, b in live:
                 assert w / (world * len(b[k][1])) == pytest.approx(1 / len(y))
             xs = torch.cat([b[k][0] for _, b in live])
@@ -56,14 +56,15 @@ def test_rank_shares_rebuild_the_single_process_batches(demo_dir, world):
             assert torch.equal(ys, y) and torch.equal(xs, x)  # same images, same augmentation
 
 
-def test_eval_shards_cover_each_image_once(demo_dir):
-    cfg = _cfg(demo_dir)
-    index = api._load_index(cfg)
-    loader = api._loader(index, "val", cfg, train=False)
+def test_eval_shards_cover_each_image_once(tiny_config):
+    cfg = tiny_config()
+    index = data_index(cfg)
+    loader = make_loader(index, "val", cfg, train=False)
     seen = []
     for r in range(5):
-        dl = distributed.distribute_loader(loader, distributed.DistContext(rank=r, world_size=5), train=False,
-                                           global_batch=5, seed_fn=lambda e: e)
+        dl = distributed.distribute_loader(
+            loader, distributed.DistContext(rank=r, world_size=5), train=False, global_batch=5, seed_fn=lambda e: e
+        )
         assert isinstance(dl.sampler, torch.utils.data.DistributedSampler)
         seen += list(dl.sampler)
     assert sorted(seen) == list(range(len(index.split("val"))))
@@ -86,8 +87,6 @@ def test_training_pass_draws_the_batches_global_batch_sampler_rebuilds(show):
     # throwaway DataLoader iterator whose base-seed draw advanced loader.generator before the
     # shuffling permutation, so api.train's single-process batches were not the ones a fresh
     # loader (and GlobalBatchSampler) draws. The progress bar must create exactly one iterator.
-    from medattn.engine import _bar
-
     n, batch, seed = 37, 8, 42001
     loader = torch.utils.data.DataLoader(range(n), batch_size=batch, shuffle=True, generator=torch.Generator())
     loader.generator.manual_seed(seed)  # as api._train reseeds before each epoch
@@ -96,12 +95,26 @@ def test_training_pass_draws_the_batches_global_batch_sampler_rebuilds(show):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run_matches_single_process(mlflow_store, demo_dir):
-    single = api.train(_cfg(demo_dir, experiment="single"), progress=False)
+def test_two_process_gloo_run_matches_single_process(mlflow_store, demo_dir, train_tiny, tiny_args):
+    single = train_tiny(epochs=2, experiment="single")
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "medattn", "train", "--dataset", "demo", "--data-dir", str(demo_dir), "--model",
-           "deit_tiny", "--nr-layers", "1", "--img-size", "32", "--batch-size", "16", "--lr", "1e-3", "--epochs", "2",
-           "--no-system-metrics", "--experiment", "ddp", "--nproc", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medattn",
+        "train",
+        "--dataset",
+        "demo",
+        "--data-dir",
+        str(demo_dir),
+        *tiny_args,
+        "--epochs",
+        "2",
+        "--experiment",
+        "ddp",
+        "--nproc",
+        "2",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = mlflow.search_runs(experiment_names=["ddp"], output_format="list")
@@ -118,8 +131,13 @@ def test_two_process_gloo_run_matches_single_process(mlflow_store, demo_dir):
     assert proc.stdout.count("Logged train run") == 1
 
     # resume under DDP: the same run grows to 3 epochs, like a single-process resume
-    proc = subprocess.run([sys.executable, "-m", "medattn", "train", "--resume", run.info.run_id, "--epochs", "3",
-                           "--nproc", "2"], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medattn", "train", "--resume", run.info.run_id, "--epochs", "3", "--nproc", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1, 2]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"

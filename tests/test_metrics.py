@@ -60,8 +60,14 @@ def test_binary_metrics_by_hand():
     #   (2 + 1.5 + 1) / (3 positives * 2 negatives) = 4.5 / 6 = 3/4
     assert m["auc"] == pytest.approx(3 / 4)
     assert set(m) == {
-        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",
-        "sensitivity", "specificity",
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "auc",
+        "sensitivity",
+        "specificity",
     }
     assert all(isinstance(v, float) for v in m.values())
 
@@ -282,7 +288,10 @@ def test_test_metrics_adds_cis_around_the_point_estimates(n_classes):
     base = metrics.classification_metrics(y, s)
     assert {k: m[k] for k in base} == base
     assert set(m) - set(base) == {
-        "auc_ci_low", "auc_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+        "auc_ci_low",
+        "auc_ci_high",
+        "balanced_accuracy_ci_low",
+        "balanced_accuracy_ci_high",
     }
     for name in ("auc", "balanced_accuracy"):
         assert m[f"{name}_ci_low"] < m[name] < m[f"{name}_ci_high"]

@@ -14,10 +14,18 @@ def _reg():
     return reg
 
 
-@pytest.mark.parametrize("spelling, name", [
-    ("se_resnet50", "se_resnet50"), ("SEResNet50", "se_resnet50"), ("se-resnet50", "se_resnet50"),
-    ("DeiT-T-LRP", "deit_tiny"), ("deit-t", "deit_tiny"), ("MIMICCXR", "mimic-cxr"), ("mimic_cxr", "mimic-cxr"),
-])
+@pytest.mark.parametrize(
+    "spelling, name",
+    [
+        ("se_resnet50", "se_resnet50"),
+        ("SEResNet50", "se_resnet50"),
+        ("se-resnet50", "se_resnet50"),
+        ("DeiT-T-LRP", "deit_tiny"),
+        ("deit-t", "deit_tiny"),
+        ("MIMICCXR", "mimic-cxr"),
+        ("mimic_cxr", "mimic-cxr"),
+    ],
+)
 def test_spellings_resolve(spelling, name):
     assert _reg().canonical(spelling) == name
 

@@ -23,12 +23,12 @@ _spec.loader.exec_module(team_server)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(team_server.postgres_bin_dir() is None,
-                       reason="PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed; "
-                              "apt-get install postgresql (as .ci/run does)"),
+    pytest.mark.skipif(
+        team_server.postgres_bin_dir() is None,
+        reason="PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed; "
+        "apt-get install postgresql (as .ci/run does)",
+    ),
 ]
-TINY = ["--model", "deit_tiny", "--nr-layers", "1", "--img-size", "32", "--batch-size", "16", "--lr", "1e-3",
-        "--epochs", "1", "--no-system-metrics"]
 STEP_TIMEOUT_S = 150
 
 
@@ -40,8 +40,14 @@ def _env(tracking_uri: str) -> dict[str, str]:
 
 
 def _medattn(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "medattn", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=STEP_TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medattn", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S,
+    )
     assert proc.returncode == 0, f"medattn {' '.join(args)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -59,20 +65,39 @@ def server(tmp_path_factory):
         yield ts
 
 
-def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path):
+def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path, tiny_args):
     env = _env(server.tracking_uri)
-    out = _medattn(["train", "--dataset", "demo", "--data-dir", str(demo_dir), "--experiment", "medattn-demo", *TINY],
-                   env, tmp_path)
+    out = _medattn(
+        [
+            "train",
+            "--dataset",
+            "demo",
+            "--data-dir",
+            str(demo_dir),
+            "--experiment",
+            "medattn-demo",
+            *tiny_args,
+            "--epochs",
+            "1",
+        ],
+        env,
+        tmp_path,
+    )
     train_id = _run_id(out)
     assert server.tracking_uri in out
     test_id = _run_id(_medattn(["test", "--run-id", train_id, "--n-boot", "20"], env, tmp_path))
     out = _medattn(["promote", "--experiment", "medattn-demo"], env, tmp_path)
     assert "Set alias 'champion'" in out
 
-    exp = team_server.rest(server.tracking_uri, "GET",
-                           "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-demo")["experiment"]
-    runs = team_server.rest(server.tracking_uri, "POST", "/api/2.0/mlflow/runs/search",
-                            {"experiment_ids": [exp["experiment_id"]], "max_results": 50})["runs"]
+    exp = team_server.rest(
+        server.tracking_uri, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-demo"
+    )["experiment"]
+    runs = team_server.rest(
+        server.tracking_uri,
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [exp["experiment_id"]], "max_results": 50},
+    )["runs"]
     by_id = {r["info"]["run_id"]: r for r in runs}
     assert {train_id, test_id} <= set(by_id)
     for rid in (train_id, test_id):
@@ -83,14 +108,16 @@ def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path):
     assert {"val_loss", "val_auc", "train_loss"} <= metrics
     assert "test_auc" in {m["key"] for m in by_id[test_id]["data"]["metrics"]}
 
-    alias = team_server.rest(server.tracking_uri, "GET",
-                             "/api/2.0/mlflow/registered-models/alias?name=medattn-demo&alias=champion")
+    alias = team_server.rest(
+        server.tracking_uri, "GET", "/api/2.0/mlflow/registered-models/alias?name=medattn-demo&alias=champion"
+    )
     assert alias["model_version"]["run_id"] == train_id
     assert "champion" in alias["model_version"].get("aliases", ["champion"])
 
     # the artifacts went through the server to its artifact destination, not to a local folder
-    arts = team_server.rest(server.tracking_uri, "GET",
-                            f"/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=checkpoints")
+    arts = team_server.rest(
+        server.tracking_uri, "GET", f"/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=checkpoints"
+    )
     assert {f["path"] for f in arts["files"]} >= {"checkpoints/best.pt", "checkpoints/last.pt"}
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -99,16 +126,50 @@ def test_two_search_workers_share_one_postgres_study(server, demo_dir, tmp_path)
     import optuna
 
     env = _env(server.tracking_uri)
-    args = ["search", "--dataset", "demo", "--model", "deit_tiny", "--data-dir", str(demo_dir), "--n-trials", "2",
-            "--epochs", "1", "--img-size", "32", "--batch-sizes", "8,16", "--lr-min", "1e-4", "--lr-max", "1e-2",
-            "--storage", server.optuna_uri, "--study-name", "team-study", "--experiment", "medattn-search"]
+    args = [
+        "search",
+        "--dataset",
+        "demo",
+        "--model",
+        "deit_tiny",
+        "--data-dir",
+        str(demo_dir),
+        "--n-trials",
+        "2",
+        "--epochs",
+        "1",
+        "--img-size",
+        "32",
+        "--batch-sizes",
+        "8,16",
+        "--lr-min",
+        "1e-4",
+        "--lr-max",
+        "1e-2",
+        "--storage",
+        server.optuna_uri,
+        "--study-name",
+        "team-study",
+        "--experiment",
+        "medattn-search",
+    ]
     procs = []
     for worker in range(2):
         log = (tmp_path / f"worker{worker}.log").open("wb")
-        procs.append((subprocess.Popen([sys.executable, "-m", "medattn", *args, "--seed", str(worker)], env=env,
-                                       cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, "-m", "medattn", *args, "--seed", str(worker)],
+                    env=env,
+                    cwd=tmp_path,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     try:
-        for proc, log in procs:
+        for proc, _log in procs:
             proc.wait(timeout=STEP_TIMEOUT_S)
     finally:
         for proc, log in procs:
@@ -125,10 +186,15 @@ def test_two_search_workers_share_one_postgres_study(server, demo_dir, tmp_path)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
 
-    exp = team_server.rest(server.tracking_uri, "GET",
-                           "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-search")["experiment"]
-    runs = team_server.rest(server.tracking_uri, "POST", "/api/2.0/mlflow/runs/search",
-                            {"experiment_ids": [exp["experiment_id"]], "max_results": 50})["runs"]
+    exp = team_server.rest(
+        server.tracking_uri, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-search"
+    )["experiment"]
+    runs = team_server.rest(
+        server.tracking_uri,
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [exp["experiment_id"]], "max_results": 50},
+    )["runs"]
     assert all(r["info"]["status"] != "RUNNING" for r in runs)
     children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" for t in r["data"]["tags"])]
     assert len(children) == 4

@@ -20,8 +20,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ui_check.py"
 
 pytestmark = [
     pytest.mark.chromium,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(),
-                       reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)"),
+    pytest.mark.skipif(
+        not Path("/usr/bin/chromium").is_file(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)",
+    ),
 ]
 
 

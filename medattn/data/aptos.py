@@ -2,7 +2,9 @@
 
 Layout: ``train.csv`` (``id_code,diagnosis``) and ``train_images/<id_code>.png``; a pre-resized
 copy in ``train_resized/`` is preferred when present. Task: ``diagnosis > 0`` (binary) or the five
-grades 0–4 (``multiclass=True``). Split: image-level, stratified (no patient ids in this set).
+grades 0–4 (``multiclass=True``). Split: image-level, stratified (no patient ids in this set), with
+each near-duplicate group (two photographs of one eye, re-exports) kept in one split
+(:mod:`medattn.data.duplicates`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the on-disk layout into a :class:`Table` (one row per image, labels already mapp
 and a ``split`` function that assigns train/val/test. Readers never drop an image silently: rows
 they cannot use become ``Table.problems`` (``load_index`` raises on them, ``check_data`` lists them
 all) and rows they leave out by design (non-AP views, uncertain labels) are counted in
-``Table.notes``.
+``Table.notes``. :func:`read_table` then finds near-duplicate images and applies the duplicates
+policy (:mod:`medattn.data.duplicates`) before the splits are drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
+from medattn.data.duplicates import (
+    MAX_DISTANCE,
+    check_policy,
+    drop_keep_mask,
+    empty_groups,
+    find_groups,
+    group_table,
+    keep_units_in_one_split,
+    split_units,
+    with_final_split,
+)
+from medattn.data.splits import GROUP_COLUMN, patient_leak_problems
 from medattn.errors import ConfigError, DataError
 from medattn.registry import Registry
 
@@ -52,6 +66,8 @@ class Table:
         class_names: one name per class.
         problems: one sentence per unusable row or file (the row is left out of ``frame``).
         notes: one sentence per group of rows left out by design (e.g. non-AP views).
+        duplicate_groups: one row per image in a near-duplicate group (filled by
+            :func:`read_table`; columns :data:`medattn.data.duplicates.GROUP_COLUMNS`).
     """
 
     frame: pd.DataFrame
@@ -59,6 +75,7 @@ class Table:
     class_names: tuple[str, ...]
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    duplicate_groups: pd.DataFrame = field(default_factory=empty_groups)
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,12 @@ class DataIndex:
             and, for ``demo``, ``mask_path`` (str).
         num_classes: number of classes.
         class_names: one name per class.
-        notes: rows left out by design (non-AP views, uncertain or blank labels), one sentence each.
+        notes: rows left out by design (non-AP views, uncertain or blank labels, near-duplicates
+            dropped), one sentence each.
+        duplicates: the near-duplicate policy the splits were made with (``group``/``drop``/``ignore``).
+        duplicate_groups: one row per image in a near-duplicate group: ``group``, ``image_id``,
+            ``patient_id``, ``label``, ``split_before`` (without duplicate handling), ``split`` (``""``
+            if not in the index), ``kept``, ``conflicting``, ``source``; empty under ``ignore``.
     """
 
     dataset: str
@@ -109,6 +131,8 @@ class DataIndex:
     num_classes: int
     class_names: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    duplicates: str = "group"
+    duplicate_groups: pd.DataFrame = field(default_factory=empty_groups)
 
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split in their original order.
@@ -233,44 +257,124 @@ def _options(spec: DatasetSpec, multiclass: bool, uncertain: str) -> ReadOptions
     return ReadOptions(multiclass=multiclass, uncertain=policy)
 
 
-def read_table(dataset: str, data_dir: Path | str, *, multiclass: bool = False, uncertain: str = "ignore", split_seed: int = 42) -> tuple[DatasetSpec, Table]:
-    """Read a data folder and assign splits, collecting problems instead of raising on them.
+def _split_of_layout(spec: DatasetSpec, frame: pd.DataFrame, seed: int, units: np.ndarray | None = None) -> np.ndarray:
+    """The split per row: the layout's own (``spec.split is None``) or the seeded splitter's.
+
+    ``units`` (str per row) makes the seeded splitter keep each unit whole (patients joined with
+    near-duplicate groups); ``None`` splits by patient / image as the data set defines.
+    """
+    if spec.split is None:
+        return frame["split"].astype(str).to_numpy(dtype=object)
+    if not len(frame):
+        return np.empty(0, dtype=object)
+    return np.asarray(spec.split(frame if units is None else frame.assign(**{GROUP_COLUMN: units}), seed), dtype=object)
+
+
+def _apply_duplicates(spec: DatasetSpec, table: Table, root: Path, policy: str, seed: int, max_distance: float) -> None:
+    """Find near-duplicate groups, apply ``policy`` and set ``table.frame["split"]`` (in place)."""
+    frame = table.frame
+    split_before = _split_of_layout(spec, frame, seed)
+    if spec.has_patients:
+        # Issue 13 item 6: a layout that puts one patient in two splits is a problem, before any move.
+        table.problems += patient_leak_problems(frame.assign(split=split_before))
+    if policy == "ignore" or not len(frame):
+        frame["split"] = split_before
+        return
+    group, source, notes = find_groups(frame, root, spec.name, max_distance=max_distance)
+    table.notes += notes
+    kept = np.ones(len(frame), dtype=bool)
+    if not (group > 0).any():
+        frame["split"] = split_before
+    elif policy == "drop":
+        kept, drop_notes = drop_keep_mask(group, frame["label"].to_numpy())
+        table.notes += drop_notes
+        frame.loc[kept, "split"] = _split_of_layout(spec, frame[kept], seed)
+    else:
+        units = split_units(frame["patient_id"].to_numpy(dtype=str), group)
+        if spec.split is None:
+            split, move_notes = keep_units_in_one_split(split_before, units, SPLITS)
+            table.notes += move_notes
+        else:
+            split = _split_of_layout(spec, frame, seed, units)
+        frame["split"] = split
+    table.duplicate_groups = group_table(frame.fillna({"split": ""}), group, source, split_before, kept)
+    table.frame = frame[kept].reset_index(drop=True)
+
+
+def read_table(
+    dataset: str,
+    data_dir: Path | str,
+    *,
+    multiclass: bool = False,
+    uncertain: str = "ignore",
+    split_seed: int = 42,
+    duplicates: str = "group",
+    max_distance: float = MAX_DISTANCE,
+) -> tuple[DatasetSpec, Table]:
+    """Read a data folder, handle near-duplicates and assign splits, collecting problems instead of raising.
 
     Structural errors (unknown data set, missing folder, CSV without required columns) still
-    raise, because nothing can be read past them.
+    raise, because nothing can be read past them. A patient in two splits of a layout that fixes
+    the split is a problem (``load_index`` raises on it).
+
+    Args:
+        dataset: data set name (aliases accepted).
+        data_dir: the data folder.
+        multiclass: APTOS only: 5 DR grades.
+        uncertain: MIMIC-CXR only: uncertain-label policy.
+        split_seed: seed of the computed splits.
+        duplicates: ``group`` | ``drop`` | ``ignore`` (see :mod:`medattn.data.duplicates`).
+        max_distance: largest fingerprint distance of a near-duplicate pair.
     """
     spec = DATASETS.get(dataset)
     opts = _options(spec, multiclass, uncertain)
-    table = spec.read(Path(data_dir).expanduser().resolve(), opts)
+    policy = check_policy(duplicates)
+    root = Path(data_dir).expanduser().resolve()
+    table = spec.read(root, opts)
     frame = table.frame.reset_index(drop=True)
-    if spec.split is not None:
-        frame["split"] = spec.split(frame, split_seed) if len(frame) else pd.Series(dtype=str)
-    for column in ("image_id", "path", "patient_id", "split"):
+    for column in ("image_id", "path", "patient_id"):
         frame[column] = frame[column].astype(str)
     frame["label"] = frame["label"].astype(np.int64)
-    frame = frame[[*FRAME_COLUMNS, *(c for c in frame.columns if c not in FRAME_COLUMNS)]]
     dup = frame["image_id"][frame["image_id"].duplicated()]
     table.problems.extend(f"image id {i!r} appears more than once in {data_dir}; make image ids unique." for i in dup.unique())
     table.frame = frame
+    _apply_duplicates(spec, table, root, policy, split_seed, max_distance)
+    frame = table.frame
+    frame["split"] = frame["split"].astype(str)
+    table.frame = frame[[*FRAME_COLUMNS, *(c for c in frame.columns if c not in FRAME_COLUMNS)]]
     return spec, table
 
 
-def low_data_subsample(frame: pd.DataFrame, perc_train: float, seed: int = 42) -> pd.DataFrame:
+def duplicate_units(frame: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
+    """Per row of ``frame``: its near-duplicate group (``dup:<n>``) or, outside groups, its image id."""
+    group_of = dict(zip(groups["image_id"].astype(str), groups["group"], strict=True)) if len(groups) else {}
+    return np.array([f"dup:{group_of[i]}" if i in group_of else i for i in frame["image_id"].astype(str)], dtype=object)
+
+
+def low_data_subsample(frame: pd.DataFrame, perc_train: float, seed: int = 42, units: np.ndarray | None = None) -> pd.DataFrame:
     """Keep a stratified ``perc_train`` fraction of the train rows; val/test rows untouched.
 
     Args:
         frame: the full index frame with a ``split`` column.
         perc_train: fraction of the training images to keep, in (0, 1].
         seed: random seed of the subsample.
+        units: optional label per row (e.g. :func:`duplicate_units`); rows sharing one are kept or
+            dropped together, and the fraction counts units. Without shared labels the subsample is
+            the per-image one.
 
     Returns:
         The frame without the dropped train rows, original order kept.
     """
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < perc_train <= 1.0:
         raise ConfigError(f"--perc-train {perc_train} is outside (0, 1]; pass a fraction such as 0.25.")
     train_idx = frame.index[frame["split"] == "train"].to_numpy()
+    if units is not None:
+        unit = pd.Series(np.asarray(units, dtype=str), index=frame.index).loc[train_idx]
+        first = ~unit.duplicated().to_numpy()
+        if not first.all():
+            kept = low_data_subsample(frame.loc[train_idx[first]], perc_train, seed)
+            keep_units = set(unit.loc[kept.index])
+            return frame.drop(index=train_idx[~unit.isin(keep_units).to_numpy()])
     n_keep = int(np.floor(perc_train * len(train_idx)))
     if n_keep == 0:
         raise DataError(
@@ -301,6 +405,8 @@ def load_index(
     low_data_regimen: bool = False,
     perc_train: float = 1.0,
     split_seed: int = 42,
+    duplicates: str = "group",
+    max_distance: float = MAX_DISTANCE,
 ) -> DataIndex:
     """Read a data folder in its on-disk layout, with labels and the train/val/test split.
 
@@ -312,17 +418,26 @@ def load_index(
         low_data_regimen: keep only a stratified ``perc_train`` fraction of the train split.
         perc_train: fraction of training images kept in the low-data regimen, in (0, 1].
         split_seed: seed of the computed splits and of the low-data subsample.
+        duplicates: near-duplicate policy: ``group`` (keep each group in one split, joined with
+            its patients), ``drop`` (one image per group; conflicting-label groups dropped whole)
+            or ``ignore`` (see :mod:`medattn.data.duplicates`). The low-data regimen keeps or drops
+            whole groups.
+        max_distance: largest fingerprint distance of a near-duplicate pair.
 
     Returns:
         The :class:`DataIndex`.
 
     Raises:
-        DataError: a missing folder/file/column, a label outside the task, or an empty split.
+        DataError: a missing folder/file/column, a label outside the task, a patient in two
+            splits, or an empty split.
         ConfigError: an unknown data set name or option value.
     """
     if low_data_regimen and not 0.0 < perc_train <= 1.0:
         raise ConfigError(f"--perc-train {perc_train} is outside (0, 1]; pass a fraction such as 0.25.")
-    spec, table = read_table(dataset, data_dir, multiclass=multiclass, uncertain=uncertain, split_seed=split_seed)
+    spec, table = read_table(
+        dataset, data_dir, multiclass=multiclass, uncertain=uncertain, split_seed=split_seed,
+        duplicates=duplicates, max_distance=max_distance,
+    )
     if table.problems:
         more = len(table.problems) - 1
         tail = (
@@ -332,9 +447,10 @@ def load_index(
             else ""
         )
         raise DataError(table.problems[0].rstrip(".") + tail + ".")
-    frame = table.frame
+    frame, groups = table.frame, table.duplicate_groups
     if low_data_regimen:
-        frame = low_data_subsample(frame, perc_train, seed=split_seed)
+        frame = low_data_subsample(frame, perc_train, seed=split_seed, units=duplicate_units(frame, groups))
+        groups = with_final_split(groups, frame)
     counts = frame["split"].value_counts()
     for name in SPLITS:
         if counts.get(name, 0) == 0:
@@ -347,4 +463,6 @@ def load_index(
         num_classes=table.num_classes,
         class_names=table.class_names,
         notes=tuple(table.notes),
+        duplicates=check_policy(duplicates),
+        duplicate_groups=groups,
     )

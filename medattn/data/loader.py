@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medattn.data.base import DataIndex
 from medattn.data.cache import ImageCache, open_cache
-from medattn.data.io import read_image
+from medattn.data.io import DEFAULT_DECODE, DecodeSettings, decode_image
 from medattn.data.transforms import build_transform
 
 
@@ -24,6 +24,10 @@ class ImageDataset(Dataset):
         transform: PIL image → float tensor ``(3, H, W)`` (see :func:`build_transform`).
         cache: optional ``(ImageCache, rows)`` from :func:`medattn.data.cache.open_cache`; when
             given, images come from the uint8 cache instead of the files.
+        decode_size: the side ``transform`` resizes to: files are decoded at reduced resolution
+            with at least that many pixels per side (:func:`medattn.data.io.decode_image`), as the
+            cache is; ``None`` decodes them fully.
+        settings: decoder settings of the file path.
     """
 
     def __init__(
@@ -32,11 +36,15 @@ class ImageDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         *,
         cache: tuple[ImageCache, np.ndarray] | None = None,
+        decode_size: int | None = None,
+        settings: DecodeSettings = DEFAULT_DECODE,
     ) -> None:
         self.paths = frame["path"].astype(str).tolist()
         self.labels = frame["label"].astype(np.int64).tolist()
         self.transform = transform
         self.cache = cache
+        self.decode_size = decode_size
+        self.settings = settings
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -46,7 +54,7 @@ class ImageDataset(Dataset):
         if self.cache is not None:
             cache, rows = self.cache
             return Image.fromarray(np.asarray(cache.array[rows[i]]))
-        return read_image(self.paths[i])
+        return decode_image(self.paths[i], self.decode_size, self.settings)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         """Returns ``(image (3, H, W) float32, label)``; raises ``DataError`` naming a corrupt file."""
@@ -80,11 +88,12 @@ def build_loader(
     Returns:
         A loader yielding ``(images (B, 3, img_size, img_size) float32, labels (B,) int64)``.
         It reads the prepared uint8 cache when one matches (``direct_resize`` only) and the
-        image files otherwise.
+        image files otherwise, decoded at reduced resolution (at least ``img_size`` per side)
+        with the cache's decoder, so both give the same pixels.
     """
     frame = index.split(split)
     cache = open_cache(index.data_dir, index.dataset, img_size, frame) if resize == "direct_resize" else None
-    dataset = ImageDataset(frame, build_transform(img_size, resize, train=train), cache=cache)
+    dataset = ImageDataset(frame, build_transform(img_size, resize, train=train), cache=cache, decode_size=img_size)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

@@ -10,6 +10,10 @@ Two layouts are read, whichever is present:
 (b) the original project's folders ``Train_images_AP_resized/``, ``Val_images_AP_resized/`` and
     ``Test_images_AP_resized/``, each with ``Annotations.pickle``: an ``(N, 2)`` array of
     ``[path relative to that folder without .jpg, label]``. The split is the folder.
+
+Both layouts fix the split, so a patient found in two splits (possible in a hand-made layout) stops
+loading; under the default duplicates policy a near-duplicate group that crosses the splits moves,
+with its patients, into the split holding most of it (:mod:`medattn.data.duplicates`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@
   train / val, as in the original project;
 - patient-level (ISIC 2020, demo): 60 / 20 / 20 of the *patients*, so no patient's images end up
   in two splits.
+
+Both keep near-duplicate groups whole (issue 20): when the frame carries a :data:`GROUP_COLUMN`
+column, rows sharing a value land in one split. The patient-level split then splits those units
+instead of patients; the image-level split splits one representative row per unit (its first) and
+the other rows follow it. Without shared values both give exactly the splits made before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from medattn.errors import DataError
 
 # Fewer units than this cannot fill three non-empty splits.
 _MIN_UNITS = 3
+# Column of unit labels (patients joined with near-duplicate groups) added by medattn.data.base.
+GROUP_COLUMN = "split_group"
 
 
 def _stratify(labels: np.ndarray, n_test: float) -> np.ndarray | None:
@@ -41,6 +48,13 @@ def stratified_image_split(frame: pd.DataFrame, seed: int = 42, test_size: float
     Returns:
         One of ``train``/``val``/``test`` per row, shape ``(len(frame),)``.
     """
+    if GROUP_COLUMN in frame.columns:
+        units = frame[GROUP_COLUMN].astype(str)
+        first = ~units.duplicated().to_numpy()
+        if not first.all():
+            reps = frame[first].drop(columns=GROUP_COLUMN)
+            chosen = pd.Series(stratified_image_split(reps, seed, test_size, val_size), index=units[first].to_numpy())
+            return units.map(chosen).to_numpy(dtype=object)
     if len(frame) < _MIN_UNITS * 2:
         raise DataError(f"only {len(frame)} usable images, too few for a train/val/test split; add images.")
     labels = frame["label"].to_numpy(dtype=np.int64)
@@ -58,7 +72,8 @@ def patient_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.2, v
     """Patient-level split: 60 / 20 / 20 of the patients by default.
 
     Args:
-        frame: rows with a ``patient_id`` column.
+        frame: rows with a ``patient_id`` column (and optionally :data:`GROUP_COLUMN`, which is
+            split instead: patients joined with near-duplicate groups).
         seed: ``random_state`` of both :class:`sklearn.model_selection.GroupShuffleSplit` calls.
         test_size: fraction of patients in test.
         val_size: fraction of the remaining patients in val (0.25 × 0.8 = 20 % of all).
@@ -66,7 +81,7 @@ def patient_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.2, v
     Returns:
         One of ``train``/``val``/``test`` per row, shape ``(len(frame),)``.
     """
-    groups = frame["patient_id"].astype(str).to_numpy()
+    groups = frame[GROUP_COLUMN if GROUP_COLUMN in frame.columns else "patient_id"].astype(str).to_numpy()
     if len(np.unique(groups)) < _MIN_UNITS:
         raise DataError(
             f"only {len(np.unique(groups))} patients, too few for a patient-level train/val/test split; add patients."
@@ -79,3 +94,18 @@ def patient_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.2, v
     out = np.empty(len(frame), dtype=object)
     out[trainval[tr]], out[trainval[va]], out[test] = "train", "val", "test"
     return out
+
+
+def patient_leak_problems(frame: pd.DataFrame) -> list[str]:
+    """One sentence per patient whose images lie in more than one split.
+
+    Args:
+        frame: rows with ``patient_id`` and ``split``.
+    """
+    order = {"train": 0, "val": 1, "test": 2}
+    per_patient = frame.groupby("patient_id", sort=True)["split"].agg(lambda s: sorted(set(s), key=lambda x: order.get(x, 3)))
+    return [
+        f"patient {p} has images in {' and '.join(s)}; the split must keep each patient in one split."
+        for p, s in per_patient.items()
+        if len(s) > 1
+    ]

@@ -1,11 +1,33 @@
-"""The synthetic ``demo`` data set: fundus-like images with exudate-like lesions and their masks.
+"""The synthetic ``demo`` data set: fundus-like images with lesions, distractors and lesion masks.
 
-Each image is a textured orange-red disc on a dark background with an illumination gradient,
-dark vessel curves and sensor noise. Class 1 images carry 1–3 small bright yellow-white blobs
-(radius 4–8 % of the image side, so they survive downsizing to 64 px); class 0 images carry none.
-Small dark-red dots (haemorrhage-like) appear in both classes with the same probability, so they
-cannot decide the label. ``masks/<id>.png`` (uint8, 0/255) marks exactly the blob pixels: it is
-non-empty if and only if the label is 1, which lets explanations be scored against ground truth.
+Every image is a textured orange-red disc on a dark background with an illumination gradient,
+dark vessel curves, sensor noise and 0–3 small dark-red dots (haemorrhage-like) in both classes.
+
+**Version 2 (the default): "hollow" lesions among solid look-alikes.** Both classes carry 2–4
+bright yellow-white blobs drawn from one distribution: the same colour, the same count, the same
+*bright area* (equivalent radius 7–11 % of the image side) and the same placement (every blob
+reserves the room a ring would need, so crowding cannot differ between the classes). The label is
+decided by a local property, a blob's internal structure: in a class-1 image one of the blobs
+(two with probability 0.15) is drawn as a **ring** — a bright annulus whose core shows the fundus
+underneath, the core's radius a fraction ``q`` of the outer one and the outer radius enlarged to
+``ρ / sqrt(1 − q²)`` so that its bright area equals the one drawn for a solid blob — and every
+other blob is solid; a class-0 image has only solid blobs. Global colour statistics therefore
+carry no label information (a logistic regression on colour histograms is at chance), the
+brightest pixel lies in a ring for only about 40 % of the lesion images, and a model has to look
+inside the blobs to decide. ``masks/<id>.png`` (uint8, 0/255) marks exactly the rings' outer
+discs (core included): non-empty if and only if the label is 1. A class-0 and a class-1 image
+drawn from the same seed share their layout; only the rings differ.
+
+**Difficulty** (``difficulty`` = ``d`` in [0, 1], default :data:`DEFAULT_DIFFICULTY`) grades how
+visible the deciding structure is: the core fraction ``q`` is drawn from ``U(0.6 − 0.45·d, 0.6)``
+(a small core is a subtle ring: at 64 px a core of ``q ≈ 0.2`` is one or two pixels wide), and
+every blob of both classes is blended with the fundus at opacity ``U(1 − 0.5·d, 1)`` (faint
+blobs, hence faint rings). Small positives come from the shared size distribution. Difficulty 0
+gives crisp rings with large cores; 1 makes many positives nearly invisible.
+
+Version 1 (the demo set before issue 12) drew bright blobs in class 1 only; its label
+is decidable from the presence of one yellow pixel. It is kept for comparison only
+(``version=1``; ``difficulty`` has no effect on it).
 
 Layout written (and read back as ``demo``): ``labels.csv`` (``image_id,label,patient_id``),
 ``images/<id>.png``, ``masks/<id>.png``; 2–3 images per patient; split patient-level 60/20/20.
@@ -13,6 +35,7 @@ Layout written (and read back as ``demo``): ``labels.csv`` (``image_id,label,pat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +61,18 @@ from medattn.errors import ConfigError, DataError
 LESION_RGB = np.array([1.0, 0.93, 0.62])
 DOT_RGB = np.array([0.35, 0.05, 0.04])
 _MIN_SIZE = 32
+#: The default difficulty of version 2 (tuned so that the demo's ResNet-50 is good, not perfect).
+DEFAULT_DIFFICULTY = 0.3
+#: The default version of the demo set.
+DEFAULT_VERSION = 2
+# Version 2 recipe: blobs per image, equivalent radius of a blob's bright area (fraction of the
+# image side), the largest ring core fraction, how far difficulty 1 shrinks it, and opacity.
+_BLOBS = (2, 4)
+_BLOB_RADIUS = (0.07, 0.11)
+_CORE_MAX, _CORE_SPAN = 0.6, 0.45
+_FAINT_SPAN = 0.5
+_TWO_RINGS_P = 0.15
+_PLACE_TRIES = 200
 
 
 def _upsampled_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -52,16 +87,12 @@ def _ellipse_mask(size: int, cx: float, cy: float, rx: float, ry: float) -> np.n
     return np.asarray(layer) > 0
 
 
-def render_fundus(rng: np.random.Generator, size: int, lesion: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one synthetic fundus image.
-
-    Args:
-        rng: the random generator (all randomness comes from it).
-        size: image side in pixels.
-        lesion: whether to draw the label-deciding blobs.
+def _fundus(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float, float, float]:
+    """The lesion-free fundus: disc, illumination, texture, vessels and dark-red dots.
 
     Returns:
-        ``(image, mask)``: uint8 RGB image ``(size, size, 3)`` and bool lesion mask ``(size, size)``.
+        ``(image, cx, cy, radius)``: float RGB image ``(size, size, 3)`` in [0, 1] (before noise),
+        the disc centre and radius in pixels.
     """
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -100,18 +131,95 @@ def render_fundus(rng: np.random.Generator, size: int, lesion: bool) -> tuple[np
         a = rng.uniform(0, 2 * np.pi)
         dot = _ellipse_mask(size, cx + rr * np.cos(a), cy + rr * np.sin(a), *(rng.uniform(0.015, 0.03, size=2) * s))
         img[dot] = DOT_RGB * rng.uniform(0.8, 1.2)
+    return img, cx, cy, radius
 
-    # Lesions (class 1 only): bright yellow-white blobs; the mask is exactly their pixels.
+
+def _lesions_v1(rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool,
+                difficulty: float) -> np.ndarray:
+    """Version 1: 1–3 solid bright blobs in class 1 only (``difficulty`` is not used)."""
+    size = img.shape[0]
+    cx, cy, radius = geometry
     mask = np.zeros((size, size), dtype=bool)
     if lesion:
         for _ in range(int(rng.integers(1, 4))):
             rr = rng.uniform(0.0, 0.65) * radius
             a = rng.uniform(0, 2 * np.pi)
-            rx, ry = rng.uniform(0.04, 0.08) * s, rng.uniform(0.04, 0.08) * s
+            rx, ry = rng.uniform(0.04, 0.08) * size, rng.uniform(0.04, 0.08) * size
             mask |= _ellipse_mask(size, cx + rr * np.cos(a), cy + rr * np.sin(a), rx, ry)
         tint = LESION_RGB * rng.uniform(0.92, 1.0)
         img[mask] = tint * (1.0 + 0.05 * rng.standard_normal((int(mask.sum()), 1)))
+    return mask
 
+
+def _place(rng: np.random.Generator, placed: list[tuple[float, float, float]], extent: float,
+           geometry: tuple[float, float, float], margin: float) -> tuple[float, float] | None:
+    """A centre inside the disc whose blob of radius ``extent`` keeps ``margin`` from the others."""
+    cx, cy, radius = geometry
+    for _ in range(_PLACE_TRIES):
+        rr = np.sqrt(rng.uniform(0.0, 1.0)) * max(0.9 * radius - extent, 0.0)  # uniform over the area
+        a = rng.uniform(0, 2 * np.pi)
+        x, y = cx + rr * np.cos(a), cy + rr * np.sin(a)
+        if all(np.hypot(x - px, y - py) > extent + pe + margin for px, py, pe in placed):
+            return x, y
+    return None
+
+
+def _lesions_v2(rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool,
+                difficulty: float) -> np.ndarray:
+    """Version 2: 2–4 bright blobs in both classes, rings (the lesions) in class 1 (module docstring)."""
+    size = img.shape[0]
+    count = int(rng.integers(_BLOBS[0], _BLOBS[1] + 1))
+    two_rings = rng.random() < _TWO_RINGS_P  # drawn in both classes: same random stream, same layout
+    rings = (1 + int(two_rings)) if lesion else 0
+    grain = rng.standard_normal((size, size, 1))  # the blobs' colour texture, drawn whole: same stream in both classes
+    mask = np.zeros((size, size), dtype=bool)
+    placed: list[tuple[float, float, float]] = []
+    for k in range(count):
+        ring = k < rings  # rings first, so a crowded disc never drops a lesion
+        rho = rng.uniform(*_BLOB_RADIUS) * size  # equivalent radius of the bright area
+        stretch = rng.uniform(0.85, 1.15)
+        core = rng.uniform(_CORE_MAX - _CORE_SPAN * difficulty, _CORE_MAX)
+        opacity = rng.uniform(1.0 - _FAINT_SPAN * difficulty, 1.0)
+        tint = LESION_RGB * rng.uniform(0.92, 1.0)
+        # pi * R^2 * (1 - q^2) = pi * rho^2: a ring has exactly the bright area of its solid twin.
+        outer = rho / np.sqrt(1.0 - core**2) if ring else rho
+        # Every blob reserves the room of a ring, so that crowding (a dropped blob) cannot tell the classes apart.
+        room = 1.15 * rho / np.sqrt(1.0 - core**2)
+        centre = _place(rng, placed, room, geometry, margin=0.02 * size)
+        if centre is None:
+            continue
+        placed.append((*centre, room))
+        rx, ry = outer * stretch, outer / stretch
+        blob = _ellipse_mask(size, *centre, rx, ry)
+        if ring:
+            mask |= blob
+            blob &= ~_ellipse_mask(size, *centre, core * rx, core * ry)
+        colour = tint * (1.0 + 0.05 * grain[blob])
+        img[blob] = opacity * colour + (1.0 - opacity) * img[blob]
+    return mask
+
+
+Renderer = Callable[[np.random.Generator, np.ndarray, tuple[float, float, float], bool, float], np.ndarray]
+#: Lesion renderers by demo-set version: ``(rng, image, (cx, cy, radius), lesion, difficulty) -> mask``.
+RENDERERS: dict[int, Renderer] = {1: _lesions_v1, 2: _lesions_v2}
+
+
+def render_fundus(rng: np.random.Generator, size: int, lesion: bool, *, version: int = DEFAULT_VERSION,
+                  difficulty: float = DEFAULT_DIFFICULTY) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one synthetic fundus image.
+
+    Args:
+        rng: the random generator (all randomness comes from it).
+        size: image side in pixels.
+        lesion: whether to draw the label-deciding lesions.
+        version: the demo-set version (a key of :data:`RENDERERS`).
+        difficulty: version 2's difficulty in [0, 1] (module docstring).
+
+    Returns:
+        ``(image, mask)``: uint8 RGB image ``(size, size, 3)`` and bool lesion mask ``(size, size)``.
+    """
+    img, cx, cy, radius = _fundus(rng, size)
+    mask = RENDERERS[version](rng, img, (cx, cy, radius), lesion, difficulty)
     img = img + rng.normal(0.0, 0.02, size=img.shape)
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8), mask
 
@@ -121,7 +229,19 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=6)
 
 
-def write_synthetic(out: Path | str, n: int = 600, img_size: int = 128, seed: int = 0) -> Path:
+def _check_options(n: int, img_size: int, difficulty: float, version: int) -> None:
+    if n < 10:
+        raise ConfigError(f"--n {n} is too small for a train/val/test split; pass --n 10 or more.")
+    if img_size < _MIN_SIZE:
+        raise ConfigError(f"--img-size {img_size} is too small to draw lesions; pass --img-size {_MIN_SIZE} or more.")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ConfigError(f"--difficulty must be between 0 and 1, got {difficulty}.")
+    if version not in RENDERERS:
+        raise ConfigError(f"unknown demo-set version {version}; choose {' or '.join(map(str, RENDERERS))}.")
+
+
+def write_synthetic(out: Path | str, n: int = 600, img_size: int = 128, seed: int = 0, *,
+                    difficulty: float = DEFAULT_DIFFICULTY, version: int = DEFAULT_VERSION) -> Path:
     """Write the synthetic ``demo`` data set (see the module docstring).
 
     Args:
@@ -129,14 +249,18 @@ def write_synthetic(out: Path | str, n: int = 600, img_size: int = 128, seed: in
         n: number of images (half with lesions, shuffled).
         img_size: image side in pixels (≥ 32).
         seed: seed of :func:`numpy.random.default_rng`; the same seed gives byte-identical files.
+        difficulty: version 2's difficulty in [0, 1]: how small the rings' cores and how faint the
+            blobs can be (module docstring).
+        version: 2 (default: lesions among look-alike distractors) or 1 (lesions only in class 1).
 
     Returns:
         The output folder.
+
+    Raises:
+        ConfigError: ``n`` below 10, ``img_size`` below 32, ``difficulty`` outside [0, 1] or an
+            unknown ``version``.
     """
-    if n < 10:
-        raise ConfigError(f"--n {n} is too small for a train/val/test split; pass --n 10 or more.")
-    if img_size < _MIN_SIZE:
-        raise ConfigError(f"--img-size {img_size} is too small to draw lesions; pass --img-size {_MIN_SIZE} or more.")
+    _check_options(n, img_size, difficulty, version)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -148,7 +272,8 @@ def write_synthetic(out: Path | str, n: int = 600, img_size: int = 128, seed: in
     rows = []
     for i in tqdm(range(n), desc="synth", unit="img"):
         image_id = f"synth_{i:05d}"
-        image, mask = render_fundus(np.random.default_rng([seed, i]), img_size, bool(labels[i]))
+        image, mask = render_fundus(np.random.default_rng([seed, i]), img_size, bool(labels[i]), version=version,
+                                    difficulty=difficulty)
         _save_png(image, out / "images" / f"{image_id}.png")
         _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{image_id}.png")
         rows.append((image_id, int(labels[i]), f"patient_{patients[i]:04d}"))

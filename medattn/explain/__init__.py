@@ -1,7 +1,8 @@
 """Explanations for medattn's models: attribution methods and their quantitative scores.
 
 - :func:`attribute` / :data:`EXPLAINERS` / :func:`methods_for`: DeepLIFT, LRP (rule table in
-  :mod:`medattn.explain.lrp_rules`), Integrated Gradients and Grad-CAM for the CNNs via captum;
+  :mod:`medattn.explain.lrp_rules`; BatchNorm folded into the conv before it by
+  :mod:`medattn.explain.canonize`), Integrated Gradients and Grad-CAM for the CNNs via captum;
   transformer attribution (Chefer et al. 2021) for DeiT in :mod:`medattn.explain.transformer_lrp`.
 - :mod:`medattn.explain.evaluation`: deletion/insertion AUC, pointing game, relevance mass inside
   a mask, and the same scores for random maps.

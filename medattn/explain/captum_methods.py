@@ -10,10 +10,12 @@
 - **Grad-CAM**: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
   Gradient-based Localization", ICCV 2017 (captum's ``LayerGradCam`` on the last feature map).
 
-All of them run on a private fp32 deep copy of the model in eval mode: captum's DeepLift and LRP
-put hooks and attributes (``rule``, ``activations``, ``input``/``output``) on the modules they
-visit and LRP reloads the state_dict, so the user's model is never handed to them. The copy costs
-one model's worth of memory per call.
+All of them run on a private deep copy of the model in eval mode, in the dtype of the images
+(:func:`medattn.explain.attribute` always passes float32; float64 is for precision checks): captum's
+DeepLift and LRP put hooks and attributes (``rule``, ``activations``, ``input``/``output``) on the
+modules they visit and LRP reloads the state_dict, and LRP first folds BatchNorm into the
+convolutions before it (:mod:`medattn.explain.canonize`), so the user's model is never handed to
+them. The copy costs one model's worth of memory per call.
 
 DeepLIFT completeness (Σ attributions = f(x) − f(baseline), for the target logit) holds exactly
 for networks whose non-linearities are ReLU/Sigmoid/MaxPool modules; the CBAM channel max pool and
@@ -31,12 +33,13 @@ from torch import Tensor, nn
 
 from medattn.errors import ConfigError
 from medattn.explain.base import Explainer, is_vit, register
+from medattn.explain.canonize import fold_batchnorm
 from medattn.explain.lrp_rules import DEFAULT_EPSILON, RuleTableLRP, attach_rules
 
 
-def working_copy(model: nn.Module) -> nn.Module:
-    """A float32, eval-mode deep copy that captum may hook and annotate freely."""
-    return copy.deepcopy(model).float().eval()
+def working_copy(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """An eval-mode deep copy in ``dtype`` (float32 by default) that captum may hook and annotate freely."""
+    return copy.deepcopy(model).to(dtype).eval()
 
 
 def _input(x: Tensor) -> Tensor:
@@ -82,7 +85,7 @@ class DeepLiftExplainer(_CNNExplainer):
         Returns:
             ``(B, 3, H, W)``; each image's sum ≈ logit(x) − logit(baseline).
         """
-        net = working_copy(model)
+        net = working_copy(model, x.dtype)
         with warnings.catch_warnings():
             # captum announces that it hooks the (private copy's) activations; nothing to act on.
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
@@ -100,7 +103,7 @@ class LRPExplainer(_CNNExplainer):
 
         Args:
             model: a CNN (left unchanged; the rules go on a private copy).
-            x: ``(B, 3, H, W)`` float32 images.
+            x: ``(B, 3, H, W)`` float32 images (float64 runs the whole propagation in float64).
             target: ``(B,)`` class indices.
             epsilon: ε of the ε-rules (default :data:`~medattn.explain.lrp_rules.DEFAULT_EPSILON`
                 = 1e-6, see :mod:`medattn.explain.lrp_rules`).
@@ -109,7 +112,8 @@ class LRPExplainer(_CNNExplainer):
             ``(B, 3, H, W)``; each image's sum ≈ logit minus the relevance the biases absorb (head
             bias and BatchNorm shifts; see :mod:`medattn.explain.lrp_rules`).
         """
-        net = working_copy(model)
+        net = working_copy(model, x.dtype)
+        fold_batchnorm(net, x[:1])  # conv → BN as one conv: no division by pre-BN outputs (see canonize)
         attach_rules(net, epsilon=epsilon)
         return RuleTableLRP(net).attribute(_input(x), target=target)
 

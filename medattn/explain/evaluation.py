@@ -31,14 +31,22 @@ reported next to what chance gives.
 
 from __future__ import annotations
 
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import pandas as pd
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from medattn.errors import ConfigError
-from medattn.explain.base import explaining
+from medattn.explain.base import attribute, explaining
 
 #: Gaussian blur of the ``"blur"`` baseline (kernel size, sigma in pixels), as in RISE.
 BLUR_KERNEL, BLUR_SIGMA = 11, 5.0
@@ -260,3 +268,373 @@ def random_baseline_scores(
             draws.setdefault("deletion_auc", []).append(result.deletion_auc)
             draws.setdefault("insertion_auc", []).append(result.insertion_auc)
     return {name: torch.stack(values).nanmean(dim=0) for name, values in draws.items()}
+
+
+# =============================================================================================
+# Sanity baselines and confidence intervals (issue 12)
+# =============================================================================================
+#: Whether a larger value of each score is better (deletion AUC: lower is better).
+HIGHER_IS_BETTER: dict[str, bool] = {"deletion_auc": False, "insertion_auc": True, "pointing_game": True,
+                                     "mask_mass": True}
+#: Scores that need a ground-truth mask (computed on lesion images only).
+MASK_SCORES = ("pointing_game", "mask_mass")
+#: Scores that need the model (deletion / insertion).
+CURVE_SCORES = ("deletion_auc", "insertion_auc")
+#: Model-free baselines that also get deletion / insertion scores (the rest: mask scores only).
+CURVE_BASELINES = ("random", "input")
+#: Width of the centre prior, as a fraction of the image side.
+CENTRE_SIGMA = 0.25
+_RANDOMIZE_SEED_OFFSET = 0x5EED
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def grey_level(images: Tensor) -> Tensor:
+    """The input's grey level: the channel mean of the de-normalised (ImageNet) image.
+
+    Args:
+        images: ``(B, 3, H, W)`` ImageNet-normalised images.
+
+    Returns:
+        ``(B, H, W)`` float32 in [0, 1] for images that came from [0, 1].
+    """
+    x = images.detach().float().cpu()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x * std + mean).mean(dim=1)
+
+
+def _random_map(images: Tensor, generator: torch.Generator) -> Tensor:
+    bsz, _, height, width = images.shape
+    return torch.rand((bsz, height, width), generator=generator)
+
+
+def _centre_map(images: Tensor, generator: torch.Generator) -> Tensor:
+    bsz, _, height, width = images.shape
+    yy = torch.arange(height, dtype=torch.float32)[:, None] - (height - 1) / 2
+    xx = torch.arange(width, dtype=torch.float32)[None, :] - (width - 1) / 2
+    sigma = CENTRE_SIGMA * min(height, width)
+    return torch.exp(-(yy**2 + xx**2) / (2 * sigma**2)).expand(bsz, height, width).clone()
+
+
+def _edge_map(images: Tensor, generator: torch.Generator) -> Tensor:
+    grey = F.pad(grey_level(images)[:, None], (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(grey, _SOBEL_X.view(1, 1, 3, 3))
+    gy = F.conv2d(grey, _SOBEL_X.t().contiguous().view(1, 1, 3, 3))
+    return torch.hypot(gx, gy)[:, 0]
+
+
+def _input_map(images: Tensor, generator: torch.Generator) -> Tensor:
+    return grey_level(images)
+
+
+#: Model-free baseline maps by name: ``(images (B, 3, H, W), generator) -> (B, H, W)``. ``random``:
+#: i.i.d. uniform; ``input``: the grey level; ``centre``: a Gaussian centre prior (σ = 0.25 of the
+#: side); ``edge``: the Sobel gradient magnitude of the grey level.
+BASELINES: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {
+    "random": _random_map, "input": _input_map, "centre": _centre_map, "edge": _edge_map,
+}
+
+
+def bootstrap_ci(values: Tensor, *, generator: torch.Generator, n_boot: int = 1000,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-image values and its percentile bootstrap CI (resampling images).
+
+    NaN values (images a score does not apply to) are dropped first.
+
+    Args:
+        values: ``(N,)`` one value per image.
+        generator: the random source of the resampling.
+        n_boot: bootstrap resamples.
+        level: confidence level.
+
+    Returns:
+        ``(mean, low, high)``; NaN bounds with fewer than 2 values or ``n_boot`` 0, all NaN with none.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    v = v[~torch.isnan(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) < 2 or n_boot < 1:
+        return mean, math.nan, math.nan
+    idx = torch.randint(0, len(v), (n_boot, len(v)), generator=generator)
+    means = v[idx].mean(dim=1)
+    tail = (1.0 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
+    return mean, low, high
+
+
+def randomize_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every parameter re-initialised (model randomisation test).
+
+    Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018: a map that does not change
+    when the weights are randomised does not explain what the model learned. Modules with a
+    ``reset_parameters`` method (convolutions, linear layers, normalisation layers, whose running
+    statistics are reset too) use it; any other parameter (e.g. a ViT's position embedding and
+    class token) is drawn from N(0, 0.02²). The global random state is left untouched.
+
+    Args:
+        model: the trained model (not modified).
+        seed: seed of the re-initialisation.
+
+    Returns:
+        The randomised copy, on the model's device, in eval mode.
+    """
+    device = next(model.parameters()).device
+    clone = copy.deepcopy(model).cpu()
+    with torch.random.fork_rng(devices=[]):
+        # offset: a model built right after torch.manual_seed(seed) must not be re-drawn identically
+        torch.manual_seed(seed + _RANDOMIZE_SEED_OFFSET)
+        for module in clone.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            else:
+                for param in module.parameters(recurse=False):
+                    nn.init.normal_(param, std=0.02)
+    return clone.to(device).eval()
+
+
+def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation between two batches of maps, per image (ties: average ranks).
+
+    Args:
+        a: ``(B, C, H, W)`` or ``(B, h, w)`` maps (reduced to pixel scores).
+        b: maps of the same images, any shape :func:`pixel_scores` accepts.
+
+    Returns:
+        ``(B,)`` float32; NaN where one map is constant.
+    """
+    size = tuple(a.shape[-2:])
+    x = pixel_scores(a, size).cpu().reshape(a.shape[0], -1).numpy()
+    y = pixel_scores(b, size).cpu().reshape(b.shape[0], -1).numpy()
+    out = []
+    for u, v in zip(x, y, strict=True):
+        ru, rv = scipy.stats.rankdata(u), scipy.stats.rankdata(v)
+        out.append(np.corrcoef(ru, rv)[0, 1] if ru.std() > 0 and rv.std() > 0 else math.nan)
+    return torch.tensor(out, dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class ExplanationReport:
+    """Outcome of :func:`evaluate_explanations`.
+
+    Attributes:
+        metrics: ``xai_*`` metrics (names in :func:`evaluate_explanations`), finite values only.
+        per_image: one row per image × source (``image`` = position in the batch, ``source`` = a
+            method name, ``baseline_<name>`` or ``baseline_randomized_<method>``), one column per
+            score (NaN where it does not apply), plus ``randomized_spearman`` on method rows.
+        maps: method → ``(N, ...)`` maps of the trained model (CPU, float32).
+        randomized_maps: method → the same method's maps on the randomised model.
+    """
+
+    metrics: dict[str, float]
+    per_image: pd.DataFrame
+    maps: dict[str, Tensor]
+    randomized_maps: dict[str, Tensor]
+
+
+def metric_name(name: str) -> str:
+    """``transformer-lrp`` → ``transformer_lrp`` (metric names use underscores)."""
+    return name.replace("-", "_")
+
+
+def map_scores(model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, *, masks: Tensor | None = None,
+               curves: bool = True, steps: int = 16, batch_size: int = 16,
+               curve_images: int | None = None) -> dict[str, Tensor]:
+    """Per-image scores of one set of maps.
+
+    Args:
+        model: the trained classifier (for deletion / insertion).
+        images: ``(N, 3, H, W)`` normalised images.
+        maps: ``(N, C, H, W)`` or ``(N, h, w)`` maps of these images.
+        target: ``(N,)`` class indices the maps explain.
+        masks: ``(N, H, W)`` ground-truth masks; mask scores are NaN on images with an empty mask.
+        curves: whether to compute deletion / insertion AUC.
+        steps: deletion / insertion steps.
+        batch_size: images per deletion / insertion batch.
+        curve_images: deletion / insertion on the first this many images only (NaN for the rest);
+            ``None`` = all.
+
+    Returns:
+        score name → ``(N,)`` float32 (CPU).
+    """
+    n = images.shape[0]
+    out: dict[str, Tensor] = {}
+    if curves:
+        k = n if curve_images is None else min(curve_images, n)
+        deletion, insertion = torch.full((n,), math.nan), torch.full((n,), math.nan)
+        for s in range(0, k, batch_size):
+            e = min(s + batch_size, k)
+            res = deletion_insertion(model, images[s:e], maps[s:e].to(images.device), target[s:e], steps=steps)
+            deletion[s:e], insertion[s:e] = res.deletion_auc, res.insertion_auc
+        out["deletion_auc"], out["insertion_auc"] = deletion, insertion
+    if masks is not None:
+        mask = _masks(masks).cpu()
+        lesion = mask.reshape(n, -1).any(dim=1)
+        out["pointing_game"] = pointing_game(maps, mask)
+        out["mask_mass"] = torch.where(lesion, mask_relevance_mass(maps, mask), torch.nan)
+    return out
+
+
+def _pad(values: Tensor, n: int) -> Tensor:
+    """``(k,)`` values followed by NaN up to ``(n,)``."""
+    return torch.cat([values, torch.full((n - values.shape[0],), math.nan)])
+
+
+def _attribute_all(model: nn.Module, images: Tensor, method: str, target: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([attribute(model, images[s : s + batch_size], method, target[s : s + batch_size]).cpu()
+                      for s in range(0, images.shape[0], batch_size)])
+
+
+def _baseline_scores(model: nn.Module, images: Tensor, target: Tensor, masks: Tensor | None, *,
+                     generator: torch.Generator, n_random_draws: int, **options: Any) -> dict[str, dict[str, Tensor]]:
+    """Scores of the model-free baselines; random mask scores averaged over ``n_random_draws`` maps."""
+    out = {}
+    for name, make in BASELINES.items():
+        maps = make(images, generator)
+        scores = map_scores(model, images, maps, target, masks=masks, curves=name in CURVE_BASELINES, **options)
+        if name == "random" and masks is not None and n_random_draws > 1:
+            for score in MASK_SCORES:
+                draws = [scores[score]] + [map_scores(model, images, make(images, generator), target, masks=masks,
+                                                      curves=False)[score] for _ in range(n_random_draws - 1)]
+                scores[score] = torch.stack(draws).nanmean(dim=0)
+        out[f"baseline_{name}"] = scores
+    return out
+
+
+def sanity_verdicts(metrics: Mapping[str, float], methods: Sequence[str]) -> dict[str, float]:
+    """The pass rule: a method's score beats every baseline with non-overlapping 95 % CIs.
+
+    For each score of a method (``xai_<m>_<score>`` with ``_ci_low`` / ``_ci_high`` in
+    ``metrics``) the competitors are the model-free baselines and the same method on the
+    randomised model (``xai_baseline_<b>_<score>``). Higher-is-better scores pass when the
+    method's lower bound exceeds the largest upper bound of the baselines; deletion AUC (lower is
+    better) when its upper bound is below the smallest lower bound. A missing or NaN bound fails.
+
+    Returns:
+        ``xai_<m>_<score>_passes`` (1.0 / 0.0) per score and ``xai_<m>_passes_sanity`` (1.0 when
+        every score passes, and at least one was scored).
+    """
+    out: dict[str, float] = {}
+    for method in map(metric_name, methods):
+        rivals = [*BASELINES, f"randomized_{method}"]
+        verdicts = []
+        for score, higher in HIGHER_IS_BETTER.items():
+            if f"xai_{method}_{score}" not in metrics:
+                continue
+            own = metrics.get(f"xai_{method}_{score}_ci_{'low' if higher else 'high'}", math.nan)
+            bounds = [metrics.get(f"xai_baseline_{b}_{score}_ci_{'high' if higher else 'low'}", math.nan)
+                      for b in rivals if f"xai_baseline_{b}_{score}" in metrics]
+            ok = bool(bounds) and math.isfinite(own) and all(math.isfinite(b) for b in bounds) and (
+                own > max(bounds) if higher else own < min(bounds))
+            out[f"xai_{method}_{score}_passes"] = float(ok)
+            verdicts.append(ok)
+        out[f"xai_{method}_passes_sanity"] = float(bool(verdicts) and all(verdicts))
+    return out
+
+
+def summarize_scores(scores: Mapping[str, Mapping[str, Tensor]], *, generator: torch.Generator,
+                     n_boot: int = 1000) -> dict[str, float]:
+    """Means and bootstrap 95 % CIs over images: ``xai_<source>_<score>``, ``_ci_low``, ``_ci_high``.
+
+    Args:
+        scores: source (method or ``baseline_<name>``) → score name → ``(N,)`` per-image values.
+        generator: random source of the bootstrap.
+        n_boot: bootstrap resamples.
+    """
+    metrics: dict[str, float] = {}
+    for source, per_score in scores.items():
+        for score, values in per_score.items():
+            mean, low, high = bootstrap_ci(values, generator=generator, n_boot=n_boot)
+            key = f"xai_{metric_name(source)}_{score}"
+            metrics.update({key: mean, f"{key}_ci_low": low, f"{key}_ci_high": high})
+    return metrics
+
+
+def _per_image_frame(scores: Mapping[str, Mapping[str, Tensor]]) -> pd.DataFrame:
+    frames = [pd.DataFrame({"image": np.arange(len(next(iter(s.values())))), "source": source,
+                            **{k: v.numpy() for k, v in s.items()}}) for source, s in scores.items() if s]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "source"])
+
+
+def evaluate_explanations(
+    model: nn.Module,
+    images: Tensor,
+    target: Tensor,
+    methods: Sequence[str],
+    *,
+    masks: Tensor | None = None,
+    randomized_model: nn.Module | None = None,
+    steps: int = 16,
+    curve_images: int | None = None,
+    randomized_images: int | None = None,
+    batch_size: int = 16,
+    n_boot: int = 1000,
+    n_random_draws: int = 8,
+    seed: int = 0,
+) -> ExplanationReport:
+    """Explain images with each method and score the maps next to the sanity baselines.
+
+    The one entry point of the interpret stage. Per method: the maps of the trained model, its
+    scores, the scores of the model-free :data:`BASELINES` and of the same method on a randomised
+    copy of the model (:func:`randomize_weights`), the Spearman rank correlation between trained
+    and randomised maps, a bootstrap 95 % CI over images for every score, and the pass rule of
+    :func:`sanity_verdicts`. Mask scores use the images with a non-empty mask (lesion images)
+    only; deletion / insertion AUC use the first ``curve_images`` images, for the method and the
+    ``random`` and ``input`` baselines.
+
+    Metrics (finite values only; ``<m>`` is the method with ``_`` for ``-``; every mean has
+    ``_ci_low`` / ``_ci_high``): ``xai_<m>_<score>``, ``xai_baseline_<b>_<score>`` for ``b`` in
+    ``random, input, centre, edge, randomized_<m>``, ``xai_<m>_randomized_spearman``,
+    ``xai_<m>_<score>_passes``, ``xai_<m>_passes_sanity`` (1 or 0), ``xai_n_images`` and
+    ``xai_n_lesion_images``. Scores: ``deletion_auc``, ``insertion_auc``, and with masks
+    ``pointing_game``, ``mask_mass``.
+
+    Args:
+        model: the trained classifier (left as found).
+        images: ``(N, 3, H, W)`` normalised images.
+        target: ``(N,)`` class indices to explain (labels or predictions).
+        methods: explanation method names (:data:`medattn.explain.EXPLAINERS`).
+        masks: ``(N, H, W)`` ground-truth masks, or ``None`` (no mask scores).
+        randomized_model: the randomised model; default :func:`randomize_weights` of ``model``.
+        steps: deletion / insertion steps.
+        curve_images: deletion / insertion on the first this many images (``None``: all); the
+            costliest part (``steps + 1`` forward passes of ``2 × curve_images`` images per map set).
+        randomized_images: explain the first this many images on the randomised model (``None``:
+            all); its scores and the Spearman correlation use those images. Fewer images widen the
+            baseline's CI, which makes the pass rule stricter, never looser.
+        batch_size: images per attribution / deletion batch.
+        n_boot: bootstrap resamples per CI.
+        n_random_draws: uniform random maps averaged per image for the random mask scores.
+        seed: seed of the random maps, the randomised weights and the bootstrap.
+
+    Returns:
+        An :class:`ExplanationReport`.
+    """
+    if steps < 1 or batch_size < 1 or n_boot < 0 or n_random_draws < 1:
+        raise ConfigError("steps, batch_size and n_random_draws must be at least 1 and n_boot at least 0.")
+    target = torch.as_tensor(target, device=images.device).long()
+    generator = torch.Generator().manual_seed(seed)
+    randomized = randomized_model if randomized_model is not None else randomize_weights(model, seed=seed)
+    options = {"steps": steps, "batch_size": batch_size, "curve_images": curve_images}
+    scores = _baseline_scores(model, images, target, masks, generator=generator, n_random_draws=n_random_draws,
+                              **options)
+    maps, randomized_maps = {}, {}
+    for method in methods:
+        maps[method] = _attribute_all(model, images, method, target, batch_size)
+        k = images.shape[0] if randomized_images is None else min(randomized_images, images.shape[0])
+        randomized_maps[method] = _attribute_all(randomized, images[:k], method, target[:k], batch_size)
+        scores[method] = map_scores(model, images, maps[method], target, masks=masks, **options)
+        scores[method]["randomized_spearman"] = _pad(rank_correlation(maps[method][:k], randomized_maps[method]),
+                                                     images.shape[0])
+        rscores = map_scores(model, images[:k], randomized_maps[method], target[:k],
+                             masks=None if masks is None else masks[:k], curves=False)
+        scores[f"baseline_randomized_{metric_name(method)}"] = {
+            name: _pad(v, images.shape[0]) for name, v in rscores.items()}
+    metrics = summarize_scores(scores, generator=generator, n_boot=n_boot)
+    metrics.update(sanity_verdicts(metrics, methods))
+    metrics["xai_n_images"] = float(images.shape[0])
+    if masks is not None:
+        metrics["xai_n_lesion_images"] = float(_masks(masks).reshape(images.shape[0], -1).any(dim=1).sum())
+    metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+    return ExplanationReport(metrics, _per_image_frame(scores), maps, randomized_maps)

@@ -7,7 +7,8 @@ after Montavon et al., "Layer-Wise Relevance Propagation: An Overview", in *Expl
 ``R_in = x ⊙ ∂(R_out / z)`` (the z/ε-rule as a modified gradient).
 
 Rule table (exact module types; every leaf module of the six CNNs and of the ECA block is listed,
-any other leaf type raises a :class:`~medattn.errors.ConfigError` naming it):
+any other leaf type raises a :class:`~medattn.errors.ConfigError` naming it). The README's
+"LRP rules, by layer type" table says the same; a test keeps the two in step:
 
 =======================================  ==========================  =======================================
 module                                   rule                        why
@@ -17,13 +18,17 @@ module                                   rule                        why
                                          stabiliser)                 bias and ε take (the CNNs' convs have
                                                                      no bias; the head's bias absorbs its
                                                                      share).
-``nn.BatchNorm2d``                       ε-rule on the affine map    in eval mode BN is a per-channel affine
-                                         ``y = γ/σ·x + shift``       map. The ε-rule with the shift in the
-                                         (shift in the denominator)  denominator composed with the conv's
-                                                                     ε-rule equals the ε-rule of the conv
-                                                                     with BN folded into it (canonization,
-                                                                     as zennit/iNNvestigate do); the shift
-                                                                     absorbs its share like any bias.
+``nn.BatchNorm2d`` after a conv          folded into that conv       in eval mode BN is a per-channel affine
+(every BN of the ResNets, DenseNet's     (weight × γ/σ, the shift    map; conv → BN is one conv
+``norm0`` and dense layers' ``norm2``)   becomes its bias), then     (canonization, as zennit/iNNvestigate
+                                         the conv's ε-rule           do), done on the private copy by
+                                                                     :mod:`medattn.explain.canonize`.
+                                                                     Equal to the ε-rule on both up to ε,
+                                                                     and stable in float32.
+``nn.BatchNorm2d`` elsewhere             ε-rule on the affine map    no conv to fold into (after a
+(after a concatenation or attention:     ``y = γ/σ·x + shift``       concatenation); the shift in the
+DenseNet's ``norm1``, transitions,       (shift in the denominator)  denominator absorbs its share like
+``norm5``)                                                           any bias.
 ``nn.ReLU``, ``nn.Dropout``              pass-through (captum's      relevance is redistributed by the next
                                          non-linear handling)        weighted layer; dropout is identity in
                                                                      eval mode.
@@ -58,7 +63,10 @@ network the shifts are large, so units with ``y > 0`` (non-zero relevance) have 
 trained for 3 epochs), ``c`` overflows float32 after ~40 layers, and ``inf · 0`` gives NaN maps.
 At random initialisation the shifts are zero, ``x = y``, which is why tests on untrained models
 passed. No ε small enough to keep LRP-0 conservative fixes that; folding the shift into the
-denominator does, at the price that BN shifts absorb relevance like biases.
+denominator does, at the price that BN shifts absorb relevance like biases. Where a conv precedes
+the BN, folding BN into that conv (:mod:`medattn.explain.canonize`) goes one step further: the
+composed ε-rules still divide by the pre-BN conv output, the folded conv divides only by its own
+output, which is small only where its relevance is small too.
 
 ε: :data:`DEFAULT_EPSILON` = 1e-6 with the stabiliser ``z + ε·sign(z)``, ``sign(0) = 1`` (so no
 denominator is ever 0 and the stabiliser never flips a sign). 1e-6 is ~1e-5 of the typical
@@ -94,7 +102,7 @@ from captum.attr._utils.lrp_rules import EpsilonRule, PropagationRule
 from torch import Tensor, nn
 
 from medattn.errors import ConfigError
-
+from medattn.models.layers import Add, ChannelPool, GateMul
 
 #: Default ε of every ε-rule (see the module docstring for why 1e-6).
 DEFAULT_EPSILON = 1e-6
@@ -146,7 +154,6 @@ CAPTUM_PASS_THROUGH: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Dropout)
 
 def _rule_table(epsilon: float) -> dict[type[nn.Module], Callable[[], PropagationRule]]:
     """Module type -> rule factory (see the module docstring for the reasons)."""
-    from medattn.models.layers import Add, ChannelPool, GateMul
 
     def eps() -> PropagationRule:
         return StableEpsilonRule(epsilon=epsilon)

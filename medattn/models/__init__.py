@@ -6,6 +6,7 @@ Public API::
 
     model = create_model("cbam_resnet50", num_classes=2, pretrained="imagenet")
     model = create_model("SEDenseNet121", num_classes=2, weights="densenet121.pth", head="flatten")
+    model = create_model("resnet50", num_classes=2, head="paper")  # the original's head: pool here
     vit = create_model("DeiT-T-LRP", num_classes=2, nr_layers=4, img_size=224)
     with vit.record_attention() as maps:   # maps: one (B, 3, N, N) tensor per block
         logits = vit(x)
@@ -21,7 +22,7 @@ most once per forward, every ReLU is ``inplace=False``, there is no ``nn.Identit
   ``nn.Sigmoid`` (``gate``), :class:`~medattn.models.layers.GateMul` (``mul``).
 - ``cbam_resnet50``: ``resnet50`` plus, in every ``attn`` (:class:`CBAMBlock`), ``channel``:
   ``nn.AdaptiveAvgPool2d``, ``nn.AdaptiveMaxPool2d``, ``nn.Conv2d`` (``fc1``, ``fc2``, run once on
-  the avg/max descriptors stacked on the batch axis), ``nn.ReLU``, ``Add`` (sums the two MLP
+  the avg/max descriptors stacked as ``(B, C, 1, 2)``, never on dim 0), ``nn.ReLU``, ``Add`` (sums the two MLP
   outputs), ``nn.Sigmoid``, ``GateMul``; then ``spatial``:
   :class:`~medattn.models.layers.ChannelPool` (channel mean and max), ``nn.Conv2d`` (7x7),
   ``nn.BatchNorm2d``, ``nn.Sigmoid``, ``GateMul``.
@@ -45,13 +46,16 @@ Convolutional Block Attention Module", ECCV 2018. DeiT: Touvron et al., ICML 202
 from medattn.models.attention import ATTENTION, CBAMBlock, ECABlock, SEBlock, create_attention
 from medattn.models.cnn import Bottleneck, DenseNet, ResNet, densenet121, resnet50
 from medattn.models.factory import (
+    HEAD_CHOICES,
     MODELS,
+    PAPER_HEAD,
     ModelSpec,
     canonical_model_name,
     count_parameters,
     create_model,
     is_vit,
     model_table,
+    resolve_head,
 )
 from medattn.models.layers import Add, ChannelPool, GateMul
 from medattn.models.vit import DeiT, deit_tiny
@@ -68,7 +72,9 @@ __all__ = [
     "DenseNet",
     "ECABlock",
     "GateMul",
+    "HEAD_CHOICES",
     "ModelSpec",
+    "PAPER_HEAD",
     "ResNet",
     "SEBlock",
     "WeightsReport",
@@ -83,4 +89,5 @@ __all__ = [
     "model_table",
     "read_state_dict",
     "resnet50",
+    "resolve_head",
 ]

@@ -8,8 +8,9 @@
 Why not timm's blocks: timm's CBAM passes the average and the max descriptor through the same
 ``fc1/act/fc2`` twice, so its ReLU runs twice per forward and captum's DeepLift raises. Here
 every nonlinearity is its own module called exactly once per forward, CBAM's shared MLP runs
-once on both descriptors stacked along the batch axis, and all arithmetic that joins two tensors
-is a leaf module from :mod:`medattn.models.layers` (``Add``, ``GateMul``, ``ChannelPool``).
+once on both descriptors stacked along a *non-batch* axis (see :class:`ChannelGate`), and all
+arithmetic that joins two tensors is a leaf module from :mod:`medattn.models.layers` (``Add``,
+``GateMul``, ``ChannelPool``). No block joins two different tensors along dim 0.
 
 Every block maps ``(B, C, H, W) -> (B, C, H, W)`` and is built as ``Block(channels, reduction)``.
 """
@@ -70,8 +71,12 @@ class SEBlock(nn.Module):
 class ChannelGate(nn.Module):
     """CBAM's channel attention: one shared MLP over the average and the max descriptor.
 
-    The two descriptors are stacked along the batch axis and pass through the MLP once, so each
-    module runs once per forward; the two halves are then split and summed by an ``Add``.
+    The two descriptors are stacked along the last spatial axis, ``(B, C, 1, 2)``, and pass through
+    the MLP (1x1 convolutions) once, so each module runs once per forward; the two columns are then
+    split and summed by an ``Add``. Never stack them along dim 0: captum's DeepLift runs inputs and
+    baselines through the network as one batch and splits every nonlinearity's input into halves
+    along dim 0, so batch-axis stacking would pair the average with the max descriptor instead of
+    the input with its baseline (wrong maps, identical logits).
 
     Args:
         channels: number of input channels ``C``.
@@ -99,10 +104,9 @@ class ChannelGate(nn.Module):
         Returns:
             ``(B, C, H, W)``.
         """
-        batch = x.shape[0]
-        desc = torch.cat([self.avg_pool(x), self.max_pool(x)], dim=0)  # (2B, C, 1, 1)
-        out = self.fc2(self.act(self.fc1(desc)))  # (2B, C, 1, 1)
-        avg_out, max_out = out[:batch], out[batch:]
+        desc = torch.cat([self.avg_pool(x), self.max_pool(x)], dim=3)  # (B, C, 1, 2): avg | max
+        out = self.fc2(self.act(self.fc1(desc)))  # (B, C, 1, 2); 1x1 convs act per column
+        avg_out, max_out = out[..., :1], out[..., 1:]  # (B, C, 1, 1) each
         return self.mul(x, self.gate(self.add(avg_out, max_out)))
 
 

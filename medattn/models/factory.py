@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 PRETRAINED = ("none", "imagenet")
 INITS = ("fair", "paper")
+PAPER_HEAD = "paper"
+"""The ``head`` value that means "the original project's head for this family" (:attr:`ModelSpec.paper_head`)."""
+HEAD_CHOICES = (*HEADS, PAPER_HEAD)
+"""Every accepted ``head`` value: ``pool``, ``flatten`` and ``paper``."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class ModelSpec:
         placement: where the attention sits (SPEC §3).
         scratch_in_paper: the original project trained it from scratch (``init="paper"``).
         build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module``.
+        paper_head: the head the original project gave this family, what ``head="paper"`` builds:
+            ``flatten`` for the DenseNets (a Linear over 1024 x 7 x 7 = 50,176 inputs at 224 px),
+            ``pool`` for the ResNets (2,048 inputs) and for DeiT (its class token).
     """
 
     name: str
@@ -48,6 +55,7 @@ class ModelSpec:
     placement: str
     scratch_in_paper: bool
     build: Callable[..., nn.Module]
+    paper_head: str = "pool"
 
 
 def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
@@ -60,7 +68,9 @@ def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., n
 
 def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
     if head != "pool":
-        raise ConfigError(f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool.")
+        raise ConfigError(
+            f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool."
+        )
     return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
 
 
@@ -70,10 +80,24 @@ MODELS: Registry[ModelSpec] = Registry("model")
 _RESNET_PLACEMENT = "in every bottleneck, after bn3 and before the residual add (16 blocks, reduction 16)"
 _DENSENET_PLACEMENT = "after each of the 4 dense blocks, before the transition / final norm (reduction 16)"
 for _spec, _aliases in (
-    (ModelSpec("densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn(densenet121, None)), ("DenseNet121",)),
+    (
+        ModelSpec(
+            "densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn(densenet121, None), "flatten"
+        ),
+        ("DenseNet121",),
+    ),
     (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, _cnn(resnet50, None)), ("ResNet50",)),
     (
-        ModelSpec("se_densenet121", "DenseNet-121", "densenet121", "se", f"SE {_DENSENET_PLACEMENT}", True, _cnn(densenet121, "se")),
+        ModelSpec(
+            "se_densenet121",
+            "DenseNet-121",
+            "densenet121",
+            "se",
+            f"SE {_DENSENET_PLACEMENT}",
+            True,
+            _cnn(densenet121, "se"),
+            "flatten",
+        ),
         ("SEDenseNet121",),
     ),
     (
@@ -82,17 +106,32 @@ for _spec, _aliases in (
     ),
     (
         ModelSpec(
-            "cbam_densenet121", "DenseNet-121", "densenet121", "cbam", f"CBAM {_DENSENET_PLACEMENT}", True, _cnn(densenet121, "cbam")
+            "cbam_densenet121",
+            "DenseNet-121",
+            "densenet121",
+            "cbam",
+            f"CBAM {_DENSENET_PLACEMENT}",
+            True,
+            _cnn(densenet121, "cbam"),
+            "flatten",
         ),
         ("CBAMDenseNet121",),
     ),
     (
-        ModelSpec("cbam_resnet50", "ResNet-50", "resnet50", "cbam", f"CBAM {_RESNET_PLACEMENT}", True, _cnn(resnet50, "cbam")),
+        ModelSpec(
+            "cbam_resnet50", "ResNet-50", "resnet50", "cbam", f"CBAM {_RESNET_PLACEMENT}", True, _cnn(resnet50, "cbam")
+        ),
         ("CBAMResNet50",),
     ),
     (
         ModelSpec(
-            "deit_tiny", "DeiT-Tiny/16", "deit_tiny", "self-attention", "multi-head self-attention in every block (3 heads)", False, _vit
+            "deit_tiny",
+            "DeiT-Tiny/16",
+            "deit_tiny",
+            "self-attention",
+            "multi-head self-attention in every block (3 heads)",
+            False,
+            _vit,
         ),
         ("DeiT-T-LRP", "DeiT-T", "DeiT-Tiny"),
     ),
@@ -114,6 +153,27 @@ def canonical_model_name(name: str) -> str:
         ConfigError: unknown name, with a "did you mean" suggestion.
     """
     return MODELS.canonical(name)
+
+
+def resolve_head(name: str, head: str) -> str:
+    """The concrete head (``pool`` or ``flatten``) that ``head`` builds for model ``name``.
+
+    ``paper`` resolves per family to the original project's head (:attr:`ModelSpec.paper_head`):
+    the DenseNets flatten, the ResNets and DeiT pool. ``pool`` and ``flatten`` resolve to themselves.
+
+    Args:
+        name: registry name or alias (``cbam_resnet50``, ``DenseNet121``).
+        head: ``pool``, ``flatten`` or ``paper`` (case-insensitive).
+
+    Returns:
+        ``pool`` or ``flatten``.
+
+    Raises:
+        ConfigError: unknown model name or head value.
+    """
+    spec = MODELS.get(name)
+    head = _choice(head, HEAD_CHOICES, "head", "--head")
+    return spec.paper_head if head == PAPER_HEAD else head
 
 
 def _choice(value: str, choices: tuple[str, ...], what: str, option: str) -> str:
@@ -149,8 +209,9 @@ def create_model(
         num_classes: output classes (>= 1).
         pretrained: ``none`` or ``imagenet``.
         weights: local weights file, or ``None``.
-        head: ``pool`` (global average pool + Linear) or ``flatten`` (Linear over the flattened
-            final feature map, CNNs only; needs ``img_size`` a multiple of 32).
+        head: ``pool`` (global average pool + Linear), ``flatten`` (Linear over the flattened
+            final feature map, CNNs only; needs ``img_size`` a multiple of 32) or ``paper`` (the
+            original project's head for the family: DenseNets flatten, ResNets and DeiT pool).
         nr_layers: transformer blocks of ``deit_tiny`` (ignored by the CNNs).
         img_size: input side in pixels (a multiple of 16 for ``deit_tiny``).
         init: ``fair`` or ``paper``.
@@ -167,7 +228,7 @@ def create_model(
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}.")
     pretrained = _choice(pretrained, PRETRAINED, "pretrained weights", "--pretrained")
     init = _choice(init, INITS, "init", "--init")
-    head = _choice(head, HEADS, "head", "--head")
+    head = resolve_head(spec.name, head)
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")
 
@@ -229,10 +290,13 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "DeiT",
+    "HEAD_CHOICES",
+    "PAPER_HEAD",
     "canonical_model_name",
     "count_parameters",
     "create_model",
     "is_vit",
     "load_weights",
     "model_table",
+    "resolve_head",
 ]

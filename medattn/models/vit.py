@@ -82,7 +82,7 @@ class DeiT(VisionTransformer):
         finally:
             for handle in handles:
                 handle.remove()
-            for blk, fused in zip(self.blocks, saved):
+            for blk, fused in zip(self.blocks, saved, strict=True):
                 blk.attn.fused_attn = fused
 
     def forward_with_attention(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:

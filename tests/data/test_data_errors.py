@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -15,65 +16,59 @@ from medattn.errors import DataError
 runner = CliRunner()
 
 
-def _fails(args: list[str], *needles: str) -> str:
-    result = runner.invoke(app, args)
-    out = result.output
-    assert result.exit_code == 2, out
-    assert "Traceback" not in out
-    errors = [line for line in out.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, out
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+@pytest.fixture
+def fails(cli, one_error_line) -> Callable[..., str]:
+    """``fails(args, *needles)``: the command exits 2 with one ``Error:`` line holding every needle."""
+    return lambda args, *needles: one_error_line(cli(args, exit_code=2), *needles)
 
 
-def test_missing_folder(tmp_path: Path) -> None:
+def test_missing_folder(tmp_path: Path, fails: Callable[..., str]) -> None:
     missing = tmp_path / "nope"
-    _fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(missing)], str(missing), "does not exist")
+    fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(missing)], str(missing), "does not exist")
 
 
-def test_csv_missing_column(aptos_dir: Path) -> None:
+def test_csv_missing_column(aptos_dir: Path, fails: Callable[..., str]) -> None:
     csv = aptos_dir / "train.csv"
     pd.read_csv(csv).rename(columns={"diagnosis": "grade"}).to_csv(csv, index=False)
-    _fails(["data", "prepare", "--dataset", "APTOS", "--data_dir", str(aptos_dir)], str(csv), "'diagnosis'")
+    fails(["data", "prepare", "--dataset", "APTOS", "--data_dir", str(aptos_dir)], str(csv), "'diagnosis'")
 
 
-def test_label_outside_task(aptos_dir: Path) -> None:
+def test_label_outside_task(aptos_dir: Path, fails: Callable[..., str]) -> None:
     csv = aptos_dir / "train.csv"
     frame = pd.read_csv(csv, dtype={"id_code": str})
     frame.loc[3, "diagnosis"] = 7
     frame.to_csv(csv, index=False)
-    _fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(aptos_dir)], str(csv), "7", frame.loc[3, "id_code"])
+    fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(aptos_dir)], str(csv), "7", frame.loc[3, "id_code"])
 
 
-def test_missing_image(isic_dir: Path) -> None:
+def test_missing_image(isic_dir: Path, fails: Callable[..., str]) -> None:
     victim = next((isic_dir / "jpeg" / "train").glob("*.jpg"))
     victim.unlink()
-    _fails(["data", "prepare", "--dataset", "isic2020", "--data-dir", str(isic_dir)], str(victim))
+    fails(["data", "prepare", "--dataset", "isic2020", "--data-dir", str(isic_dir)], str(victim))
 
 
-def test_corrupt_image(aptos_dir: Path) -> None:
+def test_corrupt_image(aptos_dir: Path, fails: Callable[..., str]) -> None:
     victim = sorted((aptos_dir / "train_images").glob("*.png"))[5]
     victim.write_bytes(b"this is not a png at all" * 10)
-    _fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(aptos_dir), "--img-size", "16"], str(victim))
+    fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(aptos_dir), "--img-size", "16"], str(victim))
 
 
-def test_truncated_image(isic_dir: Path) -> None:
+def test_truncated_image(isic_dir: Path, fails: Callable[..., str]) -> None:
     victim = sorted((isic_dir / "jpeg" / "train").glob("*.jpg"))[2]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    _fails(["data", "prepare", "--dataset", "isic2020", "--data-dir", str(isic_dir), "--imgsize", "16"], str(victim), "truncated")
+    fails(["data", "prepare", "--dataset", "isic2020", "--data-dir", str(isic_dir), "--imgsize", "16"], str(victim), "truncated")
 
 
-def test_empty_split_after_subsampling(aptos_dir: Path) -> None:
+def test_empty_split_after_subsampling(aptos_dir: Path, fails: Callable[..., str]) -> None:
     args = ["data", "check", "--dataset", "aptos2019", "--data-dir", str(aptos_dir), "--low-data-regimen", "--perc-train", "0.01"]
-    _fails(args, "0.01", "train split empty")
+    fails(args, "0.01", "train split empty")
     with pytest.raises(DataError, match="train split empty"):
         load_index("aptos2019", aptos_dir, low_data_regimen=True, perc_train=0.01)
 
 
-def test_unknown_dataset_name(tmp_path: Path) -> None:
-    _fails(["data", "check", "--dataset", "isic202", "--data-dir", str(tmp_path)], "'isic202'", "did you mean 'isic2020'")
+def test_unknown_dataset_name(tmp_path: Path, fails: Callable[..., str]) -> None:
+    fails(["data", "check", "--dataset", "isic202", "--data-dir", str(tmp_path)], "'isic202'", "did you mean 'isic2020'")
 
 
 def test_check_reports_every_problem_at_once(isic_dir: Path) -> None:

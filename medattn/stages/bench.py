@@ -1,0 +1,563 @@
+"""``medattn bench``: training, inference and explanation throughput, measured in one process.
+
+For each model it measures, with warm-up iterations excluded and CUDA synchronised around every
+timed region:
+
+- ``pure_train_img_s``: fwd + bwd + Adam on one random batch already on the device (bf16 autocast
+  and channels_last on CUDA), through :func:`medattn.engine.train_one_epoch` — the ceiling.
+- ``pipeline_train_img_s``: the real fast path of ``medattn train`` — the memory-mapped uint8
+  cache of a synthetic data set written in the ISIC 2020 on-disk format, batches copied to the
+  device and augmented there (:mod:`medattn.data.gpu`), same engine, precision and layout.
+- ``files_train_img_s``: the same, but images decoded from the JPEG files with the PIL transforms
+  on ``num_workers`` DataLoader workers.
+- ``seed_config_train_img_s``: the original project's settings: batch 4, fp32, PIL transforms
+  from the files on 0 workers, NCHW.
+- ``infer_img_s``: eval forward under bf16 + channels_last (CUDA) on random device batches.
+- ``attr_img_s`` / ``attr_single_img_s``: :func:`medattn.explain.attribute` per default method
+  of the model (fp32/TF32), batched and one image per call.
+
+The result (device name, torch/timm/captum versions, date, settings, per-model rates, ratios
+``pipeline/pure`` and ``pipeline/seed_config`` and the issue-8 targets) is written as JSON after
+every model, so a run cut short still leaves what it measured, and as a markdown table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import itertools
+import json
+import logging
+import platform
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from medattn.config import BenchConfig, quick_config
+from medattn.data import load_index, prepare_cache
+from medattn.data.gpu import build_device_loader, wants_channels_last
+from medattn.data.loader import ImageDataset
+from medattn.data.transforms import build_transform
+from medattn.engine import autocast, train_one_epoch
+from medattn.errors import ConfigError
+from medattn.explain import attribute, methods_for
+from medattn.models import MODELS, canonical_model_name, create_model
+from medattn.runtime import resolve_device, torch_flags
+
+__all__ = [
+    "RATE_FIELDS",
+    "SCHEMA",
+    "TARGETS",
+    "BenchConfig",
+    "BenchResult",
+    "bench",
+    "default_out",
+    "markdown_table",
+    "quick_config",
+    "resolve_models",
+    "write_synthetic_isic",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "medattn-bench/1"
+RATE_FIELDS = (
+    "pure_train_img_s",
+    "pipeline_train_img_s",
+    "files_train_img_s",
+    "seed_config_train_img_s",
+    "infer_img_s",
+)
+"""Per-model images/s fields (besides the per-method ``attr_img_s`` and ``attr_single_img_s``)."""
+
+TARGETS = {
+    "pipeline_over_pure_min": 0.9,
+    "resnet50_pipeline_over_seed_config_min": 15.0,
+    "resnet50_deeplift_img_s_min": 500.0,
+    "deit_tiny_transformer_lrp_batched_over_single_min": 20.0,
+}
+"""Issue 8's targets on one H100/H200 (evaluated only when the device is CUDA)."""
+
+
+@dataclass
+class BenchResult:
+    """What :func:`bench` measured; :meth:`to_json` is the file's content.
+
+    Attributes:
+        device: ``{"type", "name", "count", "capability"}``.
+        versions: python, torch, torchvision, timm, captum, cuda, cudnn, medattn.
+        date: ISO-8601 UTC time of the start.
+        settings: the resolved :class:`BenchConfig` plus the precision/layout used.
+        models: one record per model (rates in images/s and the two ratios).
+        errors: ``"model/measurement: message"`` for measurements that failed.
+        out: the JSON file written.
+    """
+
+    device: dict[str, Any]
+    versions: dict[str, str]
+    date: str
+    settings: dict[str, Any]
+    models: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    out: str | None = None
+
+    def targets(self) -> dict[str, Any]:
+        """Issue 8's targets against the measured rates (``None`` where not measured or not CUDA)."""
+        by = {m["model"]: m for m in self.models}
+        cuda = self.device.get("type") == "cuda"
+        checks: dict[str, Any] = {"evaluated": cuda}
+        ratios = [m.get("pipeline_over_pure") for m in self.models]
+        checks["pipeline_over_pure_all_models"] = (
+            all(r is not None and r >= TARGETS["pipeline_over_pure_min"] for r in ratios) if cuda and ratios else None
+        )
+        r50 = by.get("resnet50", {})
+        ratio = r50.get("pipeline_over_seed_config")
+        checks["resnet50_pipeline_over_seed_config"] = (
+            ratio >= TARGETS["resnet50_pipeline_over_seed_config_min"] if cuda and ratio is not None else None
+        )
+        dl = r50.get("attr_img_s", {}).get("deeplift")
+        checks["resnet50_deeplift"] = dl >= TARGETS["resnet50_deeplift_img_s_min"] if cuda and dl is not None else None
+        deit = by.get("deit_tiny", {})
+        b, s = (
+            deit.get("attr_img_s", {}).get("transformer-lrp"),
+            deit.get("attr_single_img_s", {}).get("transformer-lrp"),
+        )
+        checks["deit_tiny_transformer_lrp_batched_over_single"] = (
+            b / s >= TARGETS["deit_tiny_transformer_lrp_batched_over_single_min"] if cuda and b and s else None
+        )
+        return checks
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (schema ``medattn-bench/1``)."""
+        return {
+            "schema": SCHEMA,
+            "device": self.device,
+            "versions": self.versions,
+            "date": self.date,
+            "settings": self.settings,
+            "models": self.models,
+            "targets": {"thresholds": TARGETS, "met": self.targets()},
+            "errors": self.errors,
+        }
+
+
+# =============================================================================================
+# helpers
+# =============================================================================================
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, fn: Callable[[], int]) -> float:
+    """Seconds of ``fn()`` (which returns the number of images it processed) → images/s."""
+    _sync(device)
+    start = time.perf_counter()
+    n = fn()
+    _sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def _repeat(batch: tuple[torch.Tensor, torch.Tensor], n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for _ in range(n):
+        yield batch
+
+
+def _cycle(loader: Iterable, n: int) -> Iterator:
+    """``n`` batches from ``loader``, starting new epochs as needed."""
+    return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), n)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    for name in ("timm", "captum", "medattn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["cuda"] = str(torch.version.cuda)
+    out["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none"
+    return out
+
+
+def _device_info(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {
+            "type": "cuda",
+            "name": props.name,
+            "count": torch.cuda.device_count(),
+            "capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+        }
+    return {
+        "type": device.type,
+        "name": platform.processor() or platform.machine(),
+        "count": 1,
+        "capability": None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
+
+
+def default_out(device: dict[str, Any], date: str, quick: bool) -> Path:
+    """``benchmarks/results/<gpu>-<date>.json`` for full CUDA runs; elsewhere a file in the working
+    directory (CPU and ``--quick`` numbers never land among the GPU results)."""
+    name = f"{_slug(str(device.get('name')))}-{date[:10]}.json"
+    if device.get("type") == "cuda" and not quick:
+        return Path("benchmarks") / "results" / name
+    return Path(f"medattn-bench-{name}")
+
+
+def write_synthetic_isic(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> Path:
+    """A synthetic data set in the ISIC 2020 layout (``train.csv`` + ``jpeg/train/<id>.jpg``).
+
+    Images are smooth colour fields with texture, JPEG-encoded at ``size`` (height, width), so
+    decoding costs what real dermoscopy photos of that size cost.
+
+    Args:
+        root: folder to write.
+        n: number of images (4 per patient, every third one melanoma).
+        size: ``(height, width)`` of the JPEG files.
+        seed: seed of the image content.
+
+    Returns:
+        ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    folder = root / "jpeg" / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    texture = rng.normal(0, 12, size=(h, w, 1))
+    names = [f"ISIC_{k:07d}" for k in range(n)]
+    for k, name in enumerate(names):
+        small = rng.uniform(40, 220, size=(6, 8, 3)).astype(np.uint8)
+        base = np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR), dtype=np.float64)
+        img = np.clip(base + np.roll(texture, k * 7, axis=1), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{name}.jpg", quality=90)
+    target = [int(k % 3 == 0) for k in range(n)]
+    pd.DataFrame(
+        {
+            "image_name": names,
+            "patient_id": [f"IP_{k // 4:05d}" for k in range(n)],
+            "sex": "female",
+            "age_approx": 50,
+            "anatom_site_general_challenge": "torso",
+            "diagnosis": ["melanoma" if t else "nevus" for t in target],
+            "benign_malignant": ["malignant" if t else "benign" for t in target],
+            "target": target,
+        }
+    ).to_csv(root / "train.csv", index=False)
+    return root
+
+
+# =============================================================================================
+# measurements
+# =============================================================================================
+class _Bench:
+    """One benchmark run: the device, the data set and the measurements of one model."""
+
+    def __init__(self, cfg: BenchConfig, device: torch.device, index: Any) -> None:
+        self.cfg, self.device, self.index = cfg, device, index
+        self.cuda = device.type == "cuda"
+
+    def model(self, name: str) -> nn.Module:
+        torch.manual_seed(0)
+        return create_model(name, 2, pretrained="none", img_size=self.cfg.img_size, nr_layers=self.cfg.nr_layers).to(
+            self.device
+        )
+
+    def _train(self, model: nn.Module, batches: Iterable, amp: bool) -> int:
+        opt = self._opt
+        out = train_one_epoch(model, batches, opt, nn.CrossEntropyLoss(), self.device, amp=amp, progress=False)
+        return out.n_images
+
+    def train_rate(self, model: nn.Module, make_batches: Callable[[int], Iterable], steps: int, *, amp: bool) -> float:
+        """images/s of ``steps`` training steps after ``warmup`` untimed ones (fresh Adam)."""
+        self._opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        if self.cfg.warmup:
+            self._train(model, make_batches(self.cfg.warmup), amp)
+        return _timed(self.device, lambda: self._train(model, make_batches(steps), amp))
+
+    def random_batch(self, batch: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator(device=self.device).manual_seed(0)
+        x = torch.randn((batch, 3, self.cfg.img_size, self.cfg.img_size), device=self.device, generator=g)
+        y = torch.randint(0, 2, (batch,), device=self.device, generator=g)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x, y
+
+    def file_loader(self, batch: int, workers: int) -> torch.utils.data.DataLoader:
+        """The PIL path over the JPEG files (the cache is bypassed on purpose)."""
+        frame = self.index.split("train")
+        ds = ImageDataset(frame, build_transform(self.cfg.img_size, "direct_resize", train=True))
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.cuda,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def measure(self, name: str, record: dict[str, Any], errors: list[str]) -> None:
+        """Fill ``record`` with every rate of model ``name`` (failures go to ``errors``)."""
+        cfg, dev = self.cfg, self.device
+        amp = self.cuda
+        model = self.model(name)
+        record["params"] = sum(p.numel() for p in model.parameters())
+        cl = wants_channels_last(model, dev, amp)
+        record["channels_last"] = cl
+        record["amp_bf16"] = amp
+
+        def attempt(key: str, fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except Exception as exc:  # one failed measurement must not lose the rest of a timed GPU session
+                errors.append(f"{name}/{key}: {type(exc).__name__}: {exc}")
+                log.warning("bench %s/%s failed: %s", name, key, exc)
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                return None
+
+        model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        fast = torch.compile(model) if cfg.compile else model
+        batch = self.random_batch(cfg.batch_size, cl)
+        record["pure_train_img_s"] = attempt(
+            "pure_train", lambda: self.train_rate(fast, lambda n: _repeat(batch, n), cfg.steps, amp=amp)
+        )
+        batch = None  # free the device memory before the next measurement
+        loader = build_device_loader(
+            self.index,
+            "train",
+            img_size=cfg.img_size,
+            batch_size=cfg.batch_size,
+            device=dev,
+            train=True,
+            seed=0,
+            channels_last=cl,
+            drop_last=True,
+        )
+        record["pipeline_train_img_s"] = attempt(
+            "pipeline_train", lambda: self.train_rate(fast, lambda n: _cycle(loader, n), cfg.steps, amp=amp)
+        )
+        files = self.file_loader(cfg.batch_size, cfg.num_workers)
+        record["files_train_img_s"] = attempt(
+            "files_train", lambda: self.train_rate(fast, lambda n: _cycle(files, n), cfg.files_steps, amp=amp)
+        )
+        files = None  # stop its workers before the next measurement
+        # The original project's configuration: batch 4, fp32, NCHW, PIL on 0 workers, eager.
+        model.to(memory_format=torch.contiguous_format)
+        seed_files = self.file_loader(cfg.seed_batch_size, 0)
+        record["seed_config_train_img_s"] = attempt(
+            "seed_config_train",
+            lambda: self.train_rate(model, lambda n: _cycle(seed_files, n), cfg.seed_steps, amp=False),
+        )
+        model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        record["infer_img_s"] = attempt("infer", lambda: self.infer_rate(model, cl, amp))
+        record["attr_img_s"], record["attr_single_img_s"] = {}, {}
+        model.to(memory_format=torch.contiguous_format)
+        for method in methods_for(model):
+            record["attr_img_s"][method] = attempt(
+                f"attr/{method}",
+                lambda m=method: self.attr_rate(attribute, model, m, cfg.attr_batch_size, cfg.attr_steps),
+            )
+            record["attr_single_img_s"][method] = attempt(
+                f"attr_single/{method}", lambda m=method: self.attr_rate(attribute, model, m, 1, cfg.single_steps)
+            )
+        pipe, pure, seed = (
+            record.get(k) for k in ("pipeline_train_img_s", "pure_train_img_s", "seed_config_train_img_s")
+        )
+        record["pipeline_over_pure"] = pipe / pure if pipe and pure else None
+        record["pipeline_over_seed_config"] = pipe / seed if pipe and seed else None
+
+    @torch.no_grad()
+    def infer_rate(self, model: nn.Module, cl: bool, amp: bool) -> float:
+        model.eval()
+        x, _ = self.random_batch(self.cfg.infer_batch_size, cl)
+
+        def run(n: int) -> int:
+            with autocast(self.device, amp):
+                for _ in range(n):
+                    model(x)
+            return n * x.shape[0]
+
+        run(self.cfg.warmup)
+        return _timed(self.device, lambda: run(self.cfg.infer_steps))
+
+    def attr_rate(self, attribute: Callable, model: nn.Module, method: str, batch: int, steps: int) -> float:
+        """images/s of :func:`medattn.explain.attribute` on ``batch`` images per call (fp32/TF32)."""
+        x, _ = self.random_batch(batch, False)
+        target = torch.zeros(batch, dtype=torch.long, device=self.device)
+
+        def run(n: int) -> int:
+            for _ in range(n):
+                attribute(model, x, method, target)
+            return n * batch
+
+        run(min(1, self.cfg.warmup))
+        return _timed(self.device, lambda: run(steps))
+
+
+# =============================================================================================
+# entry points
+# =============================================================================================
+def resolve_models(models: Sequence[str]) -> list[str]:
+    """Canonical model names; ``all`` (or nothing) means every registered model."""
+    names = [m.strip() for part in models for m in str(part).split(",") if m.strip()]
+    if not names or names == ["all"]:
+        return list(MODELS.names())
+    return [canonical_model_name(m) for m in names]
+
+
+def bench(cfg: BenchConfig, *, echo: Callable[[str], None] = print) -> BenchResult:
+    """Measure training, inference and explanation throughput (SPEC §6, issue 8); write the JSON
+    (after every model) and the markdown table.
+
+    Torch's TF32 and cuDNN autotuning flags, which the measurements turn on, are restored on return.
+
+    Args:
+        cfg: the options (:func:`quick_config` for the tiny CPU version).
+        echo: where progress lines and the final table go.
+
+    Returns:
+        The :class:`BenchResult` (``out`` is the JSON path; the table is next to it as ``.md``).
+
+    Raises:
+        ConfigError: an unavailable device, or too few images for the batch size.
+    """
+    with torch_flags():
+        return _run(cfg, echo)
+
+
+def _run(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchResult:
+    models = resolve_models(cfg.models)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        # cuDNN autotuning for the fixed shapes; TF32 for the fp32 explanations and the seed config
+        # (as any Ampere+ user of that configuration gets by default in cuDNN convolutions).
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    date = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    info = _device_info(device)
+    settings = {
+        **dataclasses.asdict(cfg),
+        "models": models,
+        "amp": "bf16" if device.type == "cuda" else "fp32",
+        "channels_last": "CNNs on CUDA" if device.type == "cuda" else "no",
+        "synthetic_format": "isic2020 (train.csv + jpeg/train/*.jpg)",
+    }
+    result = BenchResult(device=info, versions=_versions(), date=date, settings=settings)
+    out = Path(cfg.out) if cfg.out else default_out(info, date, cfg.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.out = str(out)
+
+    with tempfile.TemporaryDirectory(prefix="medattn-bench-") as tmp:
+        root = Path(cfg.work_dir) if cfg.work_dir else Path(tmp)
+        data_dir = root / "isic2020"
+        echo(
+            f"writing {cfg.num_images} synthetic ISIC-format JPEGs ({cfg.source_size[0]}x{cfg.source_size[1]}) "
+            f"and their {cfg.img_size} px cache to {data_dir}"
+        )
+        t0 = time.perf_counter()
+        write_synthetic_isic(data_dir, cfg.num_images, tuple(cfg.source_size))
+        prepare_cache("isic2020", data_dir, img_size=cfg.img_size)
+        echo(f"data ready in {time.perf_counter() - t0:.1f} s on {info['name']} ({device})")
+        index = load_index("isic2020", data_dir)
+        n_train = len(index.split("train"))
+        if n_train < max(cfg.batch_size, cfg.seed_batch_size):
+            raise ConfigError(
+                f"--num-images {cfg.num_images} gives {n_train} training images, fewer than "
+                f"--batch-size {cfg.batch_size}; raise --num-images."
+            )
+        bench = _Bench(cfg, device, index)
+        for name in models:
+            t0 = time.perf_counter()
+            record: dict[str, Any] = {"model": name}
+            bench.measure(name, record, result.errors)
+            record["seconds"] = round(time.perf_counter() - t0, 1)
+            result.models.append(record)
+            out.write_text(json.dumps(result.to_json(), indent=2))
+            echo(
+                f"{name}: " + ", ".join(f"{k}={_fmt(record.get(k))}" for k in RATE_FIELDS) + f" ({record['seconds']} s)"
+            )
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    table = markdown_table(result)
+    out.with_suffix(".md").write_text(table + "\n")
+    echo(table)
+    if result.errors:
+        echo(f"{len(result.errors)} measurement(s) failed: " + "; ".join(result.errors))
+    echo(f"Wrote {out} and {out.with_suffix('.md')}")
+    return result
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def markdown_table(result: BenchResult | dict[str, Any]) -> str:
+    """The README table of a result (or of a loaded JSON document).
+
+    Args:
+        result: a :class:`BenchResult` or the dict :meth:`BenchResult.to_json` produced.
+
+    Returns:
+        Markdown: a caption line (device, versions, date, settings) and one row per model.
+    """
+    doc = result.to_json() if isinstance(result, BenchResult) else result
+    dev, ver, st = doc["device"], doc["versions"], doc["settings"]
+    caption = (
+        f"{dev['name']} ({dev['type']}), torch {ver['torch']}, timm {ver.get('timm')}, captum {ver.get('captum')}, "
+        f"{doc['date'][:10]}; batch {st['batch_size']}, {st['img_size']} px, {st['amp']}, channels_last: "
+        f"{st['channels_last']}; seed config: batch {st['seed_batch_size']}, fp32, PIL, 0 workers; "
+        f"files: PIL on {st['num_workers']} workers. Images/s."
+    )
+    head = (
+        "model",
+        "pure train",
+        "pipeline train",
+        "files train",
+        "seed config train",
+        "pipeline/pure",
+        "pipeline/seed",
+        "inference",
+        "attribution batched (1 image/call)",
+    )
+    lines = [caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in doc["models"]:
+        attr = ", ".join(
+            f"{k} {_fmt(v)} ({_fmt(m.get('attr_single_img_s', {}).get(k), 1)})"
+            for k, v in m.get("attr_img_s", {}).items()
+        )
+        cells = [
+            m["model"],
+            *(_fmt(m.get(k)) for k in RATE_FIELDS[:4]),
+            _fmt(m.get("pipeline_over_pure"), 2),
+            _fmt(m.get("pipeline_over_seed_config"), 1),
+            _fmt(m.get("infer_img_s")),
+            attr,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

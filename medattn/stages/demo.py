@@ -1,0 +1,173 @@
+"""The ``demo`` stage: the whole lifecycle on the synthetic demo set, on a CPU in minutes.
+
+Synthesise the demo set; per variant train, test, explain and draw figures; promote the best;
+compare the variants. Runs nest under one parent run (kind ``demo``); under ``mlflow run`` the
+project run is that parent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medattn import tracking
+from medattn.config import (
+    DEMO_MODEL_OVERRIDES,
+    DEMO_TRAIN_DEFAULTS,
+    CompareConfig,
+    DemoConfig,
+    FiguresConfig,
+    InterpretConfig,
+    PromoteConfig,
+    TestConfig,
+    build_train_config,
+    load_yaml,
+)
+from medattn.data import write_synthetic
+from medattn.stages.compare import compare
+from medattn.stages.evaluate import test
+from medattn.stages.figures import figures
+from medattn.stages.interpret import interpret
+from medattn.stages.promote import PromoteResult, promote
+from medattn.stages.train import train
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Outcome of :func:`demo`: the parent run and one row per model."""
+
+    parent_run_id: str
+    table: pd.DataFrame
+    tracking_uri: str
+    train_runs: dict[str, str]
+    test_runs: dict[str, str]
+    xai: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, method, deletion_auc, ...
+    interpret_runs: dict[str, str] = field(default_factory=dict)
+    promoted: PromoteResult | None = None
+    compare_run_id: str | None = None
+
+
+def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
+    m = tres.metrics
+    return {
+        "model": name,
+        "best_epoch": res.best_epoch,
+        "val_auc": res.best_metrics.get("val_auc", math.nan),
+        "test_auc": m.get("test_auc", math.nan),
+        "test_auc_ci": f"[{m.get('test_auc_ci_low', math.nan):.3f}, {m.get('test_auc_ci_high', math.nan):.3f}]",
+        "test_balanced_accuracy": m.get("test_balanced_accuracy", math.nan),
+        "test_f1": m.get("test_f1", math.nan),
+        "train_s": round(seconds, 1),
+        "train_run": res.run_id,
+    }
+
+
+def _variant(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, Any], echo) -> None:
+    """Train, test and (with ``explain_images``) explain and draw one variant under the parent run."""
+    uri, parent_id = ctx["uri"], ctx["parent_id"]
+    explicit = {
+        "dataset": "demo",
+        "data_dir": str(cfg.data_dir),
+        "model": name,
+        "experiment": ctx["experiment"],
+        "epochs": cfg.epochs,
+        "device": cfg.device,
+        "tracking_uri": uri,
+    }
+    per_model = {} if cfg.config_file else DEMO_MODEL_OVERRIDES.get(name, {})
+    tcfg = build_train_config({**base, **per_model, **{k: v for k, v in explicit.items() if v is not None}})
+    t0 = time.perf_counter()
+    res = train(tcfg, parent_run_id=parent_id, progress=ctx["progress"])
+    seconds = time.perf_counter() - t0
+    tres = test(
+        TestConfig(run_id=res.run_id, tracking_uri=uri, device=cfg.device),
+        parent_run_id=parent_id,
+        progress=ctx["progress"],
+    )
+    ctx["train_runs"][name], ctx["test_runs"][name] = res.run_id, tres.run_id
+    ctx["rows"].append(_row(name, res, tres, seconds))
+    m = tres.metrics
+    line = (
+        f"    test AUC {m.get('test_auc', math.nan):.3f}, balanced accuracy "
+        f"{m.get('test_balanced_accuracy', math.nan):.3f} (trained in {seconds:.0f} s)"
+    )
+    if cfg.explain_images:
+        ires = interpret(
+            InterpretConfig(
+                run_id=res.run_id,
+                tracking_uri=uri,
+                device=cfg.device,
+                max_images=cfg.explain_images,
+                steps=cfg.explain_steps,
+            ),
+            parent_run_id=parent_id,
+            progress=ctx["progress"],
+        )
+        ctx["interpret_runs"][name] = ires.run_id
+        figures(FiguresConfig(run_id=ires.run_id, tracking_uri=uri))
+        ctx["xai_rows"] += [{"model": name, **r.to_dict()} for _, r in ires.scores.iterrows()]
+        pg = {r["method"]: r.get("pointing_game", math.nan) for _, r in ires.scores.iterrows()}
+        line += "; pointing game " + ", ".join(f"{k} {v:.2f}" for k, v in pg.items())
+    echo(line)
+
+
+def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
+    """Synthesise the demo set; per variant train, test, explain and draw figures; promote the best;
+    compare the variants.
+
+    The best variant by ``val_auc`` gets the ``champion`` alias of ``medattn-demo``. Last, a
+    top-level ``compare`` run in the same experiment holds the comparison table and figures across
+    variants.
+    """
+    uri = tracking.connect(cfg.tracking_uri)
+    base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
+    base.pop("grid", None)
+    data_dir = Path(cfg.data_dir)
+    if not (data_dir / "labels.csv").is_file():
+        echo(f"writing the synthetic demo set ({cfg.n} images) to {data_dir}")
+        write_synthetic(data_dir, n=cfg.n, img_size=cfg.synth_size, seed=cfg.seed)
+    project = tracking.project_run_id(claim=True)  # the project run is the parent; later stages start their own
+    experiment_id = None if project else tracking.ensure_experiment(cfg.experiment, uri)
+    ctx: dict[str, Any] = {
+        "uri": uri,
+        "progress": progress,
+        "rows": [],
+        "xai_rows": [],
+        "train_runs": {},
+        "test_runs": {},
+        "interpret_runs": {},
+    }
+    with tracking.stage_run(
+        experiment_id=experiment_id, run_id=project, run_name="demo", tags={tracking.TAG_KIND: "demo"}
+    ) as parent_id:
+        ctx["parent_id"] = parent_id
+        ctx["experiment"] = tracking.experiment_name_of(tracking.get_run(parent_id).info.experiment_id)
+        for i, name in enumerate(cfg.models):
+            echo(f"[{i + 1}/{len(cfg.models)}] {name}: train, test" + (", interpret" if cfg.explain_images else ""))
+            _variant(cfg, name, base, ctx, echo)
+        table, xai = pd.DataFrame(ctx["rows"]), pd.DataFrame(ctx["xai_rows"])
+        tracking.log_text(table.to_csv(index=False), tracking.COMPARISON_CSV)
+        if len(xai):
+            tracking.log_text(xai.to_csv(index=False), tracking.XAI_CSV)
+        promoted = None
+        if cfg.promote:
+            promoted = promote(PromoteConfig(experiment=ctx["experiment"], metric="val_auc", tracking_uri=uri))
+            tracking.set_tags({tracking.TAG_CHAMPION: f"{promoted.model_uri} ({promoted.variant})"})
+    compared = compare(CompareConfig(experiment=ctx["experiment"], tracking_uri=uri))
+    return DemoResult(
+        parent_id,
+        table,
+        uri,
+        ctx["train_runs"],
+        ctx["test_runs"],
+        xai,
+        ctx["interpret_runs"],
+        promoted,
+        compared.run_id,
+    )

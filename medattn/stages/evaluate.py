@@ -1,0 +1,110 @@
+"""The ``evaluate`` stage (the ``medattn test`` command): a trained model on a split, with
+bootstrap CIs, predictions and figures, logged to a new run linked to its source (SPEC §5, "test")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from torch import nn
+
+from medattn import engine, plots, tracking
+from medattn.config import TestConfig
+from medattn.errors import MedattnError
+from medattn.metrics import test_metrics
+from medattn.runtime import resolve_device
+from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """Outcome of :func:`test`: the new run and its ``test_*`` metrics."""
+
+    __test__ = False  # not a pytest class
+
+    run_id: str
+    source_run_id: str | None
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    tracking_uri: str
+
+
+def source_tags(kind: str, loaded: LoadedModel, split: str) -> dict[str, str]:
+    """Tags of a run that reads a trained model (test, interpret)."""
+    tcfg = loaded.config
+    tags = {
+        tracking.TAG_KIND: kind,
+        tracking.TAG_DATASET: tcfg.data.dataset,
+        tracking.TAG_MODEL: tcfg.model.model,
+        tracking.TAG_SPLIT: split,
+        tracking.TAG_PERC_TRAIN: str(tcfg.data.perc_train),
+    }
+    if loaded.source_run_id:
+        tags[tracking.TAG_SOURCE_RUN] = loaded.source_run_id
+    return tags
+
+
+def _log_figures(loaded: LoadedModel, out: engine.EpochOutput, split: str) -> None:
+    names = list(loaded.class_names) or [str(k) for k in range(loaded.num_classes)]
+    title = f"{loaded.config.model.model} — {split}"
+    tracking.log_figure(
+        plots.roc_curve_figure(out.y_true, out.scores, title=title, class_names=names),
+        f"{tracking.TEST_FIGURES_DIR}/roc_curve.png",
+    )
+    tracking.log_figure(
+        plots.confusion_matrix_figure(out.y_true, out.scores.argmax(1), names, title=title),
+        f"{tracking.TEST_FIGURES_DIR}/confusion_matrix.png",
+    )
+
+
+def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
+    """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test")."""
+    uri = tracking.connect(cfg.tracking_uri)
+    split = cfg.split
+    loaded = load_trained(cfg.run_id, cfg.model_uri, cfg.ckpt)
+    tcfg = loaded.config
+    device = resolve_device(cfg.device)
+    index = data_index(tcfg, cfg.data_dir)
+    if index.num_classes != loaded.num_classes:
+        raise MedattnError(
+            f"the model predicts {loaded.num_classes} classes but the data has {index.num_classes}; "
+            "use the same task options (--multiclass) as in training."
+        )
+    loader = make_loader(index, split, tcfg, train=False, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    frame = index.split(split)
+    experiment_id = tracking.stage_experiment(cfg.experiment, tcfg.data.dataset, uri, loaded.source_run_id)
+    model = loaded.model.to(device)
+    with tracking.stage_run(
+        experiment_id=experiment_id,
+        run_id=tracking.project_run_id(parent_run_id),
+        run_name=f"test-{tcfg.model.model}-{split}",
+        tags=source_tags("test", loaded, split),
+        parent_run_id=parent_run_id,
+    ) as run_id:
+        tracking.log_params(
+            {
+                "source_run_id": loaded.source_run_id,
+                "model_uri": cfg.model_uri,
+                "checkpoint": loaded.checkpoint,
+                "split": split,
+                "model": tcfg.model.model,
+                "dataset": tcfg.data.dataset,
+                "img_size": tcfg.data.img_size,
+                "perc_train": tcfg.data.perc_train,
+                "n_boot": cfg.n_boot,
+            }
+        )
+        out = engine.evaluate(
+            model, loader, nn.CrossEntropyLoss(), device, amp=False, desc=f"test {split}", progress=progress
+        )
+        metrics = {
+            "loss": out.loss,
+            **test_metrics(out.y_true, out.scores, n_boot=cfg.n_boot, seed=cfg.seed),
+            "n_images": float(out.n_images),
+        }
+        logged = tracking.finite({f"test_{k}": v for k, v in metrics.items()})
+        tracking.log_metrics(logged)
+        preds = predictions_frame(frame["image_id"].astype(str).tolist(), out.y_true, out.scores)
+        tracking.log_text(preds.to_csv(index=False), tracking.PREDICTIONS)
+        _log_figures(loaded, out, split)
+    return TestResult(run_id, loaded.source_run_id, logged, preds, uri)

@@ -1,0 +1,490 @@
+"""The ``search`` stage: Optuna search over learning rate and batch size, every trial a tracked training run.
+
+One *study* lives in an Optuna storage (default ``sqlite:///optuna.db`` in the working directory;
+any RDB URL such as ``postgresql://...`` works, so several workers can share one study). Each
+invocation of :func:`search` loads the study if it exists (``load_if_exists``) and adds
+``n_trials`` trials to it, under **one parent MLflow run** (tag ``medattn.kind=search``). Each trial
+**is** a ``medattn train`` run, nested under that parent and tagged ``medattn.trial_number``:
+
+* completed trials end FINISHED, pruned trials KILLED, failed trials FAILED;
+* the parent gets params ``best_lr`` / ``best_batch_size``, metric ``best_value`` and tag
+  ``best_trial_run_id`` (the best trial of the whole study, earlier invocations included).
+
+Search space (defaults; both configurable):
+
+* ``lr``: log-uniform in ``[1e-6, 1e-2]`` (Adam; the paper used 1e-4 by hand);
+* ``batch_size``: categorical over ``8, 16, 32, 64``.
+
+Sampler: TPE seeded with ``seed + number of trials already in the study``, so a run is
+reproducible (with ``n_jobs=1``) yet a resumed study does not replay the first invocation's random
+start-up points. Pruner: :class:`optuna.pruners.MedianPruner` with ``n_startup_trials=5`` (no
+pruning until five trials have completed) and ``n_warmup_steps=1`` (a trial is never pruned at
+the end of its first epoch), fed one ``trial.report(value, epoch)`` per epoch.
+
+Each trial's ``checkpoints/best.pt`` is selected by the searched metric, so the trial's value is
+the value of its checkpoint. Trials log no MLflow model unless ``log_models`` is set (a search
+writes many runs; ``medattn train --register`` or ``promote`` is how a model reaches the registry).
+
+Workers that die (issue 14.6): the storage records a heartbeat of every running trial every
+``heartbeat_s`` seconds. A trial whose heartbeat is older than twice that is *stale*: the next
+worker that asks the study for a trial marks it FAIL, queues a retry with the same parameters
+(:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, at most ``trial_retries`` times) and
+ends the dead worker's MLflow runs (the trial's and its parent) FAILED. Each trial records its
+MLflow run id (user attribute ``mlflow_run_id``) as soon as that run starts, so even a killed
+trial names its run. The parent run gets Optuna's optimisation history and parameter importance
+plots (``figures/``).
+
+The storage URL comes from ``--storage``, else from ``$OPTUNA_STORAGE`` (so credentials never
+pass through ``mlflow run -P``, which logs every parameter), else ``sqlite:///optuna.db``; its
+password is never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import matplotlib.pyplot as plt
+import optuna
+import sqlalchemy.exc
+import torch
+from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+from medattn import tracking
+from medattn.config import DEFAULT_STORAGE, SearchConfig, TrainConfig, build_train_config, parse_batch_sizes
+from medattn.errors import ConfigError, MedattnError
+from medattn.stages.common import data_index
+from medattn.stages.train import train
+from medattn.tracking import (
+    TAG_BEST_TRIAL_NUMBER,
+    TAG_BEST_TRIAL_RUN,
+    TAG_RETRY_OF,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+    redact_url,
+)
+
+__all__ = [
+    "TAG_BEST_TRIAL_NUMBER",
+    "TAG_BEST_TRIAL_RUN",
+    "TAG_STUDY",
+    "TAG_TRIAL_NUMBER",
+    "TAG_TRIAL_STATE",
+    "TRIAL_ATTR_PARENT_RUN_ID",
+    "TRIAL_ATTR_RUN_ID",
+    "ENV_STORAGE",
+    "SearchConfig",
+    "SearchResult",
+    "absolute_storage",
+    "parse_batch_sizes",
+    "redact_url",
+    "resolve_storage",
+    "search",
+]
+
+TRIAL_ATTR_RUN_ID = "mlflow_run_id"
+TRIAL_ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
+ENV_STORAGE = "OPTUNA_STORAGE"
+"""Environment variable with the Optuna storage URL (credentials included) when ``--storage`` is not given."""
+
+
+def resolve_storage(storage: str | None) -> str:
+    """``storage``, else ``$OPTUNA_STORAGE``, else ``sqlite:///optuna.db``; relative sqlite paths made absolute."""
+    url = (storage or "").strip() or os.environ.get(ENV_STORAGE, "").strip() or DEFAULT_STORAGE
+    return absolute_storage(url)
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Hide Optuna's ExperimentalWarning (heartbeat, retry callback, matplotlib plots): the features are used on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def absolute_storage(url: str) -> str:
+    """``sqlite:///optuna.db`` → ``sqlite:////<cwd>/optuna.db``, so logs say where the study is."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix) :] not in ("", ":memory:"):
+        return prefix + str(Path(url[len(prefix) :]).resolve())
+    return url
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Outcome of :func:`search`.
+
+    Attributes:
+        parent_run_id: the search's parent MLflow run.
+        experiment_id: its experiment.
+        tracking_uri: the MLflow store.
+        study_name: the Optuna study.
+        storage: its storage URL (password redacted).
+        trial_run_ids: trial number → MLflow run id, for this invocation's trials.
+        states: trial number → ``COMPLETE`` | ``PRUNED`` | ``FAIL``, for this invocation's trials.
+        n_study_trials: trials in the study after this invocation (earlier ones included).
+        best_value: best metric value of the study (``None`` when no trial completed).
+        best_params: its ``lr`` and ``batch_size``.
+        best_trial_run_id: the MLflow run of the best trial.
+    """
+
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    study_name: str
+    storage: str
+    trial_run_ids: dict[int, str]
+    states: dict[int, str]
+    n_study_trials: int
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_trial_run_id: str | None = None
+
+
+def _train_overrides(cfg: SearchConfig, metric: str, experiment: str | None) -> dict[str, Any]:
+    base = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "data_dir": cfg.data_dir,
+        "epochs": cfg.epochs,
+        "img_size": cfg.img_size,
+        "device": cfg.device,
+        "tracking_uri": cfg.tracking_uri,
+        **dict(cfg.train_overrides),
+        # the checkpoint (and logged model) of a trial is the best one by the searched metric
+        "select_metric": metric,
+    }
+    if experiment is not None:
+        base["experiment"] = experiment
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def _build_trial_config(cfg: SearchConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    return build_train_config(overrides, config_file=cfg.config_file)
+
+
+def _end_dead_run(run_id: str, tags: Mapping[str, str] | None = None) -> None:
+    """End a dead worker's run FAILED if it is still RUNNING (a run in another store is left alone)."""
+    try:
+        if tracking.get_run(run_id).info.status != "RUNNING":
+            return
+    except MedattnError:  # not in this tracking store: the dead worker logged elsewhere
+        return
+    if tags:
+        tracking.set_tags(tags, run_id=run_id)
+    tracking.set_terminated(run_id, "FAILED")
+
+
+class StaleTrialCallback:
+    """Optuna's ``heartbeat_stale_trial_callback``: a trial whose worker died is retried, and the
+    worker's MLflow runs (the trial's and the search's parent) end FAILED instead of RUNNING forever."""
+
+    def __init__(self, max_retry: int) -> None:
+        """Args:
+        max_retry: retries of one trial (a retry that dies too counts).
+        """
+        with _quiet_optuna():
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Queue the retry, then close the dead worker's runs."""
+        self.retry(study, trial)
+        if trial.user_attrs.get(TRIAL_ATTR_RUN_ID):
+            _end_dead_run(trial.user_attrs[TRIAL_ATTR_RUN_ID], {TAG_TRIAL_STATE: "FAIL"})
+        if trial.user_attrs.get(TRIAL_ATTR_PARENT_RUN_ID):
+            _end_dead_run(trial.user_attrs[TRIAL_ATTR_PARENT_RUN_ID])
+
+
+def _rdb_storage(cfg: SearchConfig) -> optuna.storages.BaseStorage:
+    """The RDB storage of ``cfg.storage``, with a heartbeat and a retry of stale trials unless ``heartbeat_s`` is 0."""
+    heartbeat: dict[str, Any] = {}
+    if cfg.heartbeat_s:
+        heartbeat = dict(
+            heartbeat_interval=cfg.heartbeat_s,
+            heartbeat_stale_trial_callback=StaleTrialCallback(cfg.trial_retries),
+        )
+    with _quiet_optuna():
+        return optuna.storages.get_storage(optuna.storages.RDBStorage(cfg.storage, **heartbeat))
+
+
+def _get_storage(cfg: SearchConfig, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage, retrying the schema-creation race of workers that start together.
+
+    Two workers opening a fresh database at the same moment both try to create Optuna's tables;
+    one of them fails with a unique-constraint violation (PostgreSQL's ``pg_type`` index). The
+    tables exist by then, so opening again succeeds.
+    """
+    for attempt in range(attempts - 1):
+        try:
+            return _rdb_storage(cfg)
+        except sqlalchemy.exc.IntegrityError:
+            time.sleep(0.5 * (attempt + 1))
+    return _rdb_storage(cfg)
+
+
+def _open_study(cfg: SearchConfig, name: str, mode: str, batch_sizes: tuple[int, ...], pruner):
+    """Create or load the study; ConfigError for a storage that does not open or a study that clashes."""
+    direction = "maximize" if mode == "max" else "minimize"
+    try:
+        storage = _get_storage(cfg)
+        existing = sum(1 for s in storage.get_all_studies() if s.study_name == name)
+    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        password = urlsplit(cfg.storage).password
+        if password:  # a driver may quote the URL back
+            first = first.replace(password, "***")
+        raise ConfigError(
+            f"cannot open the Optuna storage {redact_url(cfg.storage)!r} ({first[:160]}); give an RDB URL such as sqlite:///optuna.db."
+        ) from None
+    n_before = 0
+    if existing:
+        old = optuna.load_study(study_name=name, storage=storage)
+        if len(old.directions) != 1 or old.direction.name.lower() != direction:
+            raise ConfigError(
+                f"study {name!r} in {redact_url(cfg.storage)!r} already exists with direction "
+                f"{', '.join(d.name.lower() for d in old.directions)}; use another --study-name for --mode {mode}."
+            )
+        for t in old.get_trials(deepcopy=False):
+            dist = t.distributions.get("batch_size")
+            if dist is not None and tuple(dist.choices) != batch_sizes:
+                raise ConfigError(
+                    f"study {name!r} searched batch sizes {','.join(map(str, dist.choices))}; use the same "
+                    "--batch-sizes to add trials to it, or another --study-name."
+                )
+        n_before = len(old.get_trials(deepcopy=False))
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed + n_before)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True
+    )
+    return study, n_before
+
+
+def _pruner_name(pruner, cfg: SearchConfig) -> str:
+    if isinstance(pruner, optuna.pruners.MedianPruner):
+        return (
+            f"{type(pruner).__name__}(n_startup_trials={cfg.prune_startup_trials}, "
+            f"n_warmup_steps={cfg.prune_warmup_epochs})"
+        )
+    return type(pruner).__name__
+
+
+def _retried_trial_number(trial: optuna.Trial) -> int | None:
+    """The number of the (first) trial that ``trial`` retries after its worker died, else ``None``."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    with _quiet_optuna():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+
+
+def _objective(cfg: SearchConfig, overrides: Mapping[str, Any], parent_id: str, trial_runs: dict[int, str], model: str):
+    """The Optuna objective: one nested training run per trial, reported and pruned per epoch."""
+    metric = cfg.metric
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", cfg.lr_min, cfg.lr_max, log=True)
+        batch_size = trial.suggest_categorical("batch_size", list(cfg.batch_sizes))
+        trial.set_user_attr(TRIAL_ATTR_PARENT_RUN_ID, parent_id)
+        tcfg = _build_trial_config(
+            cfg, {**overrides, "lr": lr, "batch_size": batch_size, "run_name": f"trial-{trial.number}-{model}"}
+        )
+        tags = {TAG_TRIAL_NUMBER: str(trial.number), TAG_STUDY: trial.study.study_name}
+        retry_of = _retried_trial_number(trial)
+        if retry_of is not None:
+            tags[TAG_RETRY_OF] = str(retry_of)
+
+        def on_run_start(run_id: str) -> None:  # recorded before any epoch: a killed trial still names its run
+            trial.set_user_attr(TRIAL_ATTR_RUN_ID, run_id)
+            trial_runs[trial.number] = run_id
+
+        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
+            value = metrics.get(metric, math.nan)
+            if value is not None and math.isfinite(value):
+                trial.report(float(value), epoch)
+            if trial.should_prune():
+                tracking.set_tags({TAG_TRIAL_STATE: "PRUNED"})
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} with {metric}={value:.4g}")
+
+        try:
+            result = train(
+                tcfg,
+                parent_run_id=parent_id,
+                epoch_callback=on_epoch,
+                on_run_start=on_run_start,
+                log_model=cfg.log_models,
+                progress=False,
+                extra_tags=tags,
+            )
+        except optuna.TrialPruned:
+            if trial.number in trial_runs:  # the run ended FAILED on the way out; a pruned trial is KILLED
+                tracking.set_terminated(trial_runs[trial.number], "KILLED")
+            raise
+        tracking.set_tags({TAG_TRIAL_STATE: "COMPLETE"}, run_id=result.run_id)
+        trial.set_user_attr(TRIAL_ATTR_RUN_ID, result.run_id)
+        trial_runs[trial.number] = result.run_id
+        return float(result.best_metrics[metric])
+
+    return objective
+
+
+def _summarise(study: optuna.Study, n_before: int, parent_id: str) -> tuple[list, dict[int, str]]:
+    """Log the trial counts, the trials table and the best trial to the parent run.
+
+    Returns:
+        The study's trials and the states of this invocation's trials.
+
+    Raises:
+        MedattnError: every trial of this invocation failed.
+    """
+    trials = study.get_trials(deepcopy=False)
+    mine = [t for t in trials if t.number >= n_before and t.user_attrs.get(TRIAL_ATTR_PARENT_RUN_ID) == parent_id]
+    states = {t.number: t.state.name for t in mine}
+    for t in mine:
+        if t.user_attrs.get(TRIAL_ATTR_RUN_ID) and t.state.name == "FAIL":
+            tracking.set_tags({TAG_TRIAL_STATE: "FAIL"}, run_id=t.user_attrs[TRIAL_ATTR_RUN_ID])
+    counts = {s: sum(1 for v in states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    tracking.log_metrics(
+        {
+            "n_trials_complete": counts["COMPLETE"],
+            "n_trials_pruned": counts["PRUNED"],
+            "n_trials_failed": counts["FAIL"],
+            "study_n_trials": len(trials),
+        }
+    )
+    tracking.log_text(study.trials_dataframe().to_csv(index=False), tracking.TRIALS_FILE)
+    if mine and counts["FAIL"] == len(mine):
+        reason = mine[0].system_attrs.get("fail_reason", "see the trial runs")
+        raise MedattnError(
+            f"all {len(mine)} trials of study {study.study_name!r} failed; the first: {str(reason).splitlines()[0][:200]}"
+        )
+    if any(t.state.name == "COMPLETE" for t in trials):
+        best = study.best_trial
+        tracking.log_params({f"best_{k}": v for k, v in best.params.items()})
+        tracking.log_metrics({"best_value": float(best.value)})
+        tracking.set_tags({TAG_BEST_TRIAL_NUMBER: str(best.number)})
+        if best.user_attrs.get(TRIAL_ATTR_RUN_ID):
+            tracking.set_tags({TAG_BEST_TRIAL_RUN: best.user_attrs[TRIAL_ATTR_RUN_ID]})
+    return trials, states
+
+
+def _log_study_figures(study: optuna.Study) -> None:
+    """Optuna's optimisation history (one completed trial or more) and parameter importances (two or more)."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return
+    with _quiet_optuna():
+        axes = {tracking.SEARCH_HISTORY_FIGURE: plot_optimization_history(study)}
+        if len(complete) >= 2:
+            axes[tracking.SEARCH_IMPORTANCE_FIGURE] = plot_param_importances(study)
+    for path, ax in axes.items():
+        tracking.log_figure(ax.figure, path)
+        plt.close(ax.figure)
+
+
+def _log_setup(cfg: SearchConfig, base: TrainConfig, name: str, pruner, n_before: int) -> None:
+    tracking.log_params(
+        {
+            "study_name": name,
+            "storage": redact_url(cfg.storage),
+            "n_trials": cfg.n_trials,
+            "n_jobs": cfg.n_jobs,
+            "metric": cfg.metric,
+            "mode": cfg.mode,
+            "lr_min": cfg.lr_min,
+            "lr_max": cfg.lr_max,
+            "batch_sizes": ",".join(map(str, cfg.batch_sizes)),
+            "epochs": base.optim.epochs,
+            "dataset": base.data.dataset,
+            "model": base.model.model,
+            "sampler": f"TPESampler(seed={cfg.seed + n_before})",
+            "pruner": _pruner_name(pruner, cfg),
+            "heartbeat_s": cfg.heartbeat_s,
+            "trial_retries": cfg.trial_retries,
+            "log_models": cfg.log_models,
+            "study_trials_before": n_before,
+        }
+    )
+    tracking.log_yaml(
+        {
+            "lr": {"distribution": "log-uniform", "low": cfg.lr_min, "high": cfg.lr_max},
+            "batch_size": {"distribution": "categorical", "choices": list(cfg.batch_sizes)},
+        },
+        tracking.SEARCH_SPACE_FILE,
+    )
+
+
+def search(
+    cfg: SearchConfig, *, pruner: optuna.pruners.BasePruner | None = None, progress: bool = True
+) -> SearchResult:
+    """Run ``cfg.n_trials`` more trials of an Optuna study, each a nested MLflow training run.
+
+    Args:
+        cfg: the search options.
+        pruner: replaces the default ``MedianPruner`` (tests use one that always prunes).
+        progress: show a progress bar over trials (per-epoch bars of the trials are off).
+
+    Returns:
+        A :class:`SearchResult`.
+
+    Raises:
+        ConfigError: a storage that does not open, or a data set that does not load (before any
+            MLflow run starts).
+        MedattnError: every trial of this invocation failed.
+    """
+    cfg = replace(cfg, storage=resolve_storage(cfg.storage))
+    uri = tracking.connect(cfg.tracking_uri)
+    base = _build_trial_config(cfg, _train_overrides(cfg, cfg.metric, cfg.experiment))
+    data_index(base)  # a data set that does not load is bad input: fail before any run starts
+    dataset, model = base.data.dataset, base.model.model
+    name = cfg.study_name or f"medattn-{dataset}-{model}-{cfg.metric}"
+    pruner = pruner or optuna.pruners.MedianPruner(
+        n_startup_trials=cfg.prune_startup_trials, n_warmup_steps=cfg.prune_warmup_epochs
+    )
+    study, n_before = _open_study(cfg, name, cfg.mode, cfg.batch_sizes, pruner)
+    project = tracking.project_run_id()
+    experiment_id = (
+        None
+        if project
+        else tracking.ensure_experiment(base.tracking.experiment or tracking.experiment_name(dataset), uri)
+    )
+    tags = {tracking.TAG_KIND: "search", tracking.TAG_DATASET: dataset, tracking.TAG_MODEL: model, TAG_STUDY: name}
+    trial_runs: dict[int, str] = {}
+    with tracking.stage_run(
+        experiment_id=experiment_id, run_id=project, run_name=f"search-{name}", tags=tags
+    ) as parent_id:
+        experiment_id = tracking.get_run(parent_id).info.experiment_id
+        _log_setup(cfg, base, name, pruner, n_before)
+        overrides = _train_overrides(cfg, cfg.metric, tracking.experiment_name_of(experiment_id))
+        with tracking.quiet_artifact_downloads(), _quiet_optuna():
+            study.optimize(
+                _objective(cfg, overrides, parent_id, trial_runs, model),
+                n_trials=cfg.n_trials,
+                n_jobs=cfg.n_jobs,
+                catch=(MedattnError, torch.OutOfMemoryError),
+                show_progress_bar=progress,
+                gc_after_trial=True,
+            )
+        trials, states = _summarise(study, n_before, parent_id)
+        _log_study_figures(study)
+    completed = any(t.state.name == "COMPLETE" for t in trials)
+    best = study.best_trial if completed else None
+    return SearchResult(
+        parent_run_id=parent_id,
+        experiment_id=experiment_id,
+        tracking_uri=uri,
+        study_name=name,
+        storage=redact_url(cfg.storage),
+        trial_run_ids=dict(sorted(trial_runs.items())),
+        states=states,
+        n_study_trials=len(trials),
+        best_value=float(best.value) if best else None,
+        best_params=dict(best.params) if best else {},
+        best_trial_run_id=best.user_attrs.get(TRIAL_ATTR_RUN_ID) if best else None,
+    )

@@ -1,0 +1,419 @@
+"""The ``train`` stage: one model trained and tracked in MLflow (SPEC §5, "train").
+
+The epoch loop is :func:`medattn.engine.fit`; this module prepares its inputs (data, model,
+optimiser, a resumed :class:`~medattn.checkpoint.TrainState`), hooks tracking in through
+:class:`TrackingCallback` and DDP through :func:`medattn.distributed.parallel_for`, and logs the
+model once training ends.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+
+from medattn import checkpoint as ckpt_io
+from medattn import distributed, engine, plots, tracking
+from medattn.config import TrainConfig, build_train_config
+from medattn.data.gpu import fast_loaders
+from medattn.errors import ConfigError, MedattnError
+from medattn.runtime import resolve_device, seed_everything, torch_flags
+from medattn.stages.common import build_model, data_index, make_loader
+
+EpochCallback = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        run_id: the MLflow run.
+        experiment_id: its experiment.
+        tracking_uri: the store it lives in.
+        best_epoch: 0-based epoch of ``checkpoints/best.pt``.
+        best_metrics: the metrics logged at ``best_epoch``.
+        history: metric name → per-epoch values (all epochs of the run, resumed ones included).
+        model_uri: URI of the logged MLflow model (``models:/m-...``).
+        registered_version: registry version when ``--register`` was given.
+        config: the resolved flat config.
+    """
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: dict[str, list[float]]
+    model_uri: str | None = None
+    registered_version: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_train_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    resume: str | None = None,
+) -> TrainConfig:
+    """Build the config for ``medattn train``; with ``resume``, start from that run's own config.
+
+    Args:
+        overrides: options given explicitly (``None`` values are ignored).
+        config_file: an ``experiments/*.yaml`` file.
+        resume: a run id whose ``config.yaml`` provides the defaults (``--epochs`` may extend it).
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not resume:
+        return build_train_config(overrides, config_file=config_file)
+    tracking.connect(overrides.get("tracking_uri"))
+    base = {k: v for k, v in tracking.run_config(resume).items() if k not in ("resume", "ckpt")}
+    return build_train_config({**base, **overrides, "resume": resume})
+
+
+def model_summary(model: nn.Module) -> str:
+    """A text summary: parameter counts and the module tree."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"parameters: {total:,}\ntrainable: {trainable:,}\n\n{model}\n"
+
+
+def split_manifests(index) -> dict[str, pd.DataFrame]:
+    """The image ids, labels and patients of each split (logged as ``splits/<split>.csv``)."""
+    cols = [c for c in ("image_id", "label", "patient_id") if c in index.frame.columns]
+    return {s: index.split(s)[cols] for s in ("train", "val", "test")}
+
+
+def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the plain module's weights (DDP and ``torch.compile`` unwrapped)."""
+    inner = distributed.unwrap_model(model)
+    return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+
+
+def check_compatible(state: Mapping[str, Any], cfg: TrainConfig) -> None:
+    """Refuse a checkpoint whose architecture differs from the config's.
+
+    Raises:
+        ConfigError: model, head, layer count or (flatten head) image size differ.
+    """
+    src = state.get("config", {})
+    for key in ("model", "head", "nr_layers"):
+        if key in src and str(src[key]) != str(getattr(cfg.model, key)):
+            raise ConfigError(
+                f"the checkpoint was trained with {key}={src[key]!r} but this run asks for "
+                f"{key}={getattr(cfg.model, key)!r}; use the same --{key.replace('_', '-')}."
+            )
+    if "img_size" in src and int(src["img_size"]) != cfg.data.img_size and cfg.model.head == "flatten":
+        raise ConfigError(
+            f"the checkpoint's flatten head was trained at --img-size {src['img_size']}; use the same image size."
+        )
+
+
+class TrackingCallback(engine.Callback):
+    """Writes ``best.pt`` / ``last.pt`` (a :class:`~medattn.checkpoint.TrainState`) and the epoch's
+    metrics to the active run, in that order: a run killed in between is resumed from this epoch's
+    checkpoint and its missing step is filled in from the checkpoint's history (never logged twice)."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, optimizer, scheduler, meta: Mapping[str, Any]) -> None:
+        self.cfg, self.model, self.optimizer, self.scheduler, self.meta = cfg, model, optimizer, scheduler, meta
+        self.workdir = Path(tempfile.mkdtemp(prefix="medattn-train-"))
+
+    def on_epoch_end(self, end: engine.EpochEnd) -> None:  # noqa: D102 - see engine.Callback
+        state = ckpt_io.TrainState(
+            model=state_dict(self.model),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            scaler=torch.amp.GradScaler("cuda", enabled=False).state_dict(),
+            epoch=end.epoch,
+            config=dict(self.meta["config"]),
+            num_classes=self.meta["num_classes"],
+            class_names=list(self.meta["class_names"]),
+            history=end.history,
+            best_value=end.best_value,
+            best_epoch=end.best_epoch,
+            best_metrics=end.best_metrics,
+            rng=ckpt_io.rng_state(),
+        )
+        if end.improved:
+            best = ckpt_io.save(self.workdir / "best.pt", state.best_payload(end.metrics))
+            tracking.log_artifact(best, tracking.CHECKPOINT_DIR)
+        tracking.log_artifact(ckpt_io.save(self.workdir / "last.pt", state.payload()), tracking.CHECKPOINT_DIR)
+        tracking.log_metrics(end.metrics, step=end.epoch)
+        freq = self.cfg.tracking.save_freq
+        if freq and (end.epoch + 1) % freq == 0:
+            path = ckpt_io.save(self.workdir / Path(tracking.epoch_ckpt(end.epoch)).name, state.payload())
+            tracking.log_artifact(path, tracking.CHECKPOINT_DIR)
+
+
+class _EpochHook(engine.Callback):
+    """Adapts a plain ``(epoch, metrics)`` function (e.g. Optuna's pruning) to a callback."""
+
+    def __init__(self, fn: EpochCallback) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, end: engine.EpochEnd) -> None:  # noqa: D102 - see engine.Callback
+        self.fn(end.epoch, end.metrics)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    parent_run_id: str | None = None,
+    epoch_callback: EpochCallback | None = None,
+    progress: bool = True,
+    extra_tags: Mapping[str, str] | None = None,
+) -> TrainResult:
+    """Train one model and track everything in MLflow (SPEC §5, "train").
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this function: it joins the process
+    group, trains its share of each global batch with DDP, and rank 0 alone logs to MLflow and
+    writes checkpoints (:mod:`medattn.distributed`). The other ranks return a result with the same
+    ``run_id`` and no ``model_uri``. Torch's global flags (cuDNN autotuning of the GPU pipeline) are
+    restored on return.
+
+    Args:
+        cfg: the resolved config (:func:`resolve_train_config`).
+        parent_run_id: make the run a nested child of this run (demo, search).
+        epoch_callback: called after each epoch with ``(epoch, metrics)``; may raise (e.g. Optuna's
+            ``TrialPruned``), which ends the run as FAILED unless the caller handles status itself.
+        progress: show progress bars.
+        extra_tags: tags added to the run.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    dctx = distributed.setup(cfg.device)
+    try:
+        with torch_flags():
+            return _train(
+                cfg,
+                dctx,
+                parent_run_id,
+                [_EpochHook(epoch_callback)] if epoch_callback else [],
+                progress,
+                dict(extra_tags or {}),
+            )
+    finally:
+        distributed.teardown(dctx)
+
+
+def _run_source(cfg: TrainConfig, dctx, uri: str, parent_run_id: str | None):
+    """``(run_id, experiment_id, resume_state)``: a resumed run, a checkpoint, the project run or a new run."""
+    if cfg.resume:
+        run = tracking.get_run(cfg.resume)
+        state = ckpt_io.load(tracking.download(run.info.run_id, tracking.LAST_CKPT))
+        return run.info.run_id, run.info.experiment_id, state
+    project = None if cfg.ckpt else tracking.project_run_id(parent_run_id)
+    if project:  # launched by `mlflow run`: log into the run it created (and its experiment)
+        return project, tracking.get_run(project).info.experiment_id, None
+    # DDP: rank 0 alone writes
+    exp = tracking.default_train_experiment(cfg.tracking.experiment, cfg.data.dataset, uri) if dctx.is_main else None
+    return None, exp, ckpt_io.load(cfg.ckpt) if cfg.ckpt else None
+
+
+def _class_weights(index, num_classes: int, device: torch.device) -> torch.Tensor:
+    y = index.split("train")["label"].to_numpy()
+    present = np.unique(y)
+    w = np.ones(num_classes)
+    w[present] = compute_class_weight("balanced", classes=present, y=y)
+    return torch.tensor(w, dtype=torch.float32, device=device)
+
+
+def _build(cfg: TrainConfig, index, device: torch.device, resume_state, dctx):
+    """Model, loaders, optimiser, scheduler, loss and the resolved data pipeline of a run."""
+    seed_everything(cfg.optim.seed)
+    model = build_model(cfg, index.num_classes, pretrained="none" if resume_state else None)
+    if resume_state is not None:
+        check_compatible(resume_state, cfg)
+        model.load_state_dict(resume_state["model"])
+    model.to(device)
+    # Issue 8: --data-pipeline gpu|auto: loaders from the uint8 cache with batched augmentation on
+    # the device; None keeps the PIL loaders below.
+    fast, fast_pair = fast_loaders(index, cfg, model, device, distributed=dctx.enabled)
+    if cfg.optim.compile:
+        model = torch.compile(model)
+    model = distributed.wrap_model(model, dctx, device)  # DDP (no-op for one process)
+    loaders = fast_pair or (make_loader(index, "train", cfg, train=True), make_loader(index, "val", cfg, train=False))
+    if dctx.enabled:  # DDP: shares of the single-process global batches; val sharded without padding
+
+        def seed_fn(e: int) -> int:
+            return cfg.optim.seed * 1000 + e
+
+        loaders = tuple(
+            distributed.distribute_loader(ld, dctx, train=tr, global_batch=cfg.optim.batch_size, seed_fn=seed_fn)
+            for ld, tr in zip(loaders, (True, False), strict=True)
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.optim.epochs)
+        if cfg.optim.scheduler == "cosine"
+        else None
+    )
+    weights = _class_weights(index, index.num_classes, device) if cfg.optim.class_weights else None
+    return model, loaders, optimizer, scheduler, nn.CrossEntropyLoss(weight=weights), fast.pipeline
+
+
+def _restore(cfg: TrainConfig, resume_state, optimizer, scheduler) -> tuple[engine.FitResult, int]:
+    """The history and best epoch so far, and the first epoch to run (0 for a new run)."""
+    if resume_state is None or "optimizer" not in resume_state:
+        return engine.FitResult(), 0
+    state = ckpt_io.TrainState.from_payload(resume_state)
+    optimizer.load_state_dict(state.optimizer)
+    if scheduler is not None and state.scheduler:
+        scheduler.load_state_dict(state.scheduler)
+    ckpt_io.set_rng_state(state.rng)
+    start_epoch = state.epoch + 1
+    if cfg.resume and start_epoch >= cfg.optim.epochs:
+        raise ConfigError(
+            f"run {cfg.resume} already trained {start_epoch} epochs; pass --epochs larger than {start_epoch} to continue it."
+        )
+    return engine.FitResult(state.history, state.best_value, state.best_epoch, state.best_metrics), start_epoch
+
+
+def _tags(cfg: TrainConfig, pipeline: str, extra: Mapping[str, str]) -> dict[str, str]:
+    return {
+        tracking.TAG_KIND: "train",
+        tracking.TAG_DATASET: cfg.data.dataset,
+        tracking.TAG_MODEL: cfg.model.model,
+        tracking.TAG_PERC_TRAIN: str(cfg.data.perc_train),
+        tracking.TAG_DATA_PIPELINE: pipeline,
+        **extra,
+    }
+
+
+def _run_name(cfg: TrainConfig) -> str:
+    suffix = f"-p{cfg.data.perc_train:g}" if cfg.data.perc_train < 1 else ""
+    return cfg.tracking.run_name or f"{cfg.model.model}-{cfg.data.dataset}{suffix}"
+
+
+def _log_start(cfg: TrainConfig, flat: Mapping[str, Any], index, model: nn.Module, run_id: str, history) -> None:
+    """Params, config, split manifests and model summary of a new run; a resumed run fills in missing steps."""
+    if cfg.resume:
+        tracking.set_tags({tracking.TAG_RESUMED_TO: str(cfg.optim.epochs)})
+        tracking.log_yaml(flat, tracking.CONFIG_FILE)
+        tracking.log_missing_steps(run_id, history)
+        return
+    tracking.log_params({k: v for k, v in flat.items() if k != "resume"})
+    tracking.log_yaml(flat, tracking.CONFIG_FILE)
+    for split, frame in split_manifests(index).items():
+        tracking.log_text(frame.to_csv(index=False), f"{tracking.SPLITS_DIR}/{split}.csv")
+    tracking.log_text(model_summary(model), tracking.MODEL_SUMMARY)
+
+
+def _finish(cfg: TrainConfig, run_id: str, fitted: engine.FitResult, num_classes: int) -> tracking.LoggedModel:
+    """History figures, ``best_*`` metrics and the logged (optionally registered) model of the best epoch."""
+    for key, fig in plots.history_figures(fitted.history).items():
+        tracking.log_figure(fig, f"{tracking.HISTORY_DIR}/{key}.png")
+    if fitted.best_epoch < 0:
+        raise MedattnError(
+            f"no epoch produced a finite {cfg.optim.select_metric}; choose another --select-metric (e.g. val_loss)."
+        )
+    best_val = {f"best_{k}": v for k, v in fitted.best_metrics.items() if k.startswith("val_")}
+    tracking.log_metrics(best_val, step=fitted.best_epoch)
+    tracking.set_tags({tracking.TAG_BEST_EPOCH: str(fitted.best_epoch)})
+    best = ckpt_io.load(tracking.download(run_id, tracking.BEST_CKPT, tempfile.mkdtemp(prefix="medattn-best-")))
+    eager = build_model(cfg, num_classes, pretrained="none")
+    eager.load_state_dict(best["model"])
+    register = tracking.registered_model_name(cfg.data.dataset) if cfg.tracking.register else None
+    return tracking.log_model(
+        eager,
+        img_size=cfg.data.img_size,
+        metrics=best_val,
+        register_as=register,
+        tags={"variant": cfg.model.model, "dataset": cfg.data.dataset},
+    )
+
+
+def _train(
+    cfg: TrainConfig,
+    dctx,
+    parent_run_id: str | None,
+    callbacks: list[engine.Callback],
+    progress: bool,
+    extra_tags: dict[str, str],
+) -> TrainResult:
+    uri = tracking.connect(cfg.tracking.tracking_uri)
+    # DDP: each rank on its own GPU; --batch-size is the global batch (checked before any run starts).
+    device = resolve_device(distributed.device_for(dctx, cfg.device))
+    if dctx.enabled:
+        distributed.per_rank_batch(cfg.optim.batch_size, dctx.world_size)
+    index = data_index(cfg)
+    run_id, experiment_id, resume_state = _run_source(cfg, dctx, uri, parent_run_id)
+    model, loaders, optimizer, scheduler, loss_fn, pipeline = _build(cfg, index, device, resume_state, dctx)
+    start, start_epoch = _restore(cfg, resume_state, optimizer, scheduler)
+    flat = {**cfg.flat(), "pretrained": cfg.pretrained}
+    meta = {"config": flat, "num_classes": index.num_classes, "class_names": index.class_names}
+    tags = _tags(cfg, pipeline, extra_tags)
+    run = (
+        tracking.stage_run(
+            experiment_id=experiment_id,
+            run_id=run_id,
+            run_name=_run_name(cfg),
+            tags=None if cfg.resume else tags,
+            parent_run_id=parent_run_id,
+            system_metrics=cfg.tracking.system_metrics,
+        )
+        if dctx.is_main
+        else _no_run()
+    )  # DDP: other ranks start no MLflow run
+    with run as main_run_id:
+        run_id = distributed.broadcast_object(dctx, main_run_id)
+        if dctx.is_main:
+            _log_start(cfg, flat, index, model, run_id, start.history)
+        fitted = engine.fit(
+            model,
+            loaders,
+            optimizer,
+            loss_fn,
+            device,
+            epochs=cfg.optim.epochs,
+            seed=cfg.optim.seed,
+            select_metric=cfg.optim.select_metric,
+            scheduler=scheduler,
+            start=start,
+            start_epoch=start_epoch,
+            amp=cfg.optim.amp,
+            progress=progress,
+            callbacks=[TrackingCallback(cfg, model, optimizer, scheduler, meta), *callbacks],
+            parallel=distributed.parallel_for(dctx),
+        )
+        if not dctx.is_main:
+            return TrainResult(
+                run_id=run_id,
+                experiment_id=str(experiment_id),
+                tracking_uri=uri,
+                best_epoch=-1,
+                best_metrics={},
+                history={},
+                config=flat,
+            )
+        logged = _finish(cfg, run_id, fitted, index.num_classes)
+    return TrainResult(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        tracking_uri=uri,
+        best_epoch=fitted.best_epoch,
+        best_metrics=fitted.best_metrics,
+        history=fitted.history,
+        model_uri=logged.model_uri,
+        registered_version=logged.version,
+        config=flat,
+    )
+
+
+class _no_run:  # noqa: N801 - used like contextlib.nullcontext
+    """The run context of a non-main DDP rank: no MLflow run, no id."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,132 @@
+"""MLflow I/O, the only package of medattn that imports ``mlflow``.
+
+* :mod:`.names` — every tag, param prefix and artifact path;
+* :mod:`.runs` — the store, stage runs (``MLFLOW_RUN_ID`` handled once), logging, reading back;
+* :mod:`.models` — logged models, the registry and aliases;
+* :mod:`.saliency` — the one writer and the one reader of the interpret artifacts.
+
+The names are re-exported here, so ``from medattn import tracking; tracking.BEST_CKPT`` works.
+* :mod:`.auth` — a server with MLflow's authentication app: 401 / 403 as one sentence, no secret in URIs.
+
+"""
+
+from medattn.tracking.auth import (
+    LoginError,
+    PermissionDeniedError,
+    auth_error,
+    auth_errors,
+    check_uri_has_no_secret,
+    redact_url,
+)
+from medattn.tracking.models import (
+    LoggedModel,
+    alias_target,
+    log_model,
+    resolve_model_uri,
+    set_alias,
+    set_version_tags,
+    version_for_run,
+)
+from medattn.tracking.names import *  # noqa: F403 - the names are this package's vocabulary
+from medattn.tracking.names import (
+    cases_csv,
+    cases_figure,
+    epoch_ckpt,
+    experiment_name,
+    heat_map_artifact,
+    registered_model_name,
+)
+from medattn.tracking.runs import (
+    HTTP_PROBE_TIMEOUT_S,
+    active_experiment_id,
+    active_run_id,
+    artifact_root,
+    connect,
+    default_train_experiment,
+    download,
+    ensure_experiment,
+    experiment_name_of,
+    finished_filter,
+    finite,
+    get_run,
+    log_artifact,
+    log_artifacts,
+    log_figure,
+    log_metrics,
+    log_missing_steps,
+    log_params,
+    log_text,
+    log_yaml,
+    metric_history,
+    project_run_id,
+    quiet_artifact_downloads,
+    resolve_tracking_uri,
+    run_config,
+    run_kind,
+    search_runs,
+    set_tags,
+    set_terminated,
+    stage_experiment,
+    stage_run,
+    tracked_run,
+    ui_command,
+)
+from medattn.tracking.saliency import SaliencyReader, SaliencyWriter, read_csv
+
+__all__ = [  # noqa: RUF022 - grouped by submodule
+    "LoginError",
+    "PermissionDeniedError",
+    "auth_error",
+    "auth_errors",
+    "check_uri_has_no_secret",
+    "redact_url",
+    "LoggedModel",
+    "alias_target",
+    "log_model",
+    "resolve_model_uri",
+    "set_alias",
+    "set_version_tags",
+    "version_for_run",
+    "cases_csv",
+    "cases_figure",
+    "epoch_ckpt",
+    "experiment_name",
+    "heat_map_artifact",
+    "registered_model_name",
+    "HTTP_PROBE_TIMEOUT_S",
+    "active_experiment_id",
+    "active_run_id",
+    "artifact_root",
+    "connect",
+    "default_train_experiment",
+    "download",
+    "ensure_experiment",
+    "experiment_name_of",
+    "finished_filter",
+    "finite",
+    "get_run",
+    "log_artifact",
+    "log_artifacts",
+    "log_figure",
+    "log_metrics",
+    "log_missing_steps",
+    "log_params",
+    "log_text",
+    "log_yaml",
+    "metric_history",
+    "project_run_id",
+    "quiet_artifact_downloads",
+    "resolve_tracking_uri",
+    "run_config",
+    "run_kind",
+    "search_runs",
+    "set_tags",
+    "set_terminated",
+    "stage_experiment",
+    "stage_run",
+    "tracked_run",
+    "ui_command",
+    "SaliencyReader",
+    "SaliencyWriter",
+    "read_csv",
+]

@@ -1,0 +1,97 @@
+"""Every MLflow name medattn writes: tags, artifact paths, registry and experiment names.
+
+Stages hand over MLflow identifiers (run ids, ``models:/NAME@ALIAS``) rather than local paths
+(STYLE habit 10); the names below are the only spelling of each artifact and tag.
+"""
+
+from __future__ import annotations
+
+# ---- artifacts of a training run ------------------------------------------------------------
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CKPT = "checkpoints/best.pt"
+LAST_CKPT = "checkpoints/last.pt"
+SPLITS_DIR = "splits"
+MODEL_SUMMARY = "model_summary.txt"
+HISTORY_DIR = "history"
+MODEL_NAME = "model"
+# ---- test runs ------------------------------------------------------------------------------
+PREDICTIONS = "predictions.csv"
+TEST_FIGURES_DIR = "figures"
+# ---- interpret / figures / compare ----------------------------------------------------------
+SALIENCY_DIR = "saliency"  # saliency/<method>/<image_id>.npy
+INPUTS_DIR = "inputs"  # inputs/<image_id>.png (the model's view of the image)
+SALIENCY_INDEX = "saliency/index.csv"
+FIGURES_DIR = "figures"
+ORIGINAL_DIR = "figures/original"  # figures/original/<image_id>.png
+GRID_FIGURE = "figures/grid.png"
+FIGURES_HISTORY_DIR = "figures/history"  # figures/history/<metric>.png
+COMPARISON_CSV = "comparison.csv"
+XAI_CSV = "xai_scores.csv"
+LOW_DATA_FIGURE = "figures/low_data.png"
+XAI_FIGURE = "figures/xai_scores.png"
+COMPARE_GRID_FIGURE = "figures/saliency_grid.png"
+# ---- search ---------------------------------------------------------------------------------
+SEARCH_SPACE_FILE = "search_space.yaml"
+TRIALS_FILE = "trials.csv"
+SEARCH_HISTORY_FIGURE = "figures/optimization_history.png"  # Optuna's plot, on the parent run
+SEARCH_IMPORTANCE_FIGURE = "figures/param_importances.png"
+
+# ---- run tags -------------------------------------------------------------------------------
+TAG_KIND = "medattn.kind"  # train | test | interpret | figures | compare | search | demo
+TAG_SOURCE_RUN = "medattn.source_run"
+TAG_DATASET = "medattn.dataset"
+TAG_MODEL = "medattn.model"
+TAG_SPLIT = "medattn.split"
+TAG_MODEL_ID = "medattn.logged_model_id"
+TAG_PERC_TRAIN = "medattn.perc_train"
+TAG_FIGURES = "medattn.figures"  # set on an interpret run once `medattn figures` logged to it
+TAG_DATA_PIPELINE = "medattn.data_pipeline"  # issue 8: what --data-pipeline auto resolved to
+TAG_RESUMED_TO = "medattn.resumed_to_epochs"
+TAG_BEST_EPOCH = "medattn.best_epoch"
+TAG_CHAMPION = "medattn.champion"
+TAG_TRIAL_NUMBER = "medattn.trial_number"
+TAG_STUDY = "medattn.study"
+TAG_TRIAL_STATE = "medattn.trial_state"
+TAG_RETRY_OF = "medattn.retry_of_trial"  # a retried trial (its worker died): the first trial it retries
+TAG_BEST_TRIAL_RUN = "best_trial_run_id"
+TAG_BEST_TRIAL_NUMBER = "best_trial_number"
+# ---- model-version tags (promote) -----------------------------------------------------------
+VTAG_METRIC = "medattn.metric"
+VTAG_METRIC_VALUE = "medattn.metric_value"
+VTAG_VARIANT = "medattn.variant"
+VTAG_DATASET = "medattn.dataset"
+VTAG_RUN = "medattn.source_run"
+# ---- environment ----------------------------------------------------------------------------
+ENV_RUN_ID = "MLFLOW_RUN_ID"  # set by `mlflow run`: the project run a stage logs into
+ENV_EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
+
+
+def epoch_ckpt(epoch: int) -> str:
+    """Artifact path of the periodic checkpoint after 0-based ``epoch``."""
+    return f"{CHECKPOINT_DIR}/epoch_{epoch:04d}.pt"
+
+
+def heat_map_artifact(method: str, image_id: str) -> str:
+    """Artifact path of one blended heat map, ``figures/<method>/<image_id>.png``."""
+    return f"{FIGURES_DIR}/{method}/{image_id}.png"
+
+
+def cases_csv(case: str) -> str:
+    """Artifact path of a case list, ``cases/<case>.csv``."""
+    return f"cases/{case}.csv"
+
+
+def cases_figure(case: str) -> str:
+    """Artifact path of a case grid, ``figures/cases_<case>.png``."""
+    return f"{FIGURES_DIR}/cases_{case}.png"
+
+
+def registered_model_name(dataset: str) -> str:
+    """Registry name of a data set's models, ``medattn-<dataset>``."""
+    return f"medattn-{dataset}"
+
+
+def experiment_name(dataset: str) -> str:
+    """Default experiment of a data set, ``medattn-<dataset>``."""
+    return f"medattn-{dataset}"
