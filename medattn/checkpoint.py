@@ -8,6 +8,8 @@ stored, so loading uses ``torch.load(weights_only=True)``: no arbitrary code run
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import random
@@ -22,6 +24,7 @@ import torch
 from medattn.errors import MedattnError
 
 FORMAT = "medattn-checkpoint-v1"
+MANIFEST_FORMAT = "medattn-checkpoint-manifest-v1"
 
 
 def to_cpu(obj: Any) -> Any:
@@ -100,6 +103,74 @@ def load(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is not a medattn checkpoint (no config inside); pass a checkpoints/*.pt file written by medattn train."
         )
     return data
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """Size and SHA-256 of every checkpoint a run uploaded (``checkpoints/manifest.json``; issue 17).
+
+    MLflow copies a checkpoint into the artifact store without a rename, so a process killed during
+    the copy leaves a truncated file under the right name. The manifest is uploaded after the
+    checkpoints it lists, so a file that does not match its entry is incomplete, and ``--resume``
+    falls back to an older complete checkpoint.
+
+    Attributes:
+        files: file name (``last.pt``) → ``{"sha256": hex, "bytes": size, "epoch": 0-based epoch}``.
+    """
+
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, path: str | Path, epoch: int) -> None:
+        """Record the checksum of the local file ``path`` (under its file name)."""
+        path = Path(path)
+        self.files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "epoch": int(epoch)}
+
+    def epoch(self, name: str) -> int | None:
+        """The epoch ``name`` was written after, when the manifest lists it."""
+        entry = self.files.get(name)
+        return int(entry["epoch"]) if entry else None
+
+    def problem(self, path: str | Path, name: str | None = None) -> str | None:
+        """Why the downloaded ``path`` is not the file the manifest lists as ``name``; ``None`` when it is."""
+        path = Path(path)
+        entry = self.files.get(name or path.name)
+        if entry is None:
+            return "not in the checksum manifest"
+        size = path.stat().st_size if path.is_file() else -1
+        if size != entry["bytes"]:
+            return f"truncated or corrupt: {max(size, 0)} of {entry['bytes']} bytes"
+        if sha256_file(path) != entry["sha256"]:
+            return "truncated or corrupt: checksum mismatch"
+        return None
+
+    def to_json(self) -> str:
+        """The manifest as JSON text."""
+        return json.dumps({"format": MANIFEST_FORMAT, "files": self.files}, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            ValueError: not a manifest (e.g. a truncated upload).
+        """
+        data = json.loads(text)
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != MANIFEST_FORMAT
+            or not isinstance(data.get("files"), dict)
+        ):
+            raise ValueError("not a medattn checkpoint manifest")
+        return cls(files={str(k): dict(v) for k, v in data["files"].items()})
 
 
 @dataclass

@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
 from typer.core import TyperGroup
 
-from medattn import api, distributed, tracking
-from medattn.config import DEMO_MODELS, parse_batch_sizes
+from medattn import api, distributed, registry, tracking
+from medattn.config import (
+    CASES,
+    DATA_PIPELINES,
+    DEMO_MODELS,
+    DUPLICATES,
+    HEADS,
+    INITS,
+    MODES,
+    PRETRAINED,
+    RESIZE_MODES,
+    SCHEDULERS,
+    SPLIT_ALIASES,
+    TARGETS,
+    UNCERTAIN,
+    parse_batch_sizes,
+)
 from medattn.data import check_data, prepare_cache, write_synthetic
 from medattn.errors import MedattnError
-from medattn.models import canonical_model_name, count_parameters, create_model, model_table
+from medattn.metrics import CLASSIFICATION_KEYS, EPOCH_METRIC_NAMES
+from medattn.models import canonical_model_name, count_parameters, create_model_with_report, model_table
 
 
 def _dashify(token: str) -> str:
@@ -57,7 +74,7 @@ app = typer.Typer(
     cls=_Group,
     help="medattn: train, test and explain attention-augmented medical image classifiers, every run tracked in MLflow.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_show_locals=False,
 )
 data_app = typer.Typer(
@@ -74,13 +91,66 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Fixed sets of values: listed in --help and completed by the shell, from their one source.
+# --------------------------------------------------------------------------------------------
+def choices(values: Sequence[str]) -> dict[str, Any]:
+    """``typer.Option`` keywords for an option with a fixed set of values: ``--help`` lists them
+    (``[a|b|c]``) and shell completion offers them. They are not enforced here: the config
+    canonicalises the aliases the CLI accepts (``SEResNet50``, ``APTOS``, ``validation``) and answers
+    a typo with one "did you mean" sentence and exit code 2."""
+    names = [str(v) for v in values]
+
+    def complete(incomplete: str) -> list[str]:
+        return [n for n in names if n.lower().startswith(incomplete.lower())]
+
+    return {"metavar": "[" + "|".join(names) + "]", "autocompletion": complete}
+
+
+def registry_names(kind: str) -> list[str]:
+    """The canonical names of a registry (``dataset``, ``model``, ``explanation method``)."""
+    reg = registry.lookup(kind)
+    return reg.names() if reg is not None else []
+
+
+DATASET_CHOICES = choices(registry_names("dataset"))
+MODEL_CHOICES = choices(registry_names("model"))
+SPLIT_CHOICES = choices(list(SPLIT_ALIASES))
+EPOCH_METRIC_CHOICES = choices(EPOCH_METRIC_NAMES)
+TEST_METRIC_CHOICES = choices([f"test_{k}" for k in CLASSIFICATION_KEYS])
+MODE_CHOICES = choices(MODES)
+SALIENCY_CHOICES = choices(["ALL", *(m.upper() for m in registry_names("explanation method"))])
+
+
+def _quiet(ctx: typer.Context, value: bool) -> bool:
+    """``--quiet``: MLflow's download bars off until the command ends (the command turns its own off)."""
+    if value:
+        ctx.with_resource(tracking.quiet_artifact_downloads())
+    return value
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress bars (epochs, batches, explanations, MLflow downloads).", callback=_quiet
+    ),
+]
+
+
+def given(value: str | None) -> str | None:
+    """``None`` for an empty value: ``mlflow run`` passes an MLproject parameter left at its
+    default ``""`` as ``--name ''``, which means "not given"."""
+    return value if value and value.strip() else None
+
+
+# --------------------------------------------------------------------------------------------
 # Shared option types (dash-case, with the original project's underscore spellings as aliases).
 # --------------------------------------------------------------------------------------------
 DatasetOpt = Annotated[
     str,
     typer.Option(
         "--dataset",
-        help="Data set: aptos2019 (APTOS), isic2020 (ISIC2020), mimic-cxr (MIMICCXR) or demo.",
+        help="Data set (the seed's APTOS, ISIC2020, MIMICCXR accepted).",
+        **DATASET_CHOICES,
     ),
 ]
 DataDirOpt = Annotated[
@@ -97,8 +167,16 @@ UncertainOpt = Annotated[
     typer.Option(
         "--uncertain",
         help="mimic-cxr only: uncertain (-1) Pleural Effusion labels are left out (ignore) or become 0 (zeros) or 1 (ones).",
+        **choices(UNCERTAIN),
     ),
 ]
+
+
+DUPLICATES_HELP = (
+    "Near-duplicate images (fingerprint distance <= 0.15, joined transitively): keep each group in one split "
+    "(group), keep one image per group (drop), or ignore."
+)
+DuplicatesOpt = Annotated[str, typer.Option("--duplicates", help=DUPLICATES_HELP, **choices(DUPLICATES))]
 
 
 @data_app.command("synth")
@@ -126,9 +204,15 @@ def data_prepare(
         ),
     ] = 224,
     uncertain: UncertainOpt = "ignore",
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Decoding processes (default: every CPU).", show_default=False)
+    ] = None,
 ) -> None:
-    """Decode and resize every image once into a memory-mappable uint8 cache that loaders use when present."""
-    folder = prepare_cache(dataset, data_dir, img_size=img_size, uncertain=uncertain)
+    """Decode and resize every image once into a memory-mappable uint8 cache that loaders use when present.
+
+    Decoding runs in parallel at reduced resolution; a prepare that was stopped continues where it left off.
+    """
+    folder = prepare_cache(dataset, data_dir, img_size=img_size, uncertain=uncertain, workers=workers)
     typer.echo(f"Wrote the {img_size} px uint8 cache (images.npy, manifest.csv) to {folder}")
 
 
@@ -149,10 +233,22 @@ def data_check(
             "--perc-train", "--perc_train", help="Fraction of training images kept in the low-data regimen, in (0, 1]."
         ),
     ] = 1.0,
+    duplicates: DuplicatesOpt = "group",
+    duplicates_out: Annotated[
+        Path | None,
+        typer.Option("--duplicates-out", help="Write every near-duplicate group (one row per image) to this CSV file."),
+    ] = None,
 ) -> None:
-    """Report every problem of a data folder at once, then images and positives per split (exit 2 on problems)."""
+    """Report every problem of a data folder at once, the near-duplicate groups, then images and positives
+    per split (exit 2 on problems)."""
     report = check_data(
-        dataset, data_dir, uncertain=uncertain, low_data_regimen=low_data_regimen, perc_train=perc_train
+        dataset,
+        data_dir,
+        uncertain=uncertain,
+        low_data_regimen=low_data_regimen,
+        perc_train=perc_train,
+        duplicates=duplicates,
+        duplicates_out=duplicates_out,
     )
     for problem in report.problems:
         typer.echo(f"Error: {problem}", err=True)
@@ -180,7 +276,8 @@ def models_command(
         ),
     ] = None,
     pretrained: Annotated[
-        str, typer.Option("--pretrained", help="With --model: initial weights, imagenet or none.")
+        str,
+        typer.Option("--pretrained", help="With --model: initial weights, imagenet or none.", **choices(PRETRAINED)),
     ] = "none",
     weights: Annotated[
         Path | None,
@@ -189,10 +286,19 @@ def models_command(
     init: Annotated[
         str,
         typer.Option(
-            "--init", help="With --model: fair (every backbone initialised) or paper (the original project's)."
+            "--init",
+            help="With --model: fair (every backbone initialised) or paper (the original project's).",
+            **choices(INITS),
         ),
     ] = "fair",
-    head: Annotated[str, typer.Option("--head", help="With --model: pool or flatten.")] = "pool",
+    head: Annotated[
+        str,
+        typer.Option(
+            "--head",
+            help="With --model: pool, flatten or paper (the original's head per family: DenseNets flatten, ResNets and DeiT pool).",
+            **choices(HEADS),
+        ),
+    ] = "pool",
     img_size: Annotated[int, typer.Option("--img-size", "--imgsize", help="With --model: input side in pixels.")] = 224,
     nr_layers: Annotated[
         int, typer.Option("--nr-layers", "--nr_layers", help="With --model: DeiT blocks (only for ViT).")
@@ -214,7 +320,7 @@ def models_command(
         )
     typer.echo("Parameters counted at num_classes=2, img_size=224, head=pool, 12 DeiT blocks.")
     if model is not None:
-        built = create_model(
+        built, report = create_model_with_report(
             model,
             num_classes,
             pretrained=pretrained,
@@ -224,7 +330,6 @@ def models_command(
             img_size=img_size,
             init=init,
         )
-        report = built.weights_report
         typer.echo(f"{model}: {count_parameters(built):,} parameters at img_size={img_size}, head={head}.")
         typer.echo(report.summary() if report is not None else "No weights loaded: every tensor starts at random init.")
 
@@ -257,7 +362,8 @@ _TrainDatasetOpt = Annotated[
     str | None,
     typer.Option(
         "--dataset",
-        help="aptos2019 | isic2020 | mimic-cxr | demo (the seed's APTOS, ISIC2020, MIMICCXR accepted). (default: demo)",
+        help="Data set (the seed's APTOS, ISIC2020, MIMICCXR accepted). (default: demo)",
+        **DATASET_CHOICES,
     ),
 ]
 _TrainDataDirOpt = Annotated[
@@ -272,7 +378,8 @@ _TrainModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="densenet121 | resnet50 | se_densenet121 | se_resnet50 | cbam_densenet121 | cbam_resnet50 | deit_tiny (seed spellings accepted). (default: resnet50)",
+        help="Architecture (seed spellings such as SEResNet50 or DeiT-T-LRP accepted). (default: resnet50)",
+        **MODEL_CHOICES,
     ),
 ]
 _TrainLowDataRegimenOpt = Annotated[
@@ -305,7 +412,8 @@ _TrainImgSizeOpt = Annotated[
     ),
 ]
 _TrainResizeOpt = Annotated[
-    str | None, typer.Option("--resize", help="direct_resize | resizeshortest_randomcrop. (default: direct_resize)")
+    str | None,
+    typer.Option("--resize", help="Resize transform. (default: direct_resize)", **choices(RESIZE_MODES)),
 ]
 _TrainClassWeightsOpt = Annotated[
     bool | None,
@@ -323,13 +431,15 @@ _TrainEpochsOpt = Annotated[
 _TrainLrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate. (default: 1e-4)")]
 _TrainWeightDecayOpt = Annotated[float | None, typer.Option("--weight-decay", help="Adam weight decay. (default: 0)")]
 _TrainSchedulerOpt = Annotated[
-    str | None, typer.Option("--scheduler", help="Learning-rate schedule: none | cosine. (default: none)")
+    str | None,
+    typer.Option("--scheduler", help="Learning-rate schedule. (default: none)", **choices(SCHEDULERS)),
 ]
 _TrainSelectMetricOpt = Annotated[
     str | None,
     typer.Option(
         "--select-metric",
         help="Metric that picks checkpoints/best.pt: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)",
+        **EPOCH_METRIC_CHOICES,
     ),
 ]
 _TrainNumWorkersOpt = Annotated[
@@ -340,6 +450,7 @@ _TrainDataPipelineOpt = Annotated[
     typer.Option(
         "--data-pipeline",
         help="auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists and the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image). (default: auto)",
+        **choices(DATA_PIPELINES),
     ),
 ]
 _TrainSaveFreqOpt = Annotated[
@@ -365,7 +476,11 @@ _TrainNrLayersOpt = Annotated[
 ]
 _TrainPretrainedOpt = Annotated[
     str | None,
-    typer.Option("--pretrained", help="imagenet | none. (default: imagenet for real data sets, none for demo)"),
+    typer.Option(
+        "--pretrained",
+        help="Initial weights. (default: imagenet for real data sets, none for demo)",
+        **choices(PRETRAINED),
+    ),
 ]
 _TrainWeightsOpt = Annotated[
     str | None,
@@ -375,7 +490,8 @@ _TrainHeadOpt = Annotated[
     str | None,
     typer.Option(
         "--head",
-        help="pool (global average pool + linear) | flatten (the original project's linear over the flattened feature map). (default: pool)",
+        help="pool (global average pool + linear) | flatten (the original project's linear over the flattened feature map) | paper (the original's head per family). (default: pool)",
+        **choices(HEADS),
     ),
 ]
 _TrainInitOpt = Annotated[
@@ -383,6 +499,7 @@ _TrainInitOpt = Annotated[
     typer.Option(
         "--init",
         help="fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from scratch, as the original). (default: fair)",
+        **choices(INITS),
     ),
 ]
 _TrainMulticlassOpt = Annotated[
@@ -395,7 +512,15 @@ _TrainMulticlassOpt = Annotated[
 ]
 _TrainUncertainOpt = Annotated[
     str | None,
-    typer.Option("--uncertain", help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones. (default: ignore)"),
+    typer.Option(
+        "--uncertain",
+        help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones. (default: ignore)",
+        **choices(UNCERTAIN),
+    ),
+]
+_TrainDuplicatesOpt = Annotated[
+    str | None,
+    typer.Option("--duplicates", help=DUPLICATES_HELP + " (default: group)", show_default=False, **choices(DUPLICATES)),
 ]
 _TrainSeedOpt = Annotated[
     int | None,
@@ -445,7 +570,7 @@ _TrainNprocOpt = Annotated[
 ]
 
 
-_LAUNCH_ONLY = ("ctx", "gpu_id", "config", "resume", "nproc")
+_LAUNCH_ONLY = ("ctx", "gpu_id", "config", "resume", "nproc", "quiet")
 
 
 @app.command()
@@ -479,6 +604,7 @@ def train(
     init: _TrainInitOpt = None,
     multiclass: _TrainMulticlassOpt = None,
     uncertain: _TrainUncertainOpt = None,
+    duplicates: _TrainDuplicatesOpt = None,
     seed: _TrainSeedOpt = None,
     amp: _TrainAmpOpt = None,
     compile: _TrainCompileOpt = None,
@@ -489,6 +615,7 @@ def train(
     system_metrics: _TrainSystemMetricsOpt = None,
     tracking_uri: TrackingUriOpt = None,
     nproc: _TrainNprocOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.
 
@@ -502,7 +629,7 @@ def train(
     cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
     if _relaunched(ctx, nproc, cfg.optim.batch_size):
         return
-    result = api.train(cfg)
+    result = api.train(cfg, progress=not quiet)
     if not distributed.is_main_process():
         return  # DDP: rank 0 prints the outcome
     best = result.best_metrics
@@ -554,14 +681,17 @@ def test_cmd(
     model_uri: Annotated[
         str | None,
         typer.Option(
-            "--model-uri", help="Registered model, e.g. models:/medattn-demo@champion or models:/medattn-demo/3."
+            "--model-uri",
+            help="Model URI instead of --run-id: models:/NAME@ALIAS (e.g. models:/medattn-demo@champion), "
+            "models:/NAME/VERSION, models:/m-<logged model id> or runs:/RUN_ID/model.",
         ),
     ] = None,
     ckpt: Annotated[
         str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
     ] = None,
     split: Annotated[
-        str, typer.Option("--split", help="test | validation | train (the seed's Test/Validation/Train accepted).")
+        str,
+        typer.Option("--split", help="Split to test (the seed's Test/Validation/Train accepted).", **SPLIT_CHOICES),
     ] = "test",
     data_dir: Annotated[
         str | None,
@@ -582,6 +712,7 @@ def test_cmd(
         str | None, typer.Option("--experiment", help="Experiment of the test run. (default: the training run's)")
     ] = None,
     tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and
     confusion-matrix figures, logged to a new run tagged with its source run.
@@ -591,8 +722,8 @@ def test_cmd(
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
     cfg = api.TestConfig(
-        run_id=run_id,
-        model_uri=model_uri,
+        run_id=given(run_id),
+        model_uri=given(model_uri),
         ckpt=ckpt,
         split=split,
         data_dir=data_dir,
@@ -603,7 +734,7 @@ def test_cmd(
         experiment=experiment,
         n_boot=n_boot,
     )
-    result = api.test(cfg)
+    result = api.test(cfg, progress=not quiet)
     m = result.metrics
     typer.echo(
         f"test AUC {m.get('test_auc', float('nan')):.4f} "
@@ -644,6 +775,7 @@ def demo(
     ] = "medattn-demo",
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """End to end on CPU: synthesise the demo set; train, test and explain each variant; compare the
     variants; promote the best one to models:/medattn-demo@champion."""
@@ -659,7 +791,7 @@ def demo(
         explain_images=explain_images,
         promote=promote,
     )
-    result = api.demo(cfg, echo=typer.echo)
+    result = api.demo(cfg, echo=typer.echo, progress=not quiet)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
     typer.echo("\nTest performance per variant")
     typer.echo(result.table.drop(columns=["train_run"]).to_string(index=False, float_format=fmt))
@@ -684,12 +816,16 @@ def interpret(
         str | None, typer.Option("--run-id", help="Training run to explain (its checkpoints/best.pt).")
     ] = None,
     model_uri: Annotated[
-        str | None, typer.Option("--model-uri", help="Registered model, e.g. models:/medattn-demo@champion.")
+        str | None,
+        typer.Option(
+            "--model-uri",
+            help="Model URI instead of --run-id: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id> or runs:/RUN_ID/model.",
+        ),
     ] = None,
     ckpt: Annotated[
         str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="test | validation | train.")] = "test",
+    split: Annotated[str, typer.Option("--split", help="Split whose images are explained.", **SPLIT_CHOICES)] = "test",
     methods: Annotated[
         str | None,
         typer.Option(
@@ -701,7 +837,12 @@ def interpret(
         int, typer.Option("--max-images", help="Explain the first N images of the split (split order).")
     ] = 16,
     target: Annotated[
-        str, typer.Option("--target", help="Class explained: label (ground truth) or pred (the model's prediction).")
+        str,
+        typer.Option(
+            "--target",
+            help="Class explained: label (ground truth) or pred (the model's prediction).",
+            **choices(TARGETS),
+        ),
     ] = "label",
     batch_size: Annotated[
         int,
@@ -722,14 +863,15 @@ def interpret(
         str | None, typer.Option("--experiment", help="Experiment of the interpret run. (default: the training run's)")
     ] = None,
     tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the
     input images and deletion/insertion (plus pointing-game and mask-mass on demo) scores."""
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
     cfg = api.InterpretConfig(
-        run_id=run_id,
-        model_uri=model_uri,
+        run_id=given(run_id),
+        model_uri=given(model_uri),
         ckpt=ckpt,
         split=split,
         methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()),
@@ -742,7 +884,7 @@ def interpret(
         tracking_uri=tracking_uri,
         experiment=experiment,
     )
-    result = api.interpret(cfg)
+    result = api.interpret(cfg, progress=not quiet)
     typer.echo(result.scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     _done("interpret", result.run_id, result.tracking_uri)
 
@@ -756,7 +898,9 @@ def grid_cmd(
     data_dir: Annotated[
         str | None, typer.Option("--data-dir", "--data_dir", help="Data folder for every cell.")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Pin the model axis to one variant.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Pin the model axis to one variant.", **MODEL_CHOICES)
+    ] = None,
     perc_train: Annotated[
         float | None, typer.Option("--perc-train", "--perc_train", help="Pin the training-fraction axis to one value.")
     ] = None,
@@ -788,13 +932,11 @@ def grid_cmd(
 # medattn search / promote
 # --------------------------------------------------------------------------------------------
 _SearchDatasetOpt = Annotated[
-    str, typer.Option("--dataset", help="aptos2019 | isic2020 | mimic-cxr | demo (seed spellings accepted).")
+    str, typer.Option("--dataset", help="Data set (seed spellings accepted).", **DATASET_CHOICES)
 ]
 _SearchModelOpt = Annotated[
     str,
-    typer.Option(
-        "--model", help="Architecture every trial trains (densenet121, se_resnet50, cbam_resnet50, deit_tiny, ...)."
-    ),
+    typer.Option("--model", help="Architecture every trial trains (seed spellings accepted).", **MODEL_CHOICES),
 ]
 _SearchDataDirOpt = Annotated[
     str | None,
@@ -831,10 +973,11 @@ _SearchMetricOpt = Annotated[
     typer.Option(
         "--metric",
         help="Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best checkpoint is chosen by it too.",
+        **EPOCH_METRIC_CHOICES,
     ),
 ]
 _SearchModeOpt = Annotated[
-    str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")
+    str | None, typer.Option("--mode", help="(default: min for *_loss, max otherwise)", **MODE_CHOICES)
 ]
 _SearchEpochsOpt = Annotated[
     int | None, typer.Option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")
@@ -893,6 +1036,8 @@ def search_cmd(
     device: DeviceOpt = None,
     seed: _SearchSeedOpt = 0,
     tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
+    duplicates: _TrainDuplicatesOpt = None,
 ) -> None:
     """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
     median pruning per epoch, one parent MLflow run with one nested training run per trial."""
@@ -918,8 +1063,9 @@ def search_cmd(
         seed=seed,
         prune_startup_trials=prune_startup_trials,
         prune_warmup_epochs=prune_warmup_epochs,
+        train_overrides={"duplicates": duplicates} if duplicates is not None else {},
     )
-    result = api.search(cfg)
+    result = api.search(cfg, progress=not quiet)
     counts = {s: sum(1 for v in result.states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     typer.echo(
         f"{len(result.states)} trial{'' if len(result.states) == 1 else 's'}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
@@ -946,22 +1092,27 @@ def promote_cmd(
     experiment: Annotated[
         str | None,
         typer.Option(
-            "--experiment", help="Experiment whose finished training runs compete. (default: medattn-<dataset>)"
+            "--experiment",
+            help="Experiment whose finished training runs compete. (default: under mlflow run the project run's experiment, else medattn-<dataset>)",
         ),
     ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
-            "--dataset", help="Only runs of this data set compete; names the default experiment. (default: demo)"
+            "--dataset",
+            help="Only runs of this data set compete; names the default experiment. (default: demo)",
+            **DATASET_CHOICES,
         ),
     ] = None,
     metric: Annotated[
         str,
-        typer.Option("--metric", help="Metric that ranks the runs: best_<metric> when logged, else its last value."),
+        typer.Option(
+            "--metric",
+            help="Metric that ranks the runs: best_<metric> when logged, else its last value.",
+            **EPOCH_METRIC_CHOICES,
+        ),
     ] = "val_auc",
-    mode: Annotated[
-        str | None, typer.Option("--mode", help="max | min. (default: min for *_loss, max otherwise)")
-    ] = None,
+    mode: _SearchModeOpt = None,
     alias: Annotated[
         str, typer.Option("--alias", help="Registry alias moved to the best run's model version.")
     ] = "champion",
@@ -971,7 +1122,7 @@ def promote_cmd(
     the alias (champion) to that version; idempotent."""
     result = api.promote(
         api.PromoteConfig(
-            experiment=experiment,
+            experiment=given(experiment) or tracking.project_experiment_name(tracking_uri),
             dataset=dataset,
             metric=metric,
             mode=mode,
@@ -997,18 +1148,26 @@ def promote_cmd(
 @app.command("figures")
 def figures_cmd(
     run_id: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--run-id",
             help="Interpret run to draw; or a training run, whose latest finished interpret run (tag medattn.source_run) is used.",
         ),
-    ],
+    ] = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri",
+            help="Instead of --run-id: a training run's model URI (models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/RUN_ID/model); its latest interpret run is drawn.",
+        ),
+    ] = None,
     saliency_maps: Annotated[
         str,
         typer.Option(
             "--saliency-maps",
             "--saliency_maps",
-            help="ALL, DEEPLIFT, LRP or TRANSFORMER-LRP: which methods' maps to draw.",
+            help="Which methods' maps to draw (any case).",
+            **SALIENCY_CHOICES,
         ),
     ] = "ALL",
     alpha_overlay: Annotated[
@@ -1018,12 +1177,17 @@ def figures_cmd(
         ),
     ] = 0.5,
     tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Blended heat maps (captum style, bwr) per image and method, the original images, an images ×
     methods grid and the training-history curves, logged to the interpret run under figures/."""
     result = api.figures(
         api.FiguresConfig(
-            run_id=run_id, saliency_maps=saliency_maps, alpha_overlay=alpha_overlay, tracking_uri=tracking_uri
+            run_id=given(run_id),
+            model_uri=given(model_uri),
+            saliency_maps=saliency_maps,
+            alpha_overlay=alpha_overlay,
+            tracking_uri=tracking_uri,
         )
     )
     typer.echo(
@@ -1036,16 +1200,26 @@ def figures_cmd(
 @app.command("compare")
 def compare_cmd(
     experiment: Annotated[
-        str, typer.Option("--experiment", help="Experiment whose finished test runs (split test) are compared.")
-    ] = "medattn-demo",
+        str | None,
+        typer.Option(
+            "--experiment",
+            help="Experiment whose finished test runs (split test) are compared. (default: under mlflow run the project run's experiment, else medattn-demo)",
+        ),
+    ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="Test metric of the low-data-regimen figure and the table's first column.")
+        str,
+        typer.Option(
+            "--metric",
+            help="Test metric of the low-data-regimen figure and the table's first column.",
+            **TEST_METRIC_CHOICES,
+        ),
     ] = "test_auc",
     cases: Annotated[
         str | None,
         typer.Option(
             "--cases",
-            help="tp | tn | fp | fn | agree | disagree: list (and draw) the test images where all models share that outcome, or disagree.",
+            help="List (and draw) the test images where all models share that outcome (tp, tn, fp, fn), all agree, or disagree.",
+            **choices(CASES),
         ),
     ] = None,
     max_images: Annotated[int, typer.Option("--max-images", help="Images per saliency grid (rows).")] = 4,
@@ -1054,13 +1228,15 @@ def compare_cmd(
         typer.Option("--alpha-overlay", "--alpha_overlay", help="Opacity of the heat maps in the grids, in [0, 1]."),
     ] = 0.5,
     tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Comparison table of test metrics with CIs per variant and training-data fraction, the
     low-data-regimen figure, explanation scores and a models × methods grid, logged to a new
     compare run; --cases selects images by the models' shared outcome."""
+    experiment = given(experiment) or tracking.project_experiment_name(tracking_uri)
     result = api.compare(
         api.CompareConfig(
-            experiment=experiment,
+            **({"experiment": experiment} if experiment else {}),
             metric=metric,
             cases=cases,
             max_images=max_images,
@@ -1104,6 +1280,22 @@ def bench_cmd(
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny CPU run (2 models, 32 px, batch 4) for the test suite.")
     ] = False,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare/--no-prepare",
+            help="Also measure `medattn data prepare` on synthetic high-resolution ISIC/MIMIC/APTOS-like files: "
+            "prepare_img_s against serial full-resolution decoding, and the scaling with 1, 2, ... workers.",
+        ),
+    ] = False,
+    prepare_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--prepare-workers",
+            help="Most workers of the --prepare scaling series (default: every CPU).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -1121,6 +1313,8 @@ def bench_cmd(
         device=device,
         compile=compile,
         out=str(out) if out else None,
+        prepare=prepare,
+        prepare_workers=prepare_workers,
     )
     names = tuple(m for m in models.split(",") if m.strip())
     if quick:

@@ -36,7 +36,15 @@ PRETRAINED = ("imagenet", "none")
 SCHEDULERS = ("none", "cosine")
 UNCERTAIN = ("ignore", "zeros", "ones")
 DATA_PIPELINES = ("auto", "gpu", "cpu")
+#: ``--duplicates``: near-duplicate images kept in one split (group), one kept per group (drop), or not
+#: searched (ignore); the one list ``medattn.data.duplicates`` uses too.
+DUPLICATES = ("group", "drop", "ignore")
+#: Options that configs logged by older versions lack, with the value that reproduces what those
+#: versions did (a run logged before issue 20 split without looking for near-duplicates).
+LEGACY_DEFAULTS: dict[str, Any] = {"duplicates": "ignore"}
 SPLITS = ("train", "val", "test")
+#: ``interpret --target``: the class explained, the ground truth or the model's prediction.
+TARGETS = ("label", "pred")
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "validate": "val", "test": "test"}
 MODES = ("max", "min")
 
@@ -57,6 +65,8 @@ class DataConfig:
     # Input path (issue 8): "gpu" = uint8 cache + batched augmentation on the training device,
     # "cpu" = PIL transforms per image, "auto" = gpu on CUDA when the cache exists, else cpu.
     data_pipeline: str = "auto"
+    # Issue 20: near-duplicate images (medattn.data.duplicates): group | drop | ignore.
+    duplicates: str = "group"
 
 
 @dataclass(frozen=True)
@@ -271,6 +281,8 @@ def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
     _choice("resize", d.resize, RESIZE_MODES)
     _choice("uncertain", d.uncertain, UNCERTAIN)
     _choice("data_pipeline", d.data_pipeline, DATA_PIPELINES)
+    duplicates = str(d.duplicates).strip().lower()
+    _choice("duplicates", duplicates, DUPLICATES)
     _choice("head", m.head, HEADS)
     _choice("init", m.init, INITS)
     if m.pretrained is not None:
@@ -296,7 +308,9 @@ def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
         raise ConfigError("give either --resume RUN_ID or --ckpt PATH, not both.")
     # the seed required both flags; --perc-train < 1 implies the low-data regimen here
     low = d.low_data_regimen or d.perc_train < 1.0
-    data = dataclasses.replace(d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low)
+    data = dataclasses.replace(
+        d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low, duplicates=duplicates
+    )
     return data, dataclasses.replace(m, model=registry.canonical("model", m.model))
 
 
@@ -346,15 +360,25 @@ def _positive(name: str, value: int) -> None:
 def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
     """Rebuild a :class:`TrainConfig` from :meth:`TrainConfig.flat` (e.g. a run's ``config.yaml``).
 
-    Unknown keys (from newer versions) are ignored so that old runs stay loadable.
+    Unknown keys (from newer versions) are ignored so that old runs stay loadable; keys older
+    versions did not log take :data:`LEGACY_DEFAULTS` (the behaviour of those versions).
     """
     known = _all_keys()
-    kept = {k: v for k, v in flat.items() if k in known and k not in _NOT_IN_YAML}
+    kept = {k: v for k, v in with_legacy_defaults(flat).items() if k in known and k not in _NOT_IN_YAML}
     parts = {
         sec: cls(**{f.name: _coerce(cls, f.name, kept[f.name]) for f in fields(cls) if f.name in kept})
         for sec, cls in _SECTIONS.items()
     }
     return TrainConfig(**parts, device=str(kept.get("device", "auto")))
+
+
+def with_legacy_defaults(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A logged flat config with :data:`LEGACY_DEFAULTS` filled in where it lacks them.
+
+    Rebuilding (``test``, ``interpret``) or resuming a run logged by an older version then makes
+    the same splits it trained on.
+    """
+    return {**LEGACY_DEFAULTS, **flat}
 
 
 def split_name(name: str) -> str:
@@ -455,7 +479,7 @@ class InterpretConfig(SourcePart, RuntimePart):
 
     def __post_init__(self) -> None:  # noqa: D105
         super().__post_init__()
-        if self.target not in ("label", "pred"):
+        if self.target not in TARGETS:
             raise ConfigError(f"--target must be label or pred, got {self.target!r}.")
         _at_least("max_images", self.max_images, 1, "at least 1")
         _at_least("steps", self.steps, 1, "at least 1")
@@ -467,15 +491,19 @@ class InterpretConfig(SourcePart, RuntimePart):
 class FiguresConfig(TrackingPart):
     """Options of ``medattn figures``.
 
-    ``run_id`` is an interpret run, or a training run whose latest finished interpret run is used.
+    ``run_id`` is an interpret run, or a training run whose latest finished interpret run is used;
+    ``model_uri`` (instead of ``run_id``) names such a training run by a model URI.
     ``saliency_maps`` is ``all`` or one explanation method (any that ``interpret`` logs).
     """
 
-    run_id: str
+    run_id: str | None = None
+    model_uri: str | None = None
     saliency_maps: str = "all"
     alpha_overlay: float = 0.5
 
     def __post_init__(self) -> None:  # noqa: D105
+        if bool(self.run_id) == bool(self.model_uri):
+            raise ConfigError("give exactly one of --run-id or --model-uri.")
         _set(self, "saliency_maps", saliency_choice(self.saliency_maps))
         _check_alpha(self.alpha_overlay)
 
@@ -723,6 +751,8 @@ class BenchConfig:
         out: JSON file to write (default: ``benchmarks/results/<device>-<date>.json`` for a full
             CUDA run, ``medattn-bench-<device>-<date>.json`` in the working directory otherwise).
         quick: tiny CPU settings for the test suite (:func:`quick_config`).
+        prepare: also measure ``medattn data prepare`` (issue 18) on synthetic high-resolution files.
+        prepare_workers: most workers of the prepare scaling series (``None``: every CPU).
     """
 
     models: tuple[str, ...] = ("all",)
@@ -747,8 +777,12 @@ class BenchConfig:
     work_dir: str | None = None
     out: str | None = None
     quick: bool = False
+    prepare: bool = False
+    prepare_workers: int | None = None
 
     def __post_init__(self) -> None:  # noqa: D105
+        if self.prepare_workers is not None:
+            _at_least("prepare_workers", self.prepare_workers, 1, "1 or more (leave it out to use every CPU)")
         for key in (
             "batch_size",
             "img_size",

@@ -35,8 +35,9 @@ from __future__ import annotations
 import datetime
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -47,7 +48,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from medattn.engine import EpochOutput, Parallel
-from medattn.errors import ConfigError
+from medattn.errors import ConfigError, MedattnError
+
+T = TypeVar("T")
 
 #: Environment variables ``torchrun`` sets in every worker.
 ENV_WORLD_SIZE, ENV_RANK, ENV_LOCAL_RANK = "WORLD_SIZE", "RANK", "LOCAL_RANK"
@@ -167,6 +170,36 @@ def broadcast_object(ctx: DistContext, obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(ctx: DistContext, fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone; every rank gets its result (or fails with its error).
+
+    The other ranks wait here (the broadcast is a barrier) and never run ``fn``: e.g. rank 0 alone
+    creates or opens the tracking store (issue 17: two ranks creating a fresh sqlite store at once
+    crash), and reads the checkpoint a resumed run continues from. A :class:`MedattnError` of rank 0
+    is raised on every rank with the same sentence; any other failure of rank 0 is re-raised there
+    and stops the others with a ``RuntimeError`` instead of leaving them waiting.
+
+    Args:
+        ctx: this rank.
+        fn: the work of rank 0; its result must pickle (it is broadcast).
+    """
+    if not ctx.enabled:
+        return fn()
+    result, failure, failed = None, None, None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 - told to the other ranks, then re-raised below
+            failure, failed = (isinstance(exc, MedattnError), str(exc)), exc
+    result, failure = broadcast_object(ctx, (result, failure))
+    if failed is not None:
+        raise failed
+    if failure is not None:
+        user_error, message = failure
+        raise MedattnError(message) if user_error else RuntimeError(f"rank 0 failed: {message}")
+    return result
 
 
 def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:

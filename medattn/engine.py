@@ -24,11 +24,15 @@ class EpochOutput:
     """What one pass over a loader produced.
 
     Attributes:
-        loss: mean loss per image.
+        loss: the class-weighted cross-entropy of the whole pass, ``Σ w_i l_i / Σ w_i`` over its
+            images (the plain mean per image without class weights; :func:`loss_terms`), so it
+            depends on neither the batch size nor the batch composition (issue 13.2).
         y_true: labels, shape (N,).
         scores: softmax probabilities, shape (N, C), in loader order.
         n_images: number of images seen.
         seconds: wall time of the pass.
+        loss_weight: ``Σ w_i`` of the pass (``None``: one per image), to join passes of several
+            processes as ``Σ loss · loss_weight / Σ loss_weight``.
     """
 
     loss: float
@@ -36,6 +40,7 @@ class EpochOutput:
     scores: np.ndarray
     n_images: int
     seconds: float
+    loss_weight: float | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -49,6 +54,51 @@ SYNC_EVERY = 50
 
 class DivergedError(MedattnError):
     """The loss became NaN or infinite."""
+
+
+class WeightedCrossEntropy(nn.Module):
+    """Class-weighted cross-entropy summed over the batch and divided by a fixed ``norm`` (issue 13.2).
+
+    ``nn.CrossEntropyLoss(weight=w)`` divides each batch by that batch's own ``Σ w``, so an image's
+    share of an epoch's objective depends on which images share its batch: on ISIC (1.8 %
+    positives, batch 32) the positives carried about 30 % of an epoch's loss weight instead of the
+    50 % that balanced class weights promise. Here every image contributes ``w_{y_i} l_i / norm``
+    whatever its batch, as the original project's weighted sum did; a fixed ``norm`` (the nominal
+    batch size) keeps the learning rate's meaning (without class weights and with full batches
+    the loss equals the batch mean).
+
+    Args:
+        weight: class weights, shape (C,); ``None``: every class 1.
+        norm: the constant the batch sum is divided by.
+    """
+
+    def __init__(self, weight: torch.Tensor | None = None, norm: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)  # a buffer moves with .to(device), as in nn.CrossEntropyLoss
+        self.norm = float(norm)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``Σ_i w_{y_i} CE(logits_i, y_i) / norm`` of a batch: logits (B, C), labels (B,)."""
+        return nn.functional.cross_entropy(logits, labels, weight=self.weight, reduction="sum") / self.norm
+
+
+def loss_terms(loss_fn: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ_i w_{y_i} l_i, Σ_i w_{y_i})`` of a batch, the class weights taken from ``loss_fn.weight``.
+
+    The reported loss of a pass is the ratio of these sums over the whole pass, whatever
+    ``loss_fn`` divides a batch by for the gradient.
+
+    Args:
+        loss_fn: a cross-entropy (:class:`WeightedCrossEntropy`, ``nn.CrossEntropyLoss``); its
+            ``weight`` attribute (``None``: unweighted) gives the class weights.
+        logits: (B, C), float32.
+        labels: (B,).
+    """
+    weight = getattr(loss_fn, "weight", None)
+    total = nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
+    if weight is None:
+        return total, torch.full((), float(labels.shape[0]), device=logits.device)
+    return total, weight[labels].sum()
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -92,7 +142,8 @@ def train_one_epoch(
         model: classifier mapping (B, 3, H, W) to logits (B, C).
         loader: yields ``(images (B, 3, H, W), labels (B,))``.
         optimizer: steps once per batch.
-        loss_fn: e.g. ``nn.CrossEntropyLoss`` (reduction ``mean``).
+        loss_fn: the loss to minimise, e.g. :class:`WeightedCrossEntropy`; the reported loss is
+            the pass's weighted cross-entropy (:func:`loss_terms`).
         device: where the model lives.
         amp: bf16 autocast on CUDA.
         desc: progress bar label.
@@ -104,7 +155,7 @@ def train_one_epoch(
             (:func:`medattn.distributed.all_finite`), so all ranks stop together on NaN.
 
     Returns:
-        Mean loss, labels and (detached) probabilities of the training pass.
+        Loss (``Σ w l / Σ w`` over the pass), labels and (detached) probabilities of the training pass.
 
     Raises:
         DivergedError: the loss became NaN or infinite.
@@ -113,7 +164,7 @@ def train_one_epoch(
     # Issue 8: the loss sum, labels and probabilities stay on the device and are read once per
     # epoch; the divergence check and the progress bar read them every SYNC_EVERY steps only, so
     # the host does not wait for the GPU on each step.
-    total, n = torch.zeros((), device=device), 0
+    total, weight, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     ys, ps = [], []
     start = time.perf_counter()
     bar = _bar(loader, desc, progress)
@@ -129,16 +180,18 @@ def train_one_epoch(
         scale = loss_scale(step, labels.shape[0]) if loss_scale is not None else 1.0
         (loss if scale == 1.0 else loss * scale).backward()
         optimizer.step()
-        b = labels.shape[0]
-        total += loss.detach() * b
-        n += b
+        with torch.no_grad():
+            batch_total, batch_weight = loss_terms(loss_fn, logits.detach().float(), labels)
+        total += batch_total
+        weight += batch_weight
+        n += labels.shape[0]
         ys.append(labels.detach())
         ps.append(torch.softmax(logits.detach().float(), 1))
         if step % SYNC_EVERY == 0:
-            bar.set_postfix(loss=f"{total.item() / n:.4f}")
+            bar.set_postfix(loss=f"{total.item() / weight.item():.4f}")
     if not (finite_check(total) if finite_check is not None else torch.isfinite(total)):
         raise DivergedError(f"the training loss became {total.item()} in {desc}; lower --lr or check the data.")
-    out = _output(total.item(), n, ys, ps, 0.0)  # issue 8: time includes the one end-of-epoch sync
+    out = _output(total.item(), weight.item(), n, ys, ps)  # issue 8: time includes the one end-of-epoch sync
     return dataclasses.replace(out, seconds=time.perf_counter() - start)
 
 
@@ -153,9 +206,14 @@ def evaluate(
     desc: str = "eval",
     progress: bool = True,
 ) -> EpochOutput:
-    """Loss and probabilities of ``model`` over ``loader`` in eval mode (loader order kept)."""
+    """Loss and probabilities of ``model`` over ``loader`` in eval mode (loader order kept).
+
+    The loss is ``Σ w_i l_i / Σ w_i`` over the whole split (class weights from ``loss_fn.weight``,
+    :func:`loss_terms`), independent of the batch size and composition (issue 13.2).
+    """
     model.eval()
-    total, n = torch.zeros((), device=device), 0  # on the device: no per-batch host sync (issue 8)
+    # on the device: no per-batch host sync (issue 8)
+    total, weight, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     ys, ps = [], []
     start = time.perf_counter()
     for images, labels in _bar(loader, desc, progress):
@@ -163,25 +221,27 @@ def evaluate(
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images)
-        loss = loss_fn(logits.float(), labels)
-        b = labels.shape[0]
-        total += loss * b
-        n += b
+        batch_total, batch_weight = loss_terms(loss_fn, logits.float(), labels)
+        total += batch_total
+        weight += batch_weight
+        n += labels.shape[0]
         ys.append(labels)
         ps.append(torch.softmax(logits.float(), 1))
-    out = _output(total.item(), n, ys, ps, 0.0)
+    out = _output(total.item(), weight.item(), n, ys, ps)
     return dataclasses.replace(out, seconds=time.perf_counter() - start)
 
 
-def _output(total: float, n: int, ys: list, ps: list, seconds: float) -> EpochOutput:
+def _output(total: float, weight: float, n: int, ys: list, ps: list) -> EpochOutput:
+    """The pass's :class:`EpochOutput` from its loss sums (time filled in by the caller)."""
     if n == 0:
         raise MedattnError("the data loader yielded no images; check the split and --batch-size.")
     return EpochOutput(
-        loss=total / n if n else math.nan,
+        loss=total / weight if weight > 0 else math.nan,
         y_true=torch.cat(ys).cpu().numpy().astype(np.int64),
         scores=torch.cat(ps).cpu().numpy().astype(np.float64),
         n_images=n,
-        seconds=seconds,
+        seconds=0.0,
+        loss_weight=weight,
     )
 
 
@@ -274,7 +334,9 @@ def _passes(model, loaders, optimizer, loss_fn, device, par: Parallel, tag: str,
         loss_scale=par.loss_scale(train_loader),
         finite_check=par.finite_check(),
     )
-    va = evaluate(par.eval_model(model), val_loader, loss_fn, device, amp=amp, desc=f"{tag} val", progress=show)
+    # Issue 13.4: validation picks best.pt (and, through best_val_*, the champion), so it runs in
+    # fp32 like `test`, never from bf16 logits (coarser scores, more ties), even with amp on.
+    va = evaluate(par.eval_model(model), val_loader, loss_fn, device, amp=False, desc=f"{tag} val", progress=show)
     return par.gather(tr), par.gather(va)
 
 
@@ -315,7 +377,7 @@ def fit(
         model: classifier mapping (B, 3, H, W) to logits (B, C).
         loaders: ``(train, val)`` loaders of ``(images, labels)``.
         optimizer: steps once per batch; ``scheduler`` (optional) once per epoch.
-        loss_fn: e.g. ``nn.CrossEntropyLoss``.
+        loss_fn: e.g. :class:`WeightedCrossEntropy` (the train stage's loss).
         device: where the model lives.
         epochs: total epochs (the loop stops before this index).
         seed: the run's seed.
@@ -323,7 +385,7 @@ def fit(
         scheduler: learning-rate schedule stepped after each epoch.
         start: history and best epoch so far (a resumed run).
         start_epoch: first epoch to run.
-        amp: bf16 autocast on CUDA.
+        amp: bf16 autocast on CUDA for the training passes; validation always runs in fp32.
         progress: show progress bars.
         callbacks: called after each epoch on the main process (may raise, e.g. Optuna pruning).
         parallel: DDP hooks (:class:`Parallel` for one process).

@@ -22,6 +22,7 @@ __all__ = [
     "attribution_hwc",
     "blended_heat_map_figure",
     "confusion_matrix_figure",
+    "forest_figure",
     "history_figure",
     "history_figures",
     "image_figure",
@@ -529,4 +530,58 @@ def xai_scores_figure(rows: Sequence[Mapping[str, object]], *, title: str = "") 
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.suptitle(title or "Explanation scores")
+    return fig
+
+
+def forest_figure(
+    rows: Sequence[Mapping[str, object]],
+    *,
+    xlabel: str = "ΔAUC (variant − plain backbone)",
+    title: str = "",
+) -> Figure:
+    """A forest plot: one row per comparison, its difference with the 95 % CI as a horizontal bar.
+
+    Args:
+        rows: One mapping per comparison, top to bottom, with keys ``label`` (e.g.
+            ``"se_resnet50 vs resnet50"``), ``delta``, ``ci_low``, ``ci_high`` and optionally
+            ``p_value`` (printed at the right of the row).
+        xlabel: x axis label.
+        title: Axes title; ``"Paired differences (95 % bootstrap CI)"`` when empty.
+
+    Returns:
+        The figure; its axes hold one error-bar container (x = ``delta``, one point per row, row
+        ``i`` at y = ``-i``) and a dashed vertical line at 0 (no difference).
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("forest_figure needs at least one row.")
+    fig = Figure(figsize=(FIGSIZE[0], max(2.0, 0.2 + 0.55 * len(rows))), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    y = -np.arange(len(rows), dtype=float)
+    delta = np.array([float(r["delta"]) for r in rows])
+    lo = np.array([float(r["ci_low"]) for r in rows])
+    hi = np.array([float(r["ci_high"]) for r in rows])
+    err = np.vstack([np.where(np.isfinite(lo), delta - lo, 0.0), np.where(np.isfinite(hi), hi - delta, 0.0)])
+    ax.errorbar(delta, y, xerr=err, fmt="s", color="tab:blue", ecolor="tab:blue", capsize=4, markersize=6)
+    ax.axvline(0.0, color="tab:grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y, labels=[str(r["label"]) for r in rows], fontsize="small")
+    for yi, row in zip(y, rows, strict=True):
+        p = row.get("p_value")
+        if p is not None and np.isfinite(float(p)):
+            ax.annotate(
+                f"p = {float(p):.2g}",
+                (1.0, yi),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                fontsize="small",
+            )
+    ax.set_ylim(y[-1] - 0.7, 0.7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title or "Paired differences (95 % bootstrap CI)")
+    ax.grid(True, axis="x", alpha=0.3)
     return fig

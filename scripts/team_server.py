@@ -35,6 +35,7 @@ import glob
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -423,7 +424,7 @@ def _print_envs(ts: TeamServer) -> None:
     for user, what in users.items() if ts.auth else [(None, "no authentication")]:
         print(f"# {what}")
         for key, value in ts.env(user).items():
-            print(f"export {key}={value}")
+            print(f"export {key}={shlex.quote(value)}")
         print()
 
 

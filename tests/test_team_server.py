@@ -1,6 +1,6 @@
-"""Team tracking: PostgreSQL + ``mlflow server`` on 127.0.0.1 (``scripts/team_server.py``).
+"""Team tracking: PostgreSQL + ``mlflow server`` with authentication on 127.0.0.1 (``scripts/team_server.py``).
 
-``medattn train``, ``test`` and ``promote`` run against the server; the runs and the champion alias
+``medattn train``, ``test`` and ``promote`` run against the server as user ``editor``; the runs and the champion alias
 are read back through the REST API. Then two ``medattn search`` worker processes share one Optuna
 study in the same PostgreSQL cluster, and every trial must be recorded exactly once. Skipped where
 Debian's PostgreSQL server binaries are missing (``.ci/run`` installs them).
@@ -32,8 +32,9 @@ pytestmark = [
 STEP_TIMEOUT_S = 150
 
 
-def _env(tracking_uri: str) -> dict[str, str]:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, OMP_NUM_THREADS="1")
+def _env(server) -> dict[str, str]:
+    """The editor's environment (the server runs MLflow's authentication app)."""
+    env = dict(os.environ, **server.env("editor"), OMP_NUM_THREADS="1")
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(var, None)
     return env
@@ -52,6 +53,11 @@ def _medattn(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return proc.stdout
 
 
+def _rest(server, method: str, path: str, payload: dict | None = None) -> dict:
+    """A REST call as the server's admin."""
+    return team_server.rest(server.tracking_uri, method, path, payload, auth=("admin", server.passwords["admin"]))
+
+
 def _run_id(stdout: str) -> str:
     line = [ln for ln in stdout.splitlines() if ln.startswith("Logged ")][-1]
     return line.split(" run ")[1].split()[0]
@@ -60,13 +66,13 @@ def _run_id(stdout: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The stack, started once for this module and always stopped."""
-    ts = team_server.TeamServer(tmp_path_factory.mktemp("team") / "stack")
+    ts = team_server.TeamServer(tmp_path_factory.mktemp("team") / "stack", postgres=True)
     with ts:
         yield ts
 
 
 def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path, tiny_args):
-    env = _env(server.tracking_uri)
+    env = _env(server)
     out = _medattn(
         [
             "train",
@@ -89,11 +95,9 @@ def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path, t
     out = _medattn(["promote", "--experiment", "medattn-demo"], env, tmp_path)
     assert "Set alias 'champion'" in out
 
-    exp = team_server.rest(
-        server.tracking_uri, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-demo"
-    )["experiment"]
-    runs = team_server.rest(
-        server.tracking_uri,
+    exp = _rest(server, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-demo")["experiment"]
+    runs = _rest(
+        server,
         "POST",
         "/api/2.0/mlflow/runs/search",
         {"experiment_ids": [exp["experiment_id"]], "max_results": 50},
@@ -108,16 +112,12 @@ def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path, t
     assert {"val_loss", "val_auc", "train_loss"} <= metrics
     assert "test_auc" in {m["key"] for m in by_id[test_id]["data"]["metrics"]}
 
-    alias = team_server.rest(
-        server.tracking_uri, "GET", "/api/2.0/mlflow/registered-models/alias?name=medattn-demo&alias=champion"
-    )
+    alias = _rest(server, "GET", "/api/2.0/mlflow/registered-models/alias?name=medattn-demo&alias=champion")
     assert alias["model_version"]["run_id"] == train_id
     assert "champion" in alias["model_version"].get("aliases", ["champion"])
 
     # the artifacts went through the server to its artifact destination, not to a local folder
-    arts = team_server.rest(
-        server.tracking_uri, "GET", f"/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=checkpoints"
-    )
+    arts = _rest(server, "GET", f"/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=checkpoints")
     assert {f["path"] for f in arts["files"]} >= {"checkpoints/best.pt", "checkpoints/last.pt"}
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -125,7 +125,7 @@ def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path, t
 def test_two_search_workers_share_one_postgres_study(server, demo_dir, tmp_path):
     import optuna
 
-    env = _env(server.tracking_uri)
+    env = _env(server)
     args = [
         "search",
         "--dataset",
@@ -186,11 +186,9 @@ def test_two_search_workers_share_one_postgres_study(server, demo_dir, tmp_path)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
 
-    exp = team_server.rest(
-        server.tracking_uri, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-search"
-    )["experiment"]
-    runs = team_server.rest(
-        server.tracking_uri,
+    exp = _rest(server, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medattn-search")["experiment"]
+    runs = _rest(
+        server,
         "POST",
         "/api/2.0/mlflow/runs/search",
         {"experiment_ids": [exp["experiment_id"]], "max_results": 50},

@@ -8,8 +8,12 @@ from medattn.data import aptos, isic, mimic_cxr, synthetic  # noqa: F401  (regis
 from medattn.data.base import DATASETS, DataIndex, DatasetSpec, canonical_split, load_index
 from medattn.data.cache import prepare_cache
 from medattn.data.checks import CheckReport, check_data
-from medattn.data.io import ImageReadError, read_image
+from medattn.data.duplicates import MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
+from medattn.data.duplicates import POLICIES as DUPLICATE_POLICIES
+from medattn.data.duplicates import duplicate_counts
+from medattn.data.io import DecodeSettings, ImageReadError, decode_image, read_image
 from medattn.data.loader import ImageDataset, build_loader
+from medattn.data.prepare_bench import measure_prepare
 from medattn.data.synthetic import load_mask, write_synthetic
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, build_transform
 
@@ -21,21 +25,27 @@ def get_dataset(name: str) -> DatasetSpec:
 
 __all__ = [
     "DATASETS",
+    "DUPLICATE_MAX_DISTANCE",
+    "DUPLICATE_POLICIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RESIZE_MODES",
     "CheckReport",
     "DataIndex",
     "DatasetSpec",
+    "DecodeSettings",
     "ImageDataset",
     "ImageReadError",
     "build_loader",
     "build_transform",
     "canonical_split",
     "check_data",
+    "decode_image",
+    "duplicate_counts",
     "get_dataset",
     "load_index",
     "load_mask",
+    "measure_prepare",
     "prepare_cache",
     "read_image",
     "write_synthetic",

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from medattn.config import SPLITS as CONFIG_SPLITS
+from medattn.config import split_name
 from medattn.data.duplicates import (
     MAX_DISTANCE,
     check_policy,
@@ -35,9 +37,8 @@ from medattn.data.splits import GROUP_COLUMN, patient_leak_problems
 from medattn.errors import ConfigError, DataError
 from medattn.registry import Registry
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLITS: tuple[str, ...] = CONFIG_SPLITS
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "validate": "val", "test": "test"}
 FRAME_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "patient_id", "split")
 
 
@@ -147,11 +148,11 @@ class DataIndex:
 
 
 def canonical_split(name: str) -> str:
-    """Map ``Train``/``Validation``/``val``/``test`` (the seed's spellings too) to a split name."""
-    key = str(name).strip().lower()
-    if key not in _SPLIT_ALIASES:
-        raise ConfigError(f"unknown split {name!r}; choose one of train, validation (val), test.")
-    return _SPLIT_ALIASES[key]
+    """Map ``Train``/``Validation``/``val``/``test`` (the seed's spellings too) to a split name.
+
+    The spellings are :data:`medattn.config.SPLIT_ALIASES` (one list for every command).
+    """
+    return split_name(name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -350,7 +350,8 @@ def prepare_cache(
         chunk_size: images per task handed to a worker.
         progress: show a tqdm progress bar (rate and ETA) on stderr.
         **load_index_kwargs: passed to :func:`load_index` (e.g. ``uncertain="zeros"`` to include
-            the uncertain MIMIC-CXR images).
+            the uncertain MIMIC-CXR images); ``duplicates`` is ``ignore`` unless given, so the
+            cache holds every image and no fingerprints are computed.
 
     Returns:
         The cache folder.
@@ -365,7 +366,8 @@ def prepare_cache(
         raise ConfigError(f"--workers must be 1 or more (got {workers}); leave it out to use every CPU.")
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be 1 or more (got {chunk_size}).")
-    index = load_index(dataset, data_dir, **load_index_kwargs)
+    # Every image goes into the cache, whatever a run's duplicates policy: no fingerprinting here.
+    index = load_index(dataset, data_dir, **{"duplicates": "ignore", **load_index_kwargs})
     frame = index.frame
     directory = cache_dir(index.data_dir, index.dataset, img_size)
     directory.mkdir(parents=True, exist_ok=True)

@@ -54,11 +54,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from medattn.config import DUPLICATES
 from medattn.data.io import DECODE_ERRORS
 from medattn.data.transforms import to_rgb
 from medattn.errors import ConfigError, DataError
 
-POLICIES: tuple[str, ...] = ("group", "drop", "ignore")
+POLICIES: tuple[str, ...] = DUPLICATES  # one list for the config check and the data layer
 FINGERPRINT_SIZE = 64
 MAX_DISTANCE = 0.15
 THUMBNAIL = 32

@@ -13,7 +13,7 @@ replaces it when the uint8 cache of ``medattn data prepare`` exists:
    (0.95, 1.05)) and a horizontal flip with p = 0.5, drawn per sample from a ``torch.Generator``
    with the same distribution as torchvision's ``RandomAffine`` (integer-pixel translations,
    nearest-neighbour sampling, black fill), then ImageNet normalisation, float32 channels_last.
-3. :class:`DeviceLoader` ties both together and is what ``api.train`` iterates; it has a
+3. :class:`DeviceLoader` ties both together and is what the train stage iterates; it has a
    ``generator`` attribute (shuffling *and* augmentation), so reseeding it per epoch makes a
    resumed run see exactly the batches of an uninterrupted one, on CPU and GPU alike.
 
@@ -179,8 +179,16 @@ class BatchAugment(nn.Module):
 
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> AffineParams:
         """Per-sample parameters for a batch (see :func:`sample_params`)."""
-        return sample_params(batch, height, width, generator, degrees=self.degrees, translate=self.translate,
-                             scale=self.scale, flip_p=self.flip_p)
+        return sample_params(
+            batch,
+            height,
+            width,
+            generator,
+            degrees=self.degrees,
+            translate=self.translate,
+            scale=self.scale,
+            flip_p=self.flip_p,
+        )
 
     def apply(self, images: Tensor, params: AffineParams | None) -> Tensor:
         """Transform a batch with given parameters.
@@ -304,7 +312,7 @@ class CacheBatchLoader:
     def _host_batches(self, order: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         idx = order.numpy()
         for k in range(len(self)):
-            yield self._gather(idx[k * self.batch_size:(k + 1) * self.batch_size])
+            yield self._gather(idx[k * self.batch_size : (k + 1) * self.batch_size])
 
     def _prefetched(self, order: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         """Host batches gathered on a daemon thread, at most ``prefetch`` ahead."""
@@ -373,7 +381,7 @@ class DeviceLoader:
 
     @property
     def generator(self) -> torch.Generator:
-        """The CPU generator of shuffling and augmentation (reseeded per epoch by ``api.train``)."""
+        """The CPU generator of shuffling and augmentation (reseeded per epoch by the train stage)."""
         return self.batches.generator
 
     @property
@@ -470,8 +478,15 @@ def build_device_loader(
         )
     cache, rows = found
     batches = CacheBatchLoader(
-        cache.array, rows, frame["label"].to_numpy(np.int64), batch_size=batch_size, device=device,
-        shuffle=train, generator=torch.Generator().manual_seed(seed), drop_last=drop_last, prefetch=prefetch,
+        cache.array,
+        rows,
+        frame["label"].to_numpy(np.int64),
+        batch_size=batch_size,
+        device=device,
+        shuffle=train,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=drop_last,
+        prefetch=prefetch,
     )
     return DeviceLoader(batches, BatchAugment(train=train, channels_last=channels_last))
 
@@ -481,11 +496,16 @@ def cache_matches(index: DataIndex, img_size: int, splits: tuple[str, ...] = ("t
     return all(open_cache(index.data_dir, index.dataset, img_size, index.split(s)) is not None for s in splits)
 
 
-def wants_channels_last(model: nn.Module, device: torch.device, amp: bool) -> bool:
-    """channels_last pays off for the CNNs under bf16 on CUDA; the ViT and CPU runs keep NCHW."""
-    from medattn.models import is_vit
+def wants_channels_last(device: torch.device, amp: bool, *, vit: bool) -> bool:
+    """channels_last pays off for the CNNs under bf16 on CUDA; the ViT and CPU runs keep NCHW.
 
-    return device.type == "cuda" and amp and not is_vit(model)
+    Args:
+        device: the training device.
+        amp: bf16 autocast is on (``--amp``).
+        vit: the model is a vision transformer (``medattn.models.is_vit``; the caller decides,
+            because the data layer does not import the models).
+    """
+    return device.type == "cuda" and amp and not vit
 
 
 @dataclass(frozen=True)
@@ -494,26 +514,31 @@ class FastPath:
 
     Attributes:
         pipeline: ``gpu`` or ``cpu`` (the resolved ``--data-pipeline``).
-        channels_last: the model and its inputs use ``torch.channels_last``.
+        channels_last: the model and its inputs should use ``torch.channels_last`` (the caller
+            converts the model).
+        cudnn_benchmark: fixed input shapes on CUDA: the caller may enable cuDNN autotuning.
     """
 
     pipeline: str
     channels_last: bool
+    cudnn_benchmark: bool = False
 
 
 def fast_loaders(
-    index: DataIndex, cfg, model: nn.Module, device: torch.device, *, distributed: bool = False
+    index: DataIndex, cfg, device: torch.device, *, channels_last: bool, distributed: bool = False
 ) -> tuple[FastPath, tuple | None]:
-    """Resolve ``--data-pipeline`` for ``api.train`` and build the fast loaders when it applies.
+    """Resolve ``--data-pipeline`` for the train stage and build the fast loaders when it applies.
 
-    On the fast path the model is moved to channels_last in place when
-    :func:`wants_channels_last` says so (CNN, CUDA, ``--amp``) and cuDNN autotuning is enabled.
+    Nothing global changes here: the model is not touched and torch's flags are not set. The
+    returned :class:`FastPath` says what the caller should apply (channels_last model, cuDNN
+    autotuning) on the fast path.
 
     Args:
         index: the loaded data set.
         cfg: the run's ``TrainConfig``.
-        model: the model, already on ``device``.
         device: the training device.
+        channels_last: the caller's :func:`wants_channels_last` decision for this model; used
+            only on the fast path.
         distributed: a DDP run; its loaders are sharded DataLoaders, so ``auto`` keeps the PIL
             path and ``gpu`` is refused.
 
@@ -533,14 +558,14 @@ def fast_loaders(
     pipeline = resolve_pipeline(d.data_pipeline, device, cache_ok=cache_ok, resize=d.resize)
     if pipeline == "cpu":
         return FastPath("cpu", False), None
-    cl = wants_channels_last(model, device, cfg.optim.amp)
-    if cl:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    common = dict(img_size=d.img_size, batch_size=cfg.optim.batch_size, device=device, seed=cfg.optim.seed,
-                  channels_last=cl)
-    return FastPath("gpu", cl), (
+    common = dict(
+        img_size=d.img_size,
+        batch_size=cfg.optim.batch_size,
+        device=device,
+        seed=cfg.optim.seed,
+        channels_last=channels_last,
+    )
+    return FastPath("gpu", channels_last, cudnn_benchmark=device.type == "cuda"), (
         build_device_loader(index, "train", train=True, **common),
         build_device_loader(index, "val", train=False, **common),
     )

@@ -107,7 +107,7 @@ def write_layout(root: Path, layout: Layout, seed: int = 0) -> list[str]:
         raise ConfigError(f"no benchmark layout for data set {layout.dataset!r}; choose one of {', '.join(writers)}.")
     writers[layout.dataset](root)
     rng = np.random.default_rng(seed)
-    paths = load_index(layout.dataset, root).frame["path"].tolist()
+    paths = load_index(layout.dataset, root, duplicates="ignore").frame["path"].tolist()
     for path in paths:
         image = synthetic_photo(rng, layout.size, layout.mode)
         image.save(path, format=layout.fmt, **({"quality": 90} if layout.fmt == "JPEG" else {"compress_level": 6}))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from medattn.errors import ConfigError
+from medattn.models import is_vit  # the one definition (also unwraps DDP / torch.compile); re-exported here
 from medattn.registry import Registry
 
 
@@ -64,13 +65,6 @@ def register(explainer: type[Explainer]) -> type[Explainer]:
     """Class decorator: instantiate ``explainer`` and register it under its ``name``."""
     EXPLAINERS.add(explainer.name, explainer())
     return explainer
-
-
-def is_vit(model: nn.Module) -> bool:
-    """Whether ``model`` is a timm ``VisionTransformer`` (medattn's ``deit_tiny``)."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    return isinstance(model, VisionTransformer)
 
 
 def methods_for(model: nn.Module) -> list[str]:

@@ -27,6 +27,19 @@ All functions are pure (tensors in, tensors out; the model is only evaluated, in
 its mode restored) and work on whole batches. :func:`random_baseline_scores` computes the same
 scores for i.i.d. uniform random maps drawn from a generator passed in, so every score can be
 reported next to what chance gives.
+
+**Sanity baselines** (:func:`evaluate_explanations`, the interpret stage's entry point). A score
+means something only next to what a trivial answer gets, so every score is also computed for
+maps that know nothing about the model (:data:`BASELINES`: uniform random maps, the input's grey
+level, a Gaussian centre prior, a Sobel edge map of the grey level) and for the same method on
+the same architecture with re-initialised weights — the model-parameter randomisation test of
+Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018 (:func:`randomize_weights`),
+together with the Spearman rank correlation between trained and randomised maps. Mask scores use
+the images with a non-empty mask (lesion images) only; deletion / insertion AUC get the random
+and grey-level baselines. Each score gets a percentile bootstrap 95 % CI over images
+(:func:`bootstrap_ci`), and a method *passes* (:func:`sanity_verdicts`) when, for every score,
+its CI lies entirely on the better side of every baseline's CI: the lower bound of its score
+above the upper bound of the best baseline (below, for deletion AUC).
 """
 
 from __future__ import annotations
@@ -486,6 +499,21 @@ def _attribute_all(model: nn.Module, images: Tensor, method: str, target: Tensor
                       for s in range(0, images.shape[0], batch_size)])
 
 
+def _method_scores(model: nn.Module, randomized: nn.Module, method: str, images: Tensor, target: Tensor,
+                   masks: Tensor | None, scores: dict[str, dict[str, Tensor]], *, randomized_images: int,
+                   batch_size: int, **options: Any) -> tuple[Tensor, Tensor]:
+    """Add one method's scores and its randomised twin's to ``scores``; return both sets of maps."""
+    n, k = images.shape[0], randomized_images
+    maps = _attribute_all(model, images, method, target, batch_size)
+    twin = _attribute_all(randomized, images[:k], method, target[:k], batch_size)
+    scores[method] = map_scores(model, images, maps, target, masks=masks, batch_size=batch_size, **options)
+    scores[method]["randomized_spearman"] = _pad(rank_correlation(maps[:k], twin), n)
+    twin_scores = map_scores(model, images[:k], twin, target[:k], masks=None if masks is None else masks[:k],
+                             curves=False)
+    scores[f"baseline_randomized_{metric_name(method)}"] = {name: _pad(v, n) for name, v in twin_scores.items()}
+    return maps, twin
+
+
 def _baseline_scores(model: nn.Module, images: Tensor, target: Tensor, masks: Tensor | None, *,
                      generator: torch.Generator, n_random_draws: int, **options: Any) -> dict[str, dict[str, Tensor]]:
     """Scores of the model-free baselines; random mask scores averaged over ``n_random_draws`` maps."""
@@ -620,17 +648,10 @@ def evaluate_explanations(
     scores = _baseline_scores(model, images, target, masks, generator=generator, n_random_draws=n_random_draws,
                               **options)
     maps, randomized_maps = {}, {}
+    k = images.shape[0] if randomized_images is None else min(randomized_images, images.shape[0])
     for method in methods:
-        maps[method] = _attribute_all(model, images, method, target, batch_size)
-        k = images.shape[0] if randomized_images is None else min(randomized_images, images.shape[0])
-        randomized_maps[method] = _attribute_all(randomized, images[:k], method, target[:k], batch_size)
-        scores[method] = map_scores(model, images, maps[method], target, masks=masks, **options)
-        scores[method]["randomized_spearman"] = _pad(rank_correlation(maps[method][:k], randomized_maps[method]),
-                                                     images.shape[0])
-        rscores = map_scores(model, images[:k], randomized_maps[method], target[:k],
-                             masks=None if masks is None else masks[:k], curves=False)
-        scores[f"baseline_randomized_{metric_name(method)}"] = {
-            name: _pad(v, images.shape[0]) for name, v in rscores.items()}
+        maps[method], randomized_maps[method] = _method_scores(
+            model, randomized, method, images, target, masks, scores, randomized_images=k, **options)
     metrics = summarize_scores(scores, generator=generator, n_boot=n_boot)
     metrics.update(sanity_verdicts(metrics, methods))
     metrics["xai_n_images"] = float(images.shape[0])

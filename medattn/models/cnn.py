@@ -31,12 +31,15 @@ from torch import Tensor, nn
 from torchvision.models import densenet as tv_densenet
 from torchvision.models import resnet as tv_resnet
 
+from medattn import config
 from medattn.errors import ConfigError
 from medattn.models.attention import create_attention
 from medattn.models.layers import Add
 
-HEADS = ("pool", "flatten")
-"""``pool``: global average pool + Linear; ``flatten``: Linear over the flattened final map."""
+HEADS = tuple(h for h in config.HEADS if h != "paper")
+"""The heads the builders make (``config.HEADS`` less ``paper``, which :func:`medattn.models.resolve_head`
+turns into one of them per family): ``pool``: global average pool + Linear; ``flatten``: Linear over
+the flattened final map."""
 
 _STRIDE = 32  # total downsampling of both backbones: the final map is img_size / 32 wide
 

@@ -13,22 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from medattn import config
 from medattn.errors import ConfigError
-from medattn.models.cnn import HEADS, densenet121, resnet50
+from medattn.models.cnn import densenet121, resnet50
 from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
 from medattn.registry import Registry
 
 log = logging.getLogger(__name__)
 
-PRETRAINED = ("none", "imagenet")
-INITS = ("fair", "paper")
+# The choice lists are the config's (one source for the CLI, the configs and the factory).
+PRETRAINED = config.PRETRAINED
+INITS = config.INITS
 PAPER_HEAD = "paper"
 """The ``head`` value that means "the original project's head for this family" (:attr:`ModelSpec.paper_head`)."""
-HEAD_CHOICES = (*HEADS, PAPER_HEAD)
-"""Every accepted ``head`` value: ``pool``, ``flatten`` and ``paper``."""
+HEAD_CHOICES = config.HEADS
+"""Every accepted ``head`` value: ``pool``, ``flatten`` (:data:`medattn.models.cnn.HEADS`) and ``paper``."""
 
 
 @dataclass(frozen=True)
@@ -194,13 +197,43 @@ def create_model(
     img_size: int = 224,
     init: str = "fair",
 ) -> nn.Module:
-    """Build a registered model and initialise its backbone.
+    """Build a registered model and initialise its backbone (see :func:`create_model_with_report`).
+
+    Returns:
+        The model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``, in train mode.
+    """
+    model, _ = create_model_with_report(
+        name,
+        num_classes,
+        pretrained=pretrained,
+        weights=weights,
+        head=head,
+        nr_layers=nr_layers,
+        img_size=img_size,
+        init=init,
+    )
+    return model
+
+
+def create_model_with_report(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: str = "none",
+    weights: str | Path | None = None,
+    head: str = "pool",
+    nr_layers: int = 12,
+    img_size: int = 224,
+    init: str = "fair",
+) -> tuple[nn.Module, WeightsReport | None]:
+    """Build a registered model, initialise its backbone, and say what was loaded.
 
     Weights: ``weights=PATH`` loads a local state_dict or checkpoint (it takes the place of the
     download, e.g. on a machine without network); otherwise ``pretrained="imagenet"`` downloads
     the torchvision/timm ImageNet weights. Either way only attention modules and the head may
     start fresh (see :func:`medattn.models.load_weights`); the :class:`WeightsReport` is logged and
-    kept as ``model.weights_report`` (``None`` when nothing was loaded). With ``init="paper"``,
+    returned next to the model (``None`` when nothing was loaded; nothing is written onto the
+    model). With ``init="paper"``,
     SE-DenseNet121, CBAM-DenseNet121 and CBAM-ResNet50 start from scratch whatever the weights,
     as in the original project; ``init="fair"`` initialises every variant's backbone.
 
@@ -217,7 +250,8 @@ def create_model(
         init: ``fair`` or ``paper``.
 
     Returns:
-        The model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``, in train mode.
+        ``(model, report)``: the model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``,
+        in train mode, and the :class:`WeightsReport` of the loaded weights (``None`` if none).
 
     Raises:
         ConfigError: unknown name or option value, bad size, a missing or foreign weights
@@ -245,14 +279,11 @@ def create_model(
     report: WeightsReport | None = None
     if state is not None:
         report = load_weights(model, state, arch=spec.name, source=source)
-    model.weights_report = report
-    return model
+    return model, report
 
 
 def is_vit(model: nn.Module) -> bool:
     """Whether ``model`` (possibly wrapped by DDP or ``torch.compile``) is a vision transformer."""
-    from timm.models.vision_transformer import VisionTransformer
-
     inner = getattr(model, "_orig_mod", model)
     inner = getattr(inner, "module", inner)
     return isinstance(inner, VisionTransformer)
@@ -295,6 +326,7 @@ __all__ = [
     "canonical_model_name",
     "count_parameters",
     "create_model",
+    "create_model_with_report",
     "is_vit",
     "load_weights",
     "model_table",

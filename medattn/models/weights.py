@@ -14,18 +14,22 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import threading
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from torch import Tensor, nn
 
 from medattn.errors import ConfigError
 from medattn.models.attention import is_attention_module
-from medattn.registry import normalize
+from medattn.registry import lookup, normalize
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +91,17 @@ class WeightsReport:
 
 
 def _family(arch: str) -> str:
+    """The backbone family of a family name or a registered model name (``se_resnet50`` → ``resnet50``)."""
     key = normalize(arch)
     for family in BACKBONE_HEADS:
         if normalize(family) == key:
             return family
-    # A registered model name: the registry lives in factory, which imports this module.
-    from medattn.models.factory import MODELS
-
-    return MODELS.get(arch).backbone
+    # The model registry is filled by models.factory, which imports this module: look it up by kind
+    # (medattn.registry) instead of importing factory back.
+    models = lookup("model")
+    if models is None:
+        raise ConfigError(f"unknown architecture {arch!r}; use one of {', '.join(BACKBONE_HEADS)}.")
+    return models.get(arch).backbone
 
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -283,13 +290,79 @@ def _resample_pos_embed(source: Tensor, target: Tensor) -> Tensor:
 
 
 _IMAGENET_TIMM = {"deit_tiny": "deit_tiny_patch16_224"}
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in a Hugging Face repo, in order
+
+DOWNLOAD_PROBE_TIMEOUT_S = 3.0
+"""Seconds the connection probe waits before a download is declared impossible (issue 17: the
+Hugging Face hub otherwise retries for about 50 s, where torchvision fails at once)."""
+
+
+def unreachable(url: str, timeout: float = DOWNLOAD_PROBE_TIMEOUT_S) -> str | None:
+    """Why ``url`` cannot be reached (through the proxy the environment names); ``None`` when it answers.
+
+    Any HTTP answer, even an error status, counts as reachable. The whole request, name resolution
+    included, is bounded by ``timeout``: it runs in a daemon thread, because ``getaddrinfo`` has
+    no timeout of its own.
+    """
+    outcome: list[BaseException | None] = []
+
+    def request() -> None:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # noqa: S310 - a fixed https URL
+                pass
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)
+        except (OSError, ValueError) as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=request, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    host = urlsplit(url).hostname
+    if not outcome:
+        return f"no answer from {host} within {timeout:g} s"
+    exc = outcome[0]
+    if exc is None:
+        return None
+    reason = getattr(exc, "reason", exc)
+    return f"no connection to {host}: {getattr(reason, 'strerror', None) or reason}"
+
+
+def published_weights(backbone: str) -> tuple[str, Path | None]:
+    """Where the ImageNet weights of ``backbone`` come from, and the cached file if one exists.
+
+    Returns:
+        ``(url, cached)``: the download URL (torchvision) or Hugging Face repository (timm), and
+        the file in the torch hub / Hugging Face cache (``None`` when not downloaded yet).
+    """
+    # Imported here: torchvision, timm and the hub client are needed only when weights are fetched.
+    import torchvision
+
+    if backbone in ("resnet50", "densenet121"):
+        enum = torchvision.models.ResNet50_Weights if backbone == "resnet50" else torchvision.models.DenseNet121_Weights
+        url = enum.IMAGENET1K_V1.url
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlsplit(url).path).name
+        return url, cached if cached.is_file() else None
+    import huggingface_hub
+    import timm.models
+
+    repo = timm.models.get_pretrained_cfg(_IMAGENET_TIMM[backbone]).hf_hub_id
+    for name in _HUB_FILES:
+        found = huggingface_hub.try_to_load_from_cache(repo, name)
+        if isinstance(found, str):
+            return f"{huggingface_hub.constants.ENDPOINT}/{repo}", Path(found)
+    return f"{huggingface_hub.constants.ENDPOINT}/{repo}", None
 
 
 def fetch_imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
     """Download (or read from the torch/Hugging Face cache) the ImageNet weights of ``backbone``.
 
     ResNet-50 and DenseNet-121 use torchvision's ``IMAGENET1K_V1`` weights (those the original
-    project got from ``pretrained=True``); DeiT-Tiny uses timm's ``deit_tiny_patch16_224``.
+    project got from ``pretrained=True``); DeiT-Tiny uses timm's ``deit_tiny_patch16_224``. A
+    cached file is used without any network access; otherwise a connection probe
+    (:func:`unreachable`) fails within :data:`DOWNLOAD_PROBE_TIMEOUT_S` seconds when the host
+    cannot be reached, the same way for every model.
 
     Args:
         backbone: ``resnet50``, ``densenet121`` or ``deit_tiny``.
@@ -300,15 +373,20 @@ def fetch_imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
     Raises:
         OSError: no network and nothing cached (``URLError``, Hugging Face hub errors).
     """
+    # Imported here: torchvision and timm are needed only when weights are fetched.
+    import timm
     import torchvision
 
+    url, cached = published_weights(backbone)
+    reason = None if cached is not None else unreachable(url)
+    if reason:
+        raise OSError(reason)
     if backbone == "resnet50":
         return torchvision.models.ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
     if backbone == "densenet121":
         return torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
-    import timm
-
-    return timm.create_model(_IMAGENET_TIMM[backbone], pretrained=True).state_dict()
+    overlay = {"pretrained_cfg_overlay": {"file": str(cached)}} if cached is not None else {}
+    return timm.create_model(_IMAGENET_TIMM[backbone], pretrained=True, **overlay).state_dict()
 
 
 def _download_errors() -> tuple[type[BaseException], ...]:

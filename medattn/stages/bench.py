@@ -15,6 +15,10 @@ timed region:
 - ``infer_img_s``: eval forward under bf16 + channels_last (CUDA) on random device batches.
 - ``attr_img_s`` / ``attr_single_img_s``: :func:`medattn.explain.attribute` per default method
   of the model (fp32/TF32), batched and one image per call.
+- ``prepare`` (with ``--prepare``, issue 18): :func:`medattn.data.measure_prepare` on synthetic
+  high-resolution files in the ISIC/MIMIC/APTOS layouts: ``prepare_img_s`` of ``medattn data
+  prepare`` against ``serial_full_decode_img_s`` (full-resolution decoding on one core), per layout
+  with the scaling over 1, 2, ... workers.
 
 The result (device name, torch/timm/captum versions, date, settings, per-model rates, ratios
 ``pipeline/pure`` and ``pipeline/seed_config`` and the issue-8 targets) is written as JSON after
@@ -46,14 +50,16 @@ from PIL import Image
 from torch import nn
 
 from medattn.config import BenchConfig, quick_config
-from medattn.data import load_index, prepare_cache
+from medattn.data import load_index, measure_prepare, prepare_cache
+from medattn.data.cache import available_cpus
 from medattn.data.gpu import build_device_loader, wants_channels_last
 from medattn.data.loader import ImageDataset
+from medattn.data.prepare_bench import Layout
 from medattn.data.transforms import build_transform
 from medattn.engine import autocast, train_one_epoch
 from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
-from medattn.models import MODELS, canonical_model_name, create_model
+from medattn.models import MODELS, canonical_model_name, create_model, is_vit
 from medattn.runtime import resolve_device, torch_flags
 
 __all__ = [
@@ -90,6 +96,12 @@ TARGETS = {
 }
 """Issue 8's targets on one H100/H200 (evaluated only when the device is CUDA)."""
 
+QUICK_PREPARE_LAYOUTS = {
+    "isic_jpeg": Layout("isic2020", (240, 160), "RGB", "JPEG", 8),
+    "aptos_png": Layout("aptos2019", (200, 120), "RGB", "PNG", 12),
+}
+"""``--quick --prepare``: small images in two layouts (the full run uses ``prepare_bench.DEFAULT_LAYOUTS``)."""
+
 
 @dataclass
 class BenchResult:
@@ -103,6 +115,7 @@ class BenchResult:
         models: one record per model (rates in images/s and the two ratios).
         errors: ``"model/measurement: message"`` for measurements that failed.
         out: the JSON file written.
+        prepare: the ``--prepare`` measurement (:func:`medattn.data.measure_prepare`), else ``None``.
     """
 
     device: dict[str, Any]
@@ -112,6 +125,7 @@ class BenchResult:
     models: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     out: str | None = None
+    prepare: dict[str, Any] | None = None
 
     def targets(self) -> dict[str, Any]:
         """Issue 8's targets against the measured rates (``None`` where not measured or not CUDA)."""
@@ -150,6 +164,7 @@ class BenchResult:
             "models": self.models,
             "targets": {"thresholds": TARGETS, "met": self.targets()},
             "errors": self.errors,
+            "prepare": self.prepare,
         }
 
 
@@ -301,9 +316,12 @@ class _Bench:
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x, y
 
     def file_loader(self, batch: int, workers: int) -> torch.utils.data.DataLoader:
-        """The PIL path over the JPEG files (the cache is bypassed on purpose)."""
+        """The PIL path over the JPEG files, decoded at reduced resolution as `medattn train` does without a
+        cache (the cache is bypassed on purpose)."""
         frame = self.index.split("train")
-        ds = ImageDataset(frame, build_transform(self.cfg.img_size, "direct_resize", train=True))
+        ds = ImageDataset(
+            frame, build_transform(self.cfg.img_size, "direct_resize", train=True), decode_size=self.cfg.img_size
+        )
         return torch.utils.data.DataLoader(
             ds,
             batch_size=batch,
@@ -321,7 +339,7 @@ class _Bench:
         amp = self.cuda
         model = self.model(name)
         record["params"] = sum(p.numel() for p in model.parameters())
-        cl = wants_channels_last(model, dev, amp)
+        cl = wants_channels_last(dev, amp, vit=is_vit(model))
         record["channels_last"] = cl
         record["amp_bf16"] = amp
 
@@ -480,7 +498,8 @@ def _run(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchResult:
         write_synthetic_isic(data_dir, cfg.num_images, tuple(cfg.source_size))
         prepare_cache("isic2020", data_dir, img_size=cfg.img_size)
         echo(f"data ready in {time.perf_counter() - t0:.1f} s on {info['name']} ({device})")
-        index = load_index("isic2020", data_dir)
+        # throughput only: the synthetic images are not searched for near-duplicates
+        index = load_index("isic2020", data_dir, duplicates="ignore")
         n_train = len(index.split("train"))
         if n_train < max(cfg.batch_size, cfg.seed_batch_size):
             raise ConfigError(
@@ -500,6 +519,9 @@ def _run(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchResult:
             )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if cfg.prepare:
+        result.prepare = _measure_prepare(cfg, echo)
+        out.write_text(json.dumps(result.to_json(), indent=2))
     table = markdown_table(result)
     out.with_suffix(".md").write_text(table + "\n")
     echo(table)
@@ -507,6 +529,30 @@ def _run(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchResult:
         echo(f"{len(result.errors)} measurement(s) failed: " + "; ".join(result.errors))
     echo(f"Wrote {out} and {out.with_suffix('.md')}")
     return result
+
+
+def _measure_prepare(cfg: BenchConfig, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The ``--prepare`` field: prepare rates on synthetic high-resolution files (tiny ones with ``--quick``)."""
+    workers = cfg.prepare_workers or (min(2, available_cpus()) if cfg.quick else None)
+    layouts = QUICK_PREPARE_LAYOUTS if cfg.quick else None
+    root = Path(cfg.work_dir) / "prepare" if cfg.work_dir else None
+    echo(f"measuring `medattn data prepare` at {cfg.img_size} px on synthetic high-resolution files")
+    doc = measure_prepare(root, img_size=cfg.img_size, workers=workers, layouts=layouts)
+    echo(prepare_line(doc))
+    return doc
+
+
+def prepare_line(doc: dict[str, Any]) -> str:
+    """One markdown line of a ``prepare`` field: each layout's prepare rate against serial full decoding."""
+    parts = [
+        f"{name} ({lay['source']}) {lay['prepare_img_s']:,.1f} vs {lay['serial_full_decode_img_s']:,.1f} "
+        f"(x{lay['prepare_speedup']:.1f})"
+        for name, lay in doc["layouts"].items()
+    ]
+    return (
+        f"Prepare at {doc['img_size']} px on {doc['workers']} workers, images/s (vs serial full-resolution "
+        f"decoding): " + "; ".join(parts) + "."
+    )
 
 
 def _fmt(v: Any, digits: int = 0) -> str:
@@ -560,4 +606,6 @@ def markdown_table(result: BenchResult | dict[str, Any]) -> str:
             attr,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if doc.get("prepare"):
+        lines += ["", prepare_line(doc["prepare"])]
     return "\n".join(lines)

@@ -3,6 +3,7 @@ the trained model rebuilt from a run, a registry URI or a checkpoint."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ def data_index(cfg: TrainConfig, data_dir: str | None = None):
         uncertain=d.uncertain,
         low_data_regimen=d.low_data_regimen,
         perc_train=d.perc_train,
+        duplicates=d.duplicates,
     )
 
 
@@ -101,7 +103,7 @@ def load_trained(run_id: str | None = None, model_uri: str | None = None, ckpt: 
     """Rebuild the eager model (for testing and explaining) from exactly one source.
 
     Args:
-        run_id: a training run (its ``checkpoints/best.pt``).
+        run_id: a training run (the weights of its logged model, :func:`medattn.tracking.model_weights`).
         model_uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (resolved to its source run).
         ckpt: a local checkpoint file written by ``medattn train``.
 
@@ -119,12 +121,13 @@ def load_trained(run_id: str | None = None, model_uri: str | None = None, ckpt: 
             raise MedattnError(
                 f"run {run_id!r} is a {kind} run, not a training run; pass the id of a medattn train run."
             )
-        path = tracking.download(run_id, tracking.BEST_CKPT)
-        source = f"runs:/{run_id}/{tracking.BEST_CKPT}"
+        # Issue 14.5: the weights of the run's logged model (best.pt for older runs), read and removed again.
+        with tempfile.TemporaryDirectory(prefix="medattn-weights-") as tmp:
+            state = ckpt_io.load(tracking.model_weights(run_id, tmp))
+        source = f"runs:/{run_id}/{tracking.MODEL_NAME}"
     else:
-        path = Path(ckpt)
-        source = str(path)
-    state = ckpt_io.load(path)
+        source = str(ckpt)
+        state = ckpt_io.load(Path(ckpt))
     flat = dict(state["config"])
     cfg = config_from_flat(flat)
     num_classes = int(state["num_classes"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,14 @@ class DemoResult:
     interpret_runs: dict[str, str] = field(default_factory=dict)
     promoted: PromoteResult | None = None
     compare_run_id: str | None = None
+    verdicts: list[str] = field(default_factory=list)  # one sentence per attention type (issue 12.3)
 
 
 def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
     m = tres.metrics
     return {
         "model": name,
+        "seed": res.config.get("seed"),
         "best_epoch": res.best_epoch,
         "val_auc": res.best_metrics.get("val_auc", math.nan),
         "test_auc": m.get("test_auc", math.nan),
@@ -69,7 +71,13 @@ def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
 
 
 def _variant(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, Any], echo) -> None:
-    """Train, test and (with ``explain_images``) explain and draw one variant under the parent run."""
+    """Train and test one variant once per seed; explain and draw the first seed's model."""
+    for i, seed in enumerate(ctx["seeds"] or [None]):
+        _seed_run(cfg, name, {**base, "seed": seed} if seed is not None else base, ctx, echo, explain=i == 0)
+
+
+def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, Any], echo, *, explain: bool) -> None:
+    """Train, test and (with ``explain_images`` and ``explain``) explain and draw one variant under the parent run."""
     uri, parent_id = ctx["uri"], ctx["parent_id"]
     explicit = {
         "dataset": "demo",
@@ -90,14 +98,16 @@ def _variant(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, An
         parent_run_id=parent_id,
         progress=ctx["progress"],
     )
-    ctx["train_runs"][name], ctx["test_runs"][name] = res.run_id, tres.run_id
+    ctx["train_runs"].setdefault(name, res.run_id)  # the first seed's runs
+    ctx["test_runs"].setdefault(name, tres.run_id)
     ctx["rows"].append(_row(name, res, tres, seconds))
     m = tres.metrics
     line = (
-        f"    test AUC {m.get('test_auc', math.nan):.3f}, balanced accuracy "
+        (f"    seed {base['seed']}: " if ctx["seeds"] else "    ")
+        + f"test AUC {m.get('test_auc', math.nan):.3f}, balanced accuracy "
         f"{m.get('test_balanced_accuracy', math.nan):.3f} (trained in {seconds:.0f} s)"
     )
-    if cfg.explain_images:
+    if cfg.explain_images and explain:
         ires = interpret(
             InterpretConfig(
                 run_id=res.run_id,
@@ -117,13 +127,23 @@ def _variant(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, An
     echo(line)
 
 
-def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
+def demo(
+    cfg: DemoConfig,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    seeds: Sequence[int] | None = None,
+) -> DemoResult:
     """Synthesise the demo set; per variant train, test, explain and draw figures; promote the best;
     compare the variants.
 
-    The best variant by ``val_auc`` gets the ``champion`` alias of ``medattn-demo``. Last, a
-    top-level ``compare`` run in the same experiment holds the comparison table and figures across
-    variants.
+    The best variant by ``val_auc`` gets the ``champion`` alias of ``medattn-demo`` (a tie broken by
+    the lowest ``val_loss``, :func:`medattn.stages.promote.choose`). Last, a top-level ``compare``
+    run in the same experiment holds the comparison table and figures across variants, with each
+    attention variant's paired ΔAUC against its plain backbone; the demo ends by printing one
+    verdict sentence per attention type. With ``seeds`` (``--seeds 0,1,2``) every variant is trained
+    and tested once per seed (the first seed's model is explained), and the verdicts add the mean ±
+    sd across seeds.
     """
     uri = tracking.connect(cfg.tracking_uri)
     base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
@@ -142,6 +162,7 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
         "train_runs": {},
         "test_runs": {},
         "interpret_runs": {},
+        "seeds": list(seeds or []),
     }
     with tracking.stage_run(
         experiment_id=experiment_id, run_id=project, run_name="demo", tags={tracking.TAG_KIND: "demo"}
@@ -159,7 +180,11 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
         if cfg.promote:
             promoted = promote(PromoteConfig(experiment=ctx["experiment"], metric="val_auc", tracking_uri=uri))
             tracking.set_tags({tracking.TAG_CHAMPION: f"{promoted.model_uri} ({promoted.variant})"})
+            if promoted.tie_break:
+                echo(f"champion: {promoted.tie_break}")
     compared = compare(CompareConfig(experiment=ctx["experiment"], tracking_uri=uri))
+    for sentence in compared.verdicts:
+        echo(sentence)
     return DemoResult(
         parent_id,
         table,
@@ -170,4 +195,5 @@ def demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print, progress: bool
         ctx["interpret_runs"],
         promoted,
         compared.run_id,
+        compared.verdicts,
     )

@@ -9,7 +9,7 @@ import pandas as pd
 from torch import nn
 
 from medattn import engine, plots, tracking
-from medattn.config import TestConfig
+from medattn.config import SourcePart, TestConfig
 from medattn.errors import MedattnError
 from medattn.metrics import test_metrics
 from medattn.runtime import resolve_device
@@ -57,11 +57,38 @@ def _log_figures(loaded: LoadedModel, out: engine.EpochOutput, split: str) -> No
     )
 
 
+def load_source(cfg: SourcePart) -> LoadedModel:
+    """The trained model a ``test`` / ``interpret`` config names: a run id, any model URI MLflow 3
+    hands out (:func:`medattn.tracking.source_run_of`: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+    ``models:/m-<id>``, ``runs:/ID/...``) or a checkpoint file."""
+    run_id = tracking.source_run_of(cfg.model_uri) if cfg.model_uri else cfg.run_id
+    return load_trained(run_id, None, None if run_id else cfg.ckpt)
+
+
+MANIFEST_COLUMNS = ("image_id", "label", "patient_id")
+"""Columns of a split manifest (as the training run logs it under ``splits/``)."""
+
+
+def log_split_input(loaded: LoadedModel, frame: pd.DataFrame, split: str, data_dir: str | None) -> None:
+    """The evaluated split as an MLflow Dataset input (same name and digest as in the training run)."""
+    cols = [c for c in MANIFEST_COLUMNS if c in frame.columns]
+    tracking.log_dataset(
+        frame[cols],
+        name=tracking.dataset_name(loaded.config.data.dataset, split),
+        context=split,
+        source=str(data_dir or loaded.config.data.data_dir),
+    )
+
+
 def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
-    """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test")."""
+    """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test").
+
+    Logs ``test_*`` metrics, ``predictions.csv`` and the same rows as the MLflow table
+    ``predictions.json``, ROC and confusion-matrix figures, and the split as a Dataset input.
+    """
     uri = tracking.connect(cfg.tracking_uri)
     split = cfg.split
-    loaded = load_trained(cfg.run_id, cfg.model_uri, cfg.ckpt)
+    loaded = load_source(cfg)
     tcfg = loaded.config
     device = resolve_device(cfg.device)
     index = data_index(tcfg, cfg.data_dir)
@@ -106,5 +133,7 @@ def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = 
         tracking.log_metrics(logged)
         preds = predictions_frame(frame["image_id"].astype(str).tolist(), out.y_true, out.scores)
         tracking.log_text(preds.to_csv(index=False), tracking.PREDICTIONS)
+        tracking.log_table(preds, tracking.PREDICTIONS_TABLE)
+        log_split_input(loaded, frame, split, cfg.data_dir)
         _log_figures(loaded, out, split)
     return TestResult(run_id, loaded.source_run_id, logged, preds, uri)

@@ -1,8 +1,8 @@
 """The ``figures`` stage: an interpret run's maps and its training history drawn as figures and
 logged to that interpret run under ``figures/`` (SPEC §5, "figures").
 
-A training run id is accepted too: its latest finished interpret run (tag ``medattn.source_run``)
-is used. Nothing here needs the data folder: every input is an MLflow tag or artifact.
+A training run id is accepted too, or a model URI of one: its latest finished interpret run (tag
+``medattn.source_run``) is used. Nothing here needs the data folder: every input is an MLflow tag or artifact.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def _draw_history(rid: str, source: str | None, logged: list[str]) -> dict[str, 
 def figures(cfg: FiguresConfig) -> FiguresResult:
     """Render an interpret run's maps and its training run's history; log them to the interpret run.
 
+    ``cfg.run_id`` names the interpret run (or a training run); ``cfg.model_uri`` (any form
+    :func:`medattn.tracking.source_run_of` resolves, e.g. ``models:/medattn-demo@champion``) names
+    a training run, whose latest finished interpret run is drawn.
+
     Logs ``figures/original/<image_id>.png`` (the model's view), ``figures/<method>/<image_id>.png``
     (captum blended heat map, sign ``all``, ``bwr``; transformer-lrp maps upsampled bilinearly),
     ``figures/grid.png`` (images × methods) and ``figures/history/<metric>.png`` (loss, accuracy,
@@ -107,7 +111,7 @@ def figures(cfg: FiguresConfig) -> FiguresResult:
         MedattnError: a run that is not an interpret/train run, or missing artifacts or maps.
     """
     uri = tracking.connect(cfg.tracking_uri)
-    run = resolve_interpret_run(cfg.run_id)
+    run = resolve_interpret_run(cfg.run_id or tracking.source_run_of(cfg.model_uri))
     rid = run.info.run_id
     reader = tracking.SaliencyReader(rid)
     index = reader.index()

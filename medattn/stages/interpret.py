@@ -27,8 +27,8 @@ from medattn.explain import (
     random_baseline_scores,
 )
 from medattn.runtime import resolve_device
-from medattn.stages.common import data_index, denormalize, load_trained, make_loader
-from medattn.stages.evaluate import source_tags
+from medattn.stages.common import data_index, denormalize, make_loader
+from medattn.stages.evaluate import load_source, source_tags
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
     """
     uri = tracking.connect(cfg.tracking_uri)
     split = cfg.split
-    loaded = load_trained(cfg.run_id, cfg.model_uri, cfg.ckpt)
+    loaded = load_source(cfg)
     model, tcfg = loaded.model, loaded.config
     methods = list(cfg.methods) or methods_for(model)
     device = resolve_device(cfg.device)
@@ -145,6 +145,7 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
         tracking.log_params(
             {
                 "source_run_id": loaded.source_run_id,
+                "model_uri": cfg.model_uri,
                 "checkpoint": loaded.checkpoint,
                 "methods": ",".join(methods),
                 "target": cfg.target,

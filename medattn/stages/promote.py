@@ -5,8 +5,14 @@ model, the best one by a metric is chosen: ``best_<metric>`` (logged at the run'
 present, else the run's latest ``<metric>``. Its logged model (``models:/m-...``) is registered as
 ``medattn-<dataset>`` unless a version from that run already exists, the alias is moved to that
 version, and the version is tagged with the metric and the variant. Promotion is idempotent: when
-the alias already points at the best run's version, nothing changes (ties keep the current
-champion). Everyone then loads ``models:/medattn-<dataset>@champion``.
+the alias already points at the best run's version, nothing changes. Everyone then loads
+``models:/medattn-<dataset>@champion``.
+
+Ties (issue 12.4): runs with the same value of the metric (several variants at AUC 1.000 on an easy
+split) are not decided by the order of the search. The stated secondary metric
+(:func:`tie_break_metric`: the lowest ``val_loss``; the highest ``val_auc`` when ranking by
+``val_loss``) decides among them; runs still tied keep the current champion, else the earliest run
+wins. :attr:`PromoteResult.tie_break` says so in one sentence.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 from medattn import tracking
 from medattn.config import PromoteConfig, check_mode
 from medattn.errors import MedattnError
+from medattn.metrics import metric_mode
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class PromoteResult:
         registered: whether a new model version was created.
         experiment: the experiment searched.
         tracking_uri: the MLflow store.
+        tie_break: how a tie on ``metric`` was broken (``None``: no tie), one sentence.
     """
 
     name: str
@@ -51,6 +59,7 @@ class PromoteResult:
     registered: bool
     experiment: str
     tracking_uri: str
+    tie_break: str | None = None
 
     @property
     def model_uri(self) -> str:
@@ -73,6 +82,53 @@ def _run_value(run, metric: str) -> tuple[str, float] | None:
         if value is not None and math.isfinite(value):
             return key, float(value)
     return None
+
+
+def tie_break_metric(metric: str) -> str:
+    """The secondary metric that breaks a tie on ``metric``: ``val_loss`` (lowest), or ``val_auc``
+    (highest) when ``metric`` is ``val_loss`` itself."""
+    return "val_auc" if metric == "val_loss" else "val_loss"
+
+
+def choose(
+    candidates: list[tuple[Any, str, float]], metric: str, mode: str, current_run: str | None
+) -> tuple[tuple[Any, str, float], str | None]:
+    """The winning ``(run, key, value)`` and, when several runs tie on ``metric``, the sentence saying how
+    the tie was broken (:func:`tie_break_metric`, then the current champion, then the earliest run).
+
+    Args:
+        candidates: ``(run, metric key, value)`` in search order (best first, earliest first among equals).
+        metric: the base metric (``val_auc``).
+        mode: ``max`` or ``min``.
+        current_run: the training run the alias points at now (``None``: unset).
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    best = max(sign * value for _, _, value in candidates)
+    tied = [c for c in candidates if sign * c[2] == best]
+    if len(tied) == 1:
+        return tied[0], None
+    second = tie_break_metric(metric)
+    sign2 = 1.0 if metric_mode(second) == "max" else -1.0
+    seconds = {c[0].info.run_id: _run_value(c[0], second) for c in tied}
+    known = [c for c in tied if seconds[c[0].info.run_id] is not None]
+    still = tied
+    if known:
+        best2 = max(sign2 * seconds[c[0].info.run_id][1] for c in known)
+        still = [c for c in known if sign2 * seconds[c[0].info.run_id][1] == best2]
+    chosen = next((c for c in still if c[0].info.run_id == current_run), still[0])
+    note = f"{len(tied)} runs tie at {tied[0][1]} = {tied[0][2]:.4g}; "
+    if known:
+        key2, value2 = seconds[chosen[0].info.run_id]
+        note += f"the tie is broken by the {'lowest' if sign2 < 0 else 'highest'} {key2} ({value2:.4g})"
+    else:
+        note += f"no run logged {second} to break the tie"
+    if len(still) > 1:
+        note += (
+            ", then by keeping the current champion"
+            if chosen[0].info.run_id == current_run
+            else ", then by the earliest run"
+        )
+    return chosen, note + "."
 
 
 def _candidates(
@@ -125,17 +181,15 @@ def promote(cfg: PromoteConfig) -> PromoteResult:
             f"experiment {exp_name!r} does not exist in {uri!r}; train a model first or pass --experiment."
         )
     candidates = _candidates(exp_id, exp_name, cfg.dataset, metric, mode)
-    sign = 1.0 if mode == "max" else -1.0
-    best_score = max(sign * value for _, _, value in candidates)
-    best_run, key, value = next(c for c in candidates if sign * c[2] == best_score)
-    run_dataset = best_run.data.tags.get(tracking.TAG_DATASET) or cfg.dataset or "demo"
+    first = candidates[0][0]
+    run_dataset = first.data.tags.get(tracking.TAG_DATASET) or cfg.dataset or "demo"
     name = tracking.registered_model_name(run_dataset)
     previous, previous_run = tracking.alias_target(name, cfg.alias)
-    # ties keep the current champion, so promoting twice never flips between equal runs
-    for run, k, v in candidates:
-        if run.info.run_id == previous_run and sign * v == best_score:
-            best_run, key, value = run, k, v
-            break
+    (best_run, key, value), tie_break = choose(candidates, metric, mode, previous_run)
+    run_dataset = best_run.data.tags.get(tracking.TAG_DATASET) or cfg.dataset or "demo"
+    if tracking.registered_model_name(run_dataset) != name:  # an experiment that mixes data sets
+        name = tracking.registered_model_name(run_dataset)
+        previous, _ = tracking.alias_target(name, cfg.alias)
     run_id = best_run.info.run_id
     version, registered = tracking.version_for_run(name, run_id, best_run.data.tags[tracking.TAG_MODEL_ID])
     changed = previous != version
@@ -166,4 +220,5 @@ def promote(cfg: PromoteConfig) -> PromoteResult:
         registered=registered,
         experiment=exp_name,
         tracking_uri=uri,
+        tie_break=tie_break,
     )

@@ -297,8 +297,9 @@ def _objective(cfg: SearchConfig, overrides: Mapping[str, Any], parent_id: str, 
         )
         tags = {TAG_TRIAL_NUMBER: str(trial.number), TAG_STUDY: trial.study.study_name}
         retry_of = _retried_trial_number(trial)
-        if retry_of is not None:
+        if retry_of is not None:  # a retry inherits the dead trial's user attributes: forget its run
             tags[TAG_RETRY_OF] = str(retry_of)
+            trial.set_user_attr(TRIAL_ATTR_RUN_ID, None)
 
         def on_run_start(run_id: str) -> None:  # recorded before any epoch: a killed trial still names its run
             trial.set_user_attr(TRIAL_ATTR_RUN_ID, run_id)

@@ -8,6 +8,8 @@ model once training ends.
 
 from __future__ import annotations
 
+import logging
+import math
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,11 +24,15 @@ from torch import nn
 
 from medattn import checkpoint as ckpt_io
 from medattn import distributed, engine, plots, tracking
-from medattn.config import TrainConfig, build_train_config
-from medattn.data.gpu import fast_loaders
+from medattn.config import TrainConfig, build_train_config, with_legacy_defaults
+from medattn.data import duplicate_counts
+from medattn.data.gpu import fast_loaders, wants_channels_last
 from medattn.errors import ConfigError, MedattnError
+from medattn.models import is_vit, resolve_head
 from medattn.runtime import resolve_device, seed_everything, torch_flags
 from medattn.stages.common import build_model, data_index, make_loader
+
+log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, Mapping[str, float]], None]
 
@@ -75,7 +81,8 @@ def resolve_train_config(
     if not resume:
         return build_train_config(overrides, config_file=config_file)
     tracking.connect(overrides.get("tracking_uri"))
-    base = {k: v for k, v in tracking.run_config(resume).items() if k not in ("resume", "ckpt")}
+    logged = with_legacy_defaults(tracking.run_config(resume))  # a run of an older version resumes as it was
+    base = {k: v for k, v in logged.items() if k not in ("resume", "ckpt")}
     return build_train_config({**base, **overrides, "resume": resume})
 
 
@@ -111,7 +118,8 @@ def check_compatible(state: Mapping[str, Any], cfg: TrainConfig) -> None:
                 f"the checkpoint was trained with {key}={src[key]!r} but this run asks for "
                 f"{key}={getattr(cfg.model, key)!r}; use the same --{key.replace('_', '-')}."
             )
-    if "img_size" in src and int(src["img_size"]) != cfg.data.img_size and cfg.model.head == "flatten":
+    flatten = resolve_head(cfg.model.model, cfg.model.head) == "flatten"  # head "paper" flattens the DenseNets
+    if "img_size" in src and int(src["img_size"]) != cfg.data.img_size and flatten:
         raise ConfigError(
             f"the checkpoint's flatten head was trained at --img-size {src['img_size']}; use the same image size."
         )
@@ -124,7 +132,13 @@ class TrackingCallback(engine.Callback):
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, optimizer, scheduler, meta: Mapping[str, Any]) -> None:
         self.cfg, self.model, self.optimizer, self.scheduler, self.meta = cfg, model, optimizer, scheduler, meta
-        self.workdir = Path(tempfile.mkdtemp(prefix="medattn-train-"))
+        self.manifest: ckpt_io.Manifest | None = None  # issue 17: checksums of the uploads, read on first use
+
+    def _manifest(self) -> ckpt_io.Manifest:
+        """The run's checksum manifest: a resumed run continues its own."""
+        if self.manifest is None:
+            self.manifest = (tracking.read_manifest(self.cfg.resume) if self.cfg.resume else None) or ckpt_io.Manifest()
+        return self.manifest
 
     def on_epoch_end(self, end: engine.EpochEnd) -> None:  # noqa: D102 - see engine.Callback
         state = ckpt_io.TrainState(
@@ -142,15 +156,16 @@ class TrackingCallback(engine.Callback):
             best_metrics=end.best_metrics,
             rng=ckpt_io.rng_state(),
         )
-        if end.improved:
-            best = ckpt_io.save(self.workdir / "best.pt", state.best_payload(end.metrics))
-            tracking.log_artifact(best, tracking.CHECKPOINT_DIR)
-        tracking.log_artifact(ckpt_io.save(self.workdir / "last.pt", state.payload()), tracking.CHECKPOINT_DIR)
+        # Issue 14.5: the local copies live only until uploaded; nothing stays in the temp folder.
+        with tempfile.TemporaryDirectory(prefix="medattn-ckpt-") as tmp:
+            workdir = Path(tmp)
+            paths = [ckpt_io.save(workdir / "best.pt", state.best_payload(end.metrics))] if end.improved else []
+            paths.append(ckpt_io.save(workdir / "last.pt", state.payload()))
+            freq = self.cfg.tracking.save_freq
+            if freq and (end.epoch + 1) % freq == 0:
+                paths.append(ckpt_io.save(workdir / Path(tracking.epoch_ckpt(end.epoch)).name, state.payload()))
+            tracking.log_checkpoints(paths, self._manifest(), end.epoch)  # the files, then their checksums
         tracking.log_metrics(end.metrics, step=end.epoch)
-        freq = self.cfg.tracking.save_freq
-        if freq and (end.epoch + 1) % freq == 0:
-            path = ckpt_io.save(self.workdir / Path(tracking.epoch_ckpt(end.epoch)).name, state.payload())
-            tracking.log_artifact(path, tracking.CHECKPOINT_DIR)
 
 
 class _EpochHook(engine.Callback):
@@ -205,26 +220,65 @@ def train(
         distributed.teardown(dctx)
 
 
-def _run_source(cfg: TrainConfig, dctx, uri: str, parent_run_id: str | None):
-    """``(run_id, experiment_id, resume_state)``: a resumed run, a checkpoint, the project run or a new run."""
+def _run_source(cfg: TrainConfig, uri: str, parent_run_id: str | None):
+    """``(run_id, experiment_id, resume_state)``: a resumed run, a checkpoint, the project run or a new run.
+
+    Under DDP rank 0 alone calls it (:func:`medattn.distributed.on_main`) and hands the result over.
+    """
     if cfg.resume:
         run = tracking.get_run(cfg.resume)
-        state = ckpt_io.load(tracking.download(run.info.run_id, tracking.LAST_CKPT))
-        return run.info.run_id, run.info.experiment_id, state
+        return run.info.run_id, run.info.experiment_id, load_resume_state(run.info.run_id)
     project = None if cfg.ckpt else tracking.project_run_id(parent_run_id)
     if project:  # launched by `mlflow run`: log into the run it created (and its experiment)
         return project, tracking.get_run(project).info.experiment_id, None
-    # DDP: rank 0 alone writes
-    exp = tracking.default_train_experiment(cfg.tracking.experiment, cfg.data.dataset, uri) if dctx.is_main else None
+    exp = tracking.default_train_experiment(cfg.tracking.experiment, cfg.data.dataset, uri)
     return None, exp, ckpt_io.load(cfg.ckpt) if cfg.ckpt else None
 
 
-def _class_weights(index, num_classes: int, device: torch.device) -> torch.Tensor:
-    y = index.split("train")["label"].to_numpy()
+def load_resume_state(run_id: str) -> dict[str, Any]:
+    """The newest complete training state of ``run_id``, with a one-line warning naming any newer one
+    skipped (a ``last.pt`` torn by a kill during its upload; issue 17).
+
+    Raises:
+        MedattnError: no checkpoint of the run is complete.
+    """
+    found = tracking.newest_complete_checkpoint(run_id)
+    if found.skipped:
+        log.warning(
+            "resuming run %s from %s (epoch %s): skipped the incomplete %s",
+            run_id,
+            found.artifact,
+            found.payload.get("epoch"),
+            ", ".join(found.skipped),
+        )
+    return found.payload
+
+
+def _class_weights(y: np.ndarray, num_classes: int, device: torch.device) -> torch.Tensor:
     present = np.unique(y)
     w = np.ones(num_classes)
     w[present] = compute_class_weight("balanced", classes=present, y=y)
     return torch.tensor(w, dtype=torch.float32, device=device)
+
+
+def training_loss(
+    train_labels: np.ndarray, num_classes: int, *, class_weights: bool, norm: int, device: torch.device
+) -> engine.WeightedCrossEntropy:
+    """The training loss: the class-weighted cross-entropy summed over a batch, divided by ``norm``.
+
+    With ``class_weights`` ("balanced": ``N / (C · N_c)``) every class carries the same share of
+    an epoch's loss weight, whatever the batches hold (issue 13.2); the validation loss that
+    selects ``best.pt`` is ``Σ w l / Σ w`` over the whole split (:func:`medattn.engine.evaluate`).
+
+    Args:
+        train_labels: labels of the training split, shape (N,).
+        num_classes: C.
+        class_weights: weigh classes inversely to their frequency (else every class 1).
+        norm: the fixed divisor of each batch's sum: the nominal batch of this process.
+        device: where the weights live.
+    """
+    weights = _class_weights(np.asarray(train_labels), num_classes, device) if class_weights else None
+    return engine.WeightedCrossEntropy(weights, norm=norm).to(device)
 
 
 def _build(cfg: TrainConfig, index, device: torch.device, resume_state, dctx):
@@ -237,7 +291,12 @@ def _build(cfg: TrainConfig, index, device: torch.device, resume_state, dctx):
     model.to(device)
     # Issue 8: --data-pipeline gpu|auto: loaders from the uint8 cache with batched augmentation on
     # the device; None keeps the PIL loaders below.
-    fast, fast_pair = fast_loaders(index, cfg, model, device, distributed=dctx.enabled)
+    channels_last = wants_channels_last(device, cfg.optim.amp, vit=is_vit(model))
+    fast, fast_pair = fast_loaders(index, cfg, device, distributed=dctx.enabled, channels_last=channels_last)
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if fast.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes; train() restores it (torch_flags)
     if cfg.optim.compile:
         model = torch.compile(model)
     model = distributed.wrap_model(model, dctx, device)  # DDP (no-op for one process)
@@ -257,8 +316,15 @@ def _build(cfg: TrainConfig, index, device: torch.device, resume_state, dctx):
         if cfg.optim.scheduler == "cosine"
         else None
     )
-    weights = _class_weights(index, index.num_classes, device) if cfg.optim.class_weights else None
-    return model, loaders, optimizer, scheduler, nn.CrossEntropyLoss(weight=weights), fast.pipeline
+    loss_fn = training_loss(
+        index.split("train")["label"].to_numpy(),
+        index.num_classes,
+        class_weights=cfg.optim.class_weights,
+        # DDP: each process sums its share of a global batch; DDP averages the gradients over the world
+        norm=distributed.per_rank_batch(cfg.optim.batch_size, dctx.world_size),
+        device=device,
+    )
+    return model, loaders, optimizer, scheduler, loss_fn, fast.pipeline
 
 
 def _restore(cfg: TrainConfig, resume_state, optimizer, scheduler) -> tuple[engine.FitResult, int]:
@@ -275,7 +341,44 @@ def _restore(cfg: TrainConfig, resume_state, optimizer, scheduler) -> tuple[engi
         raise ConfigError(
             f"run {cfg.resume} already trained {start_epoch} epochs; pass --epochs larger than {start_epoch} to continue it."
         )
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        last_lr = (state.history.get("lr") or [optimizer.param_groups[0]["lr"]])[-1]
+        extend_cosine(scheduler, start_epoch, cfg.optim.epochs, last_lr)
     return engine.FitResult(state.history, state.best_value, state.best_epoch, state.best_metrics), start_epoch
+
+
+def schedule_end(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, next_epoch: int) -> int:
+    """The epoch at which a cosine schedule reaches ``eta_min``, given the next epoch it will set the lr of."""
+    return next_epoch - scheduler.last_epoch + scheduler.T_max
+
+
+def extend_cosine(
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, next_epoch: int, end: int, last_lr: float
+) -> None:
+    """Re-aim a restored cosine schedule at a new end (a resume with a new ``--epochs``; issue 13.5).
+
+    The restored schedule keeps its old horizon: past it, cosine annealing rises again. Instead,
+    a new half cosine starts at the lr of the last trained epoch (``next_epoch - 1``) and reaches
+    ``eta_min`` at ``end``, so the lr keeps falling from where the run stopped. It is written into
+    the scheduler's own fields (and the optimiser's lr), so its state dict describes it and a
+    later resume with the same ``--epochs`` continues it unchanged. A schedule that already ends
+    at ``end`` is left alone (a resume that only continues an interrupted run).
+
+    Args:
+        scheduler: the restored schedule (stepped once per epoch, last for epoch ``next_epoch - 1``).
+        next_epoch: first epoch of the resumed run.
+        end: the new total number of epochs.
+        last_lr: the lr of epoch ``next_epoch - 1``.
+    """
+    if end <= next_epoch or schedule_end(scheduler, next_epoch) == end:
+        return  # nothing left to train, or the schedule already ends there
+    horizon = end - next_epoch + 1  # epochs from the anchor (next_epoch - 1) to the end
+    scheduler.base_lrs = [last_lr for _ in scheduler.base_lrs]
+    scheduler.T_max, scheduler.last_epoch = horizon, 1
+    lr = scheduler.eta_min + (last_lr - scheduler.eta_min) * (1 + math.cos(math.pi / horizon)) / 2
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"], group["lr"] = last_lr, lr
+    scheduler._last_lr = [lr for _ in scheduler.optimizer.param_groups]  # what get_last_lr() reports
 
 
 def _tags(cfg: TrainConfig, pipeline: str, extra: Mapping[str, str]) -> dict[str, str]:
@@ -295,7 +398,8 @@ def _run_name(cfg: TrainConfig) -> str:
 
 
 def _log_start(cfg: TrainConfig, flat: Mapping[str, Any], index, model: nn.Module, run_id: str, history) -> None:
-    """Params, config, split manifests and model summary of a new run; a resumed run fills in missing steps."""
+    """Params, config, split manifests, near-duplicate groups and model summary of a new run; a resumed
+    run fills in missing steps."""
     if cfg.resume:
         tracking.set_tags({tracking.TAG_RESUMED_TO: str(cfg.optim.epochs)})
         tracking.log_yaml(flat, tracking.CONFIG_FILE)
@@ -305,6 +409,9 @@ def _log_start(cfg: TrainConfig, flat: Mapping[str, Any], index, model: nn.Modul
     tracking.log_yaml(flat, tracking.CONFIG_FILE)
     for split, frame in split_manifests(index).items():
         tracking.log_text(frame.to_csv(index=False), f"{tracking.SPLITS_DIR}/{split}.csv")
+    # Issue 20: the near-duplicate groups the splits were made with (the policy is the param `duplicates`).
+    tracking.log_text(index.duplicate_groups.to_csv(index=False), tracking.DUPLICATE_GROUPS)
+    tracking.log_metrics(duplicate_counts(index.duplicate_groups))
     tracking.log_text(model_summary(model), tracking.MODEL_SUMMARY)
 
 
@@ -319,17 +426,16 @@ def _finish(cfg: TrainConfig, run_id: str, fitted: engine.FitResult, num_classes
     best_val = {f"best_{k}": v for k, v in fitted.best_metrics.items() if k.startswith("val_")}
     tracking.log_metrics(best_val, step=fitted.best_epoch)
     tracking.set_tags({tracking.TAG_BEST_EPOCH: str(fitted.best_epoch)})
-    best = ckpt_io.load(tracking.download(run_id, tracking.BEST_CKPT, tempfile.mkdtemp(prefix="medattn-best-")))
-    eager = build_model(cfg, num_classes, pretrained="none")
-    eager.load_state_dict(best["model"])
     register = tracking.registered_model_name(cfg.data.dataset) if cfg.tracking.register else None
-    return tracking.log_model(
-        eager,
-        img_size=cfg.data.img_size,
-        metrics=best_val,
-        register_as=register,
-        tags={"variant": cfg.model.model, "dataset": cfg.data.dataset},
-    )
+    with tempfile.TemporaryDirectory(prefix="medattn-best-") as tmp:
+        logged = tracking.log_model(
+            tracking.best_weights(run_id, tmp),
+            metrics=best_val,
+            register_as=register,
+            tags={"variant": cfg.model.model, "dataset": cfg.data.dataset},
+        )
+    tracking.prune_checkpoints(run_id)  # issue 14.5: best.pt now is the model; README "Storage"
+    return logged
 
 
 def _train(
@@ -340,13 +446,14 @@ def _train(
     progress: bool,
     extra_tags: dict[str, str],
 ) -> TrainResult:
-    uri = tracking.connect(cfg.tracking.tracking_uri)
+    # DDP: rank 0 alone opens (or creates) the store and finds the run; the others wait (issue 17)
+    uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))
     # DDP: each rank on its own GPU; --batch-size is the global batch (checked before any run starts).
     device = resolve_device(distributed.device_for(dctx, cfg.device))
     if dctx.enabled:
         distributed.per_rank_batch(cfg.optim.batch_size, dctx.world_size)
     index = data_index(cfg)
-    run_id, experiment_id, resume_state = _run_source(cfg, dctx, uri, parent_run_id)
+    run_id, experiment_id, resume_state = distributed.on_main(dctx, lambda: _run_source(cfg, uri, parent_run_id))
     model, loaders, optimizer, scheduler, loss_fn, pipeline = _build(cfg, index, device, resume_state, dctx)
     start, start_epoch = _restore(cfg, resume_state, optimizer, scheduler)
     flat = {**cfg.flat(), "pretrained": cfg.pretrained}

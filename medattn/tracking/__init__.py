@@ -3,9 +3,13 @@
 * :mod:`.names` — every tag, param prefix and artifact path;
 * :mod:`.runs` — the store, stage runs (``MLFLOW_RUN_ID`` handled once), logging, reading back;
 * :mod:`.models` — logged models, the registry and aliases;
-* :mod:`.saliency` — the one writer and the one reader of the interpret artifacts.
+* :mod:`.pyfunc` — the registered model as a pyfunc: images in, class probabilities out;
+* :mod:`.saliency` — the one writer and the one reader of the interpret artifacts;
+* :mod:`.uris` — every model URI form MLflow 3 hands out, resolved to its training run.
 
 The names are re-exported here, so ``from medattn import tracking; tracking.BEST_CKPT`` works.
+* :mod:`.store` — one store shared by many processes: serialised creation, ``database is locked`` retries;
+* :mod:`.checkpoints` — checkpoints uploaded with a checksum manifest, resumed from the newest complete one.
 * :mod:`.auth` — a server with MLflow's authentication app: 401 / 403 as one sentence, no secret in URIs.
 
 """
@@ -18,10 +22,14 @@ from medattn.tracking.auth import (
     check_uri_has_no_secret,
     redact_url,
 )
+from medattn.tracking.checkpoints import Resumable, log_checkpoints, newest_complete_checkpoint, read_manifest
 from medattn.tracking.models import (
     LoggedModel,
     alias_target,
+    best_weights,
     log_model,
+    model_weights,
+    prune_checkpoints,
     resolve_model_uri,
     set_alias,
     set_version_tags,
@@ -49,21 +57,26 @@ from medattn.tracking.runs import (
     finished_filter,
     finite,
     get_run,
+    ids_digest,
     log_artifact,
     log_artifacts,
+    log_dataset,
     log_figure,
     log_metrics,
     log_missing_steps,
     log_params,
+    log_table,
     log_text,
     log_yaml,
     metric_history,
+    project_experiment_name,
     project_run_id,
     quiet_artifact_downloads,
     resolve_tracking_uri,
     run_config,
     run_kind,
     search_runs,
+    set_description,
     set_tags,
     set_terminated,
     stage_experiment,
@@ -72,6 +85,7 @@ from medattn.tracking.runs import (
     ui_command,
 )
 from medattn.tracking.saliency import SaliencyReader, SaliencyWriter, read_csv
+from medattn.tracking.uris import source_run_of
 
 __all__ = [  # noqa: RUF022 - grouped by submodule
     "LoginError",
@@ -80,9 +94,16 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "auth_errors",
     "check_uri_has_no_secret",
     "redact_url",
+    "Resumable",
+    "log_checkpoints",
+    "newest_complete_checkpoint",
+    "read_manifest",
     "LoggedModel",
     "alias_target",
+    "best_weights",
     "log_model",
+    "model_weights",
+    "prune_checkpoints",
     "resolve_model_uri",
     "set_alias",
     "set_version_tags",
@@ -105,21 +126,26 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "finished_filter",
     "finite",
     "get_run",
+    "ids_digest",
     "log_artifact",
     "log_artifacts",
+    "log_dataset",
     "log_figure",
     "log_metrics",
     "log_missing_steps",
     "log_params",
+    "log_table",
     "log_text",
     "log_yaml",
     "metric_history",
+    "project_experiment_name",
     "project_run_id",
     "quiet_artifact_downloads",
     "resolve_tracking_uri",
     "run_config",
     "run_kind",
     "search_runs",
+    "set_description",
     "set_tags",
     "set_terminated",
     "stage_experiment",
@@ -129,4 +155,5 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "SaliencyReader",
     "SaliencyWriter",
     "read_csv",
+    "source_run_of",
 ]

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
-import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
-from torch import nn
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from medattn import checkpoint as ckpt_io
 from medattn.errors import MedattnError
-from medattn.tracking.names import MODEL_NAME, TAG_MODEL_ID, registered_model_name
-from medattn.tracking.runs import log_metrics
+from medattn.tracking.checkpoints import read_manifest
+from medattn.tracking.names import (
+    BEST_CKPT,
+    CHECKPOINT_DIR,
+    CHECKPOINT_MANIFEST,
+    MODEL_NAME,
+    TAG_MODEL_ID,
+    registered_model_name,
+)
+from medattn.tracking.pyfunc import (
+    MODEL_CODE,
+    WEIGHTS_ARTIFACT,
+    WEIGHTS_FILE,
+    ServingSpec,
+    input_example,
+    signature,
+)
+from medattn.tracking.runs import active_run_id, download, log_metrics
+
+MODEL_WEIGHTS_PATH = f"artifacts/{WEIGHTS_FILE}"
+"""Where the pyfunc keeps its ``weights`` artifact inside the logged model (MLflow copies artifacts there)."""
 
 
 @dataclass(frozen=True)
@@ -28,34 +49,48 @@ class LoggedModel:
 
 
 def log_model(
-    model: nn.Module,
+    weights: str | Path,
     *,
-    img_size: int,
     tags: Mapping[str, str],
     metrics: Mapping[str, float] | None = None,
     register_as: str | None = None,
 ) -> LoggedModel:
-    """Log the eager model to the active run in MLflow's pytorch flavour (docs/mlflow-notes.md §2).
+    """Log a checkpoint to the active run as the servable pyfunc of :mod:`medattn.tracking.pyfunc`.
+
+    The model takes images (PNG/JPEG bytes, paths or uint8 arrays) and answers class probabilities
+    with class names; it carries a signature, a PNG input example of about 1 KB and metadata
+    (class names, image size, resize mode, normalisation, source run). The checkpoint itself is its
+    ``weights`` artifact, which :func:`model_weights` downloads to rebuild the torch module.
 
     Args:
-        model: the eager classifier (moved to the CPU and put in eval mode).
-        img_size: side of the example input ``(2, 3, img_size, img_size)``.
+        weights: a medattn checkpoint holding the model (``best.pt``: state_dict, config, class names).
         tags: tags of the logged model (variant, dataset).
         metrics: metrics attached to the logged model (e.g. ``best_val_auc``).
         register_as: also register it under this name.
     """
-    model = model.cpu().eval()
-    example = np.random.default_rng(0).standard_normal((2, 3, img_size, img_size)).astype(np.float32)
-    with torch.no_grad():
-        out = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
-        name=MODEL_NAME,
-        signature=infer_signature(example, out),
-        input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm", "numpy"],
-        tags=dict(tags),
-    )
+    spec = ServingSpec.from_payload(ckpt_io.load(weights), source_run=active_run_id())
+    with tempfile.TemporaryDirectory(prefix="medattn-pyfunc-") as tmp:
+        code = Path(tmp) / "medattn_pyfunc.py"
+        code.write_text(MODEL_CODE)
+        # Under its own name: MLflow keeps an artifact's file name, and model_weights() looks for this one.
+        shutil.copyfile(weights, Path(tmp) / WEIGHTS_FILE)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=str(code),
+            artifacts={WEIGHTS_ARTIFACT: str(Path(tmp) / WEIGHTS_FILE)},
+            signature=signature(spec),
+            input_example=input_example(),
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                "torchvision",
+                "timm",
+                "numpy",
+                "pandas",
+                "pillow",
+            ],
+            metadata=spec.metadata(),
+            tags=dict(tags),
+        )
     mlflow.set_tag(TAG_MODEL_ID, info.model_id)
     if metrics:
         log_metrics(metrics, model_id=info.model_id)
@@ -63,6 +98,64 @@ def log_model(
     if register_as:
         version = str(mlflow.register_model(info.model_uri, register_as).version)
     return LoggedModel(info.model_uri, info.model_id, version)
+
+
+def model_weights(run_id: str, dst: str | Path) -> Path:
+    """Download the checkpoint behind a training run's logged model into ``dst`` (torch module, config).
+
+    Runs logged before the pyfunc (a ``pt2`` model), or without a model (search trials), still have
+    ``checkpoints/best.pt``, which is returned instead.
+
+    Raises:
+        MedattnError: the run has neither a pyfunc model with weights nor ``checkpoints/best.pt``.
+    """
+    model_id = mlflow.MlflowClient().get_run(run_id).data.tags.get(TAG_MODEL_ID)
+    if model_id:
+        try:
+            location = mlflow.MlflowClient().get_logged_model(model_id).artifact_location
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location.rstrip('/')}/{MODEL_WEIGHTS_PATH}", dst_path=str(dst)
+            )
+            return Path(local)
+        except (MlflowException, OSError):
+            pass  # an older pt2 model: its run kept best.pt
+    return download(run_id, BEST_CKPT, dst)
+
+
+def best_weights(run_id: str, dst: str | Path) -> Path:
+    """The best checkpoint of a run that just finished training, downloaded into ``dst``.
+
+    ``checkpoints/best.pt`` while there is one (a resumed run that improved wrote a newer one than
+    the model logged before), otherwise the weights of the model the run logged earlier.
+
+    Raises:
+        MedattnError: the run has neither.
+    """
+    try:
+        return download(run_id, BEST_CKPT, dst)
+    except MedattnError:
+        return model_weights(run_id, dst)
+
+
+def prune_checkpoints(run_id: str) -> list[str]:
+    """Delete the copy of the weights a finished run no longer needs once its model is logged (README, "Storage").
+
+    ``checkpoints/best.pt`` now is the logged model's ``weights`` artifact; ``checkpoints/last.pt``
+    (what ``--resume`` continues from) stays, and so do the ``epoch_XXXX.pt`` snapshots a user asked
+    for with ``--save-freq``. The checksum manifest is rewritten without the deleted file.
+
+    Returns:
+        The artifact paths deleted (none when the run has no ``best.pt``).
+    """
+    client = mlflow.MlflowClient()
+    best = Path(BEST_CKPT).name
+    if best not in {Path(a.path).name for a in client.list_artifacts(run_id, CHECKPOINT_DIR)}:
+        return []
+    get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(BEST_CKPT)
+    manifest = read_manifest(run_id)
+    if manifest is not None and manifest.files.pop(best, None) is not None:
+        client.log_text(run_id, manifest.to_json(), CHECKPOINT_MANIFEST)
+    return [BEST_CKPT]
 
 
 def resolve_model_uri(model_uri: str) -> str:
@@ -140,7 +233,10 @@ def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
 __all__ = [
     "LoggedModel",
     "alias_target",
+    "best_weights",
     "log_model",
+    "model_weights",
+    "prune_checkpoints",
     "registered_model_name",
     "resolve_model_uri",
     "set_alias",

@@ -6,17 +6,22 @@ Stages hand over MLflow identifiers (run ids, ``models:/NAME@ALIAS``) rather tha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 # ---- artifacts of a training run ------------------------------------------------------------
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "checkpoints/best.pt"
 LAST_CKPT = "checkpoints/last.pt"
+CHECKPOINT_MANIFEST = "checkpoints/manifest.json"  # issue 17: sha256 and size of every checkpoint uploaded
 SPLITS_DIR = "splits"
+DUPLICATE_GROUPS = "splits/duplicate_groups.csv"  # issue 20: one row per image in a near-duplicate group
 MODEL_SUMMARY = "model_summary.txt"
 HISTORY_DIR = "history"
 MODEL_NAME = "model"
 # ---- test runs ------------------------------------------------------------------------------
 PREDICTIONS = "predictions.csv"
+PREDICTIONS_TABLE = "predictions.json"  # the same rows as an MLflow table (mlflow.log_table), issue 14.4
 TEST_FIGURES_DIR = "figures"
 # ---- interpret / figures / compare ----------------------------------------------------------
 SALIENCY_DIR = "saliency"  # saliency/<method>/<image_id>.npy
@@ -56,6 +61,9 @@ TAG_TRIAL_STATE = "medattn.trial_state"
 TAG_RETRY_OF = "medattn.retry_of_trial"  # a retried trial (its worker died): the first trial it retries
 TAG_BEST_TRIAL_RUN = "best_trial_run_id"
 TAG_BEST_TRIAL_NUMBER = "best_trial_number"
+TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI
+# ---- params ---------------------------------------------------------------------------------
+RESOLVED_PREFIX = "resolved."  # resolved.<key>: medattn's value of a param `mlflow run` logged in another spelling
 # ---- model-version tags (promote) -----------------------------------------------------------
 VTAG_METRIC = "medattn.metric"
 VTAG_METRIC_VALUE = "medattn.metric_value"
@@ -65,6 +73,48 @@ VTAG_RUN = "medattn.source_run"
 # ---- environment ----------------------------------------------------------------------------
 ENV_RUN_ID = "MLFLOW_RUN_ID"  # set by `mlflow run`: the project run a stage logs into
 ENV_EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
+
+
+def resolved_param(key: str) -> str:
+    """Param key of medattn's normalised value when ``mlflow run`` already logged ``key`` as spelled
+    on its command line (``lr`` = ``1e-3`` → ``resolved.lr`` = ``0.001``)."""
+    return f"{RESOLVED_PREFIX}{key}"
+
+
+def dataset_name(dataset: str, split: str) -> str:
+    """Name of a split manifest logged as an MLflow Dataset, ``<dataset>-<split>`` (e.g. ``demo-train``)."""
+    return f"{dataset}-{split}"
+
+
+def _fraction(perc_train: str | None) -> str:
+    try:
+        value = float(perc_train) if perc_train is not None else 1.0
+    except ValueError:
+        return ""
+    return "" if value >= 1.0 else f" ({value:.0%} of the training split)"
+
+
+def _source(tags: Mapping[str, str]) -> str:
+    source = tags.get(TAG_SOURCE_RUN)
+    return f" from training run {source}" if source else ""
+
+
+# One sentence per run kind, from the run's medattn tags (``describe_run``); kinds not listed get none.
+_DESCRIPTIONS: dict[str, Callable[[Mapping[str, str]], str]] = {
+    "train": lambda t: f"{t[TAG_MODEL]} trained on {t[TAG_DATASET]}{_fraction(t.get(TAG_PERC_TRAIN))}.",
+    "test": lambda t: f"{t[TAG_MODEL]}{_source(t)} tested on the {t[TAG_SPLIT]} split of {t[TAG_DATASET]}.",
+    "interpret": lambda t: f"{t[TAG_MODEL]}{_source(t)} explained on the {t[TAG_SPLIT]} split of {t[TAG_DATASET]}.",
+}
+
+
+def describe_run(tags: Mapping[str, str]) -> str | None:
+    """The one-sentence description of a run with these medattn tags (what was trained, tested or
+    explained on what), or ``None`` for a kind without one or tags that lack a part of it."""
+    describe = _DESCRIPTIONS.get(tags.get(TAG_KIND, ""))
+    try:
+        return describe(tags) if describe is not None else None
+    except KeyError:
+        return None
 
 
 def epoch_ckpt(epoch: int) -> str:

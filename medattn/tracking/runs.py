@@ -12,24 +12,37 @@ top-level stage logs into that run instead of starting its own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
 from medattn.errors import MedattnError
 from medattn.tracking.auth import auth_error, check_uri_has_no_secret
-from medattn.tracking.names import CONFIG_FILE, ENV_EXPERIMENT_ID, ENV_RUN_ID, TAG_KIND, experiment_name
+from medattn.tracking.names import (
+    CONFIG_FILE,
+    ENV_EXPERIMENT_ID,
+    ENV_RUN_ID,
+    TAG_DESCRIPTION,
+    TAG_KIND,
+    describe_run,
+    experiment_name,
+    resolved_param,
+)
+from medattn.tracking.store import open_store, retry_locked
 
 HTTP_PROBE_TIMEOUT_S = 5.0
 """Seconds ``connect`` waits for an http(s) tracking server to answer before giving up."""
@@ -102,9 +115,8 @@ def connect(uri: str | None = None) -> str:
     check_uri_has_no_secret(resolved)  # issue 19: credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD
     if urlparse(resolved).scheme in ("http", "https"):
         _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
-    mlflow.set_tracking_uri(resolved)
     try:
-        mlflow.MlflowClient().search_experiments(max_results=1)
+        open_store(resolved)  # issue 17: of many processes, one at a time creates or repairs a sqlite store
     except (MlflowException, OSError, ConnectionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise auth_error(exc, resolved) or MedattnError(
@@ -124,7 +136,12 @@ def ensure_experiment(name: str, uri: str) -> str:
         return exp.experiment_id
     root = artifact_root(uri)
     location = (root / name).as_uri() if root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return retry_locked(client.create_experiment)(name, artifact_location=location)
+    except MlflowException as exc:  # issue 17: parallel runs in a fresh store create it together
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def active_experiment_id(name: str) -> str | None:
@@ -187,6 +204,20 @@ def project_run_id(parent_run_id: str | None = None, *, claim: bool = False) -> 
     return os.environ.pop(ENV_RUN_ID, None) if claim else os.environ.get(ENV_RUN_ID)
 
 
+def project_experiment_name(uri: str | None = None) -> str | None:
+    """Under ``mlflow run``: the name of the experiment the project run is in, else ``None``.
+
+    ``mlflow run`` without ``--experiment-name`` puts its run in the Default experiment; the
+    ``promote`` and ``compare`` entry points then look there, where the project's training runs
+    went, instead of in ``medattn-demo`` (issue 14.1).
+    """
+    run_id = os.environ.get(ENV_RUN_ID)
+    if not run_id:
+        return None
+    connect(uri)
+    return experiment_name_of(get_run(run_id).info.experiment_id)
+
+
 @contextlib.contextmanager
 def tracked_run(
     *,
@@ -209,17 +240,24 @@ def tracked_run(
         kwargs.update(nested=True, parent_run_id=parent_run_id)
     if system_metrics:
         kwargs["log_system_metrics"] = True
-    run = mlflow.start_run(**kwargs)
+    run = retry_locked(mlflow.start_run)(**kwargs)
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        _end_run(run.info.run_id, "KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        _end_run(run.info.run_id, "FAILED")
         raise
     else:
-        mlflow.end_run("FINISHED")
+        _end_run(run.info.run_id, "FINISHED")
+
+
+def _end_run(run_id: str, status: str) -> None:
+    """End the active run; its status is written first (retried), because ``mlflow.end_run`` pops the
+    run before writing it and a refused write would leave the run RUNNING."""
+    set_terminated(run_id, status)
+    retry_locked(mlflow.end_run)(status)
 
 
 @contextlib.contextmanager
@@ -231,10 +269,15 @@ def stage_run(
     parent_run_id: str | None = None,
     run_id: str | None = None,
     system_metrics: bool = False,
+    description: str | None = None,
 ) -> Iterator[str]:
     """The run of one stage, yielding its id: ``run_id`` when given (a resumed run, or the project
     run of ``mlflow run``: :func:`project_run_id`), else a new run in ``experiment_id`` (nested under
-    ``parent_run_id`` when given). ``tags`` (``None``: leave an existing run's tags) are set in every case."""
+    ``parent_run_id`` when given). ``tags`` (``None``: leave an existing run's tags) are set in every case.
+
+    A run without a description gets ``description``, else the sentence its tags give
+    (:func:`~medattn.tracking.names.describe_run`): the MLflow UI shows it on the run page.
+    """
     with tracked_run(
         experiment_id=None if run_id else experiment_id,
         run_id=run_id,
@@ -244,7 +287,10 @@ def stage_run(
         system_metrics=system_metrics,
     ) as run:
         if tags:
-            mlflow.set_tags(dict(tags))
+            set_tags(tags)
+        text = description or (describe_run(tags) if tags else None)
+        if text and not run.data.tags.get(TAG_DESCRIPTION):
+            set_tags({TAG_DESCRIPTION: text})
         yield run.info.run_id
 
 
@@ -254,6 +300,7 @@ def active_run_id() -> str | None:
     return run.info.run_id if run is not None else None
 
 
+@retry_locked
 def set_terminated(run_id: str, status: str) -> None:
     """Set a finished run's status (e.g. ``KILLED`` for a pruned trial)."""
     mlflow.MlflowClient().set_terminated(run_id, status)
@@ -265,16 +312,113 @@ def finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
 
-def log_params(params: Mapping[str, Any]) -> None:
-    """Log params to the active run (``None`` written as ``"None"``)."""
-    mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
+@retry_locked
+def log_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Log params to the active run (``None`` written as ``"None"``), never changing a logged one.
+
+    ``mlflow run`` logs every ``-P`` value as typed (``model=SEResNet50``, ``lr=1e-3``,
+    ``split=validation``, a relative storage path) before medattn starts, and MLflow refuses to
+    change a param. A key already logged with the same string is left alone; one logged with
+    another string keeps it, and medattn's normalised value goes under ``resolved.<key>``
+    (issue 14.1; the resolved config is also the run's ``config.yaml``).
+
+    Returns:
+        What was logged now, ``{key: value as a string}``.
+    """
+    run = mlflow.active_run()
+    have = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run is not None else {}
+    fresh: dict[str, str] = {}
+    for key, value in params.items():
+        if value is None and have.get(key) == "":
+            continue  # an MLproject parameter left at its empty default: "not given" already
+        text = "None" if value is None else str(value)
+        if have.get(key, text) != text:
+            key = resolved_param(key)
+        if key not in have:
+            fresh[key] = text
+    if fresh:
+        mlflow.log_params(fresh)
+    return fresh
 
 
+@retry_locked
 def log_metrics(metrics: Mapping[str, float], step: int | None = None, *, model_id: str | None = None) -> None:
-    """Log the finite ``metrics`` to the active run (and to a logged model when ``model_id`` is given)."""
-    mlflow.log_metrics(finite(metrics), step=step, model_id=model_id)
+    """Log the finite ``metrics`` to the active run (and to a logged model when ``model_id`` is given).
+
+    With ``model_id``, a metric the run already holds with the same value (``best_val_*``, logged at
+    the best epoch) is attached to the model at that point's step and time, which the store keeps
+    once: the run's history shows it once, not again at step 0 (issue 14.4).
+    """
+    values = finite(metrics)
+    if model_id is None:
+        mlflow.log_metrics(values, step=step)
+        return
+    run = mlflow.active_run()
+    client = mlflow.MlflowClient()
+    fresh = {}
+    for key, value in values.items():
+        same = [m for m in client.get_metric_history(run.info.run_id, key) if m.value == value] if run else []
+        if not same:
+            fresh[key] = value
+            continue
+        point = max(same, key=lambda m: (m.timestamp, m.step))
+        mlflow.log_metrics({key: value}, step=point.step, timestamp=point.timestamp, model_id=model_id)
+    if fresh:
+        mlflow.log_metrics(fresh, step=step, model_id=model_id)
 
 
+def ids_digest(ids: Sequence[str]) -> str:
+    """Digest of a set of image ids (order-free): the same split gives the same MLflow Dataset digest."""
+    text = "\n".join(sorted(str(i) for i in ids))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def log_dataset(
+    frame: pd.DataFrame, *, name: str, context: str, source: str, id_column: str = "image_id", target: str = "label"
+) -> str:
+    """Log a split manifest as an MLflow Dataset input of the active run (the UI's Datasets column).
+
+    Args:
+        frame: one row per image (``image_id``, ``label``, ...).
+        name: the dataset's name, e.g. ``demo-train`` (:func:`~medattn.tracking.names.dataset_name`).
+        context: its role in the run: ``train``, ``val`` or ``test``.
+        source: where the images are (the data folder).
+        id_column: the column whose values the digest is computed from.
+        target: the label column (declared as the dataset's targets when present).
+
+    Returns:
+        The digest (of the ids, :func:`ids_digest`).
+    """
+    digest = ids_digest(frame[id_column].astype(str).tolist())
+    with warnings.catch_warnings():
+        # MLflow warns that a local path matches its local source type twice, and that integer
+        # label columns cannot hold missing values; neither applies to a manifest of ids.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            frame.reset_index(drop=True),
+            source=source,
+            targets=target if target in frame.columns else None,
+            name=name,
+            digest=digest,
+        )
+        mlflow.log_input(dataset, context=context)
+    return digest
+
+
+def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    """Log a DataFrame as an MLflow table (a ``.json`` artifact the UI shows as a table) of the active run."""
+    with warnings.catch_warnings():
+        # MLflow's image-column check uses a select_dtypes spelling pandas 3 deprecates.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mlflow.log_table(data=frame, artifact_file=artifact_file)
+
+
+def set_description(text: str, run_id: str | None = None) -> None:
+    """Set the description the MLflow UI shows on a run (its ``mlflow.note.content`` tag)."""
+    set_tags({TAG_DESCRIPTION: text}, run_id=run_id)
+
+
+@retry_locked
 def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
     """Set tags on the active run, or on ``run_id``."""
     if run_id is None:

@@ -44,15 +44,22 @@ def test_loader_batches_and_order(demo_dir: Path) -> None:
     assert labels.tolist() == index.split("test")["label"].tolist()
     x, y = next(iter(build_loader(index, "train", img_size=32, batch_size=8, train=True, seed=1)))
     assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
+
     # shuffling is a function of the seed
-    order = lambda s: torch.cat([y for _, y in build_loader(index, "train", img_size=32, batch_size=64, train=True, seed=s)])  # noqa: E731
+    def order(seed: int) -> torch.Tensor:
+        return torch.cat(
+            [y for _, y in build_loader(index, "train", img_size=32, batch_size=64, train=True, seed=seed)]
+        )
+
     assert torch.equal(order(7), order(7))
 
 
 def test_cache_equals_files_and_stale_cache_is_ignored(demo_dir: Path) -> None:
     index = load_index("demo", demo_dir)
     from_files = torch.cat([x for x, _ in build_loader(index, "val", img_size=32, batch_size=64)])
-    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "demo", "--data-dir", str(demo_dir), "--img-size", "32"])
+    result = CliRunner().invoke(
+        app, ["data", "prepare", "--dataset", "demo", "--data-dir", str(demo_dir), "--img-size", "32"]
+    )
     assert result.exit_code == 0, result.output
     cache_dir = demo_dir / ".medattn_cache" / "demo-32px"
     assert str(cache_dir) in result.stdout

@@ -27,7 +27,13 @@ def _check_frame(index) -> None:
 
 @pytest.mark.parametrize(
     ("alias", "canonical"),
-    [("APTOS", "aptos2019"), ("aptos_2019", "aptos2019"), ("ISIC2020", "isic2020"), ("MIMICCXR", "mimic-cxr"), ("Demo", "demo")],
+    [
+        ("APTOS", "aptos2019"),
+        ("aptos_2019", "aptos2019"),
+        ("ISIC2020", "isic2020"),
+        ("MIMICCXR", "mimic-cxr"),
+        ("Demo", "demo"),
+    ],
 )
 def test_aliases(alias: str, canonical: str) -> None:
     assert DATASETS.canonical(alias) == canonical

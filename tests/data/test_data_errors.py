@@ -38,7 +38,12 @@ def test_label_outside_task(aptos_dir: Path, fails: Callable[..., str]) -> None:
     frame = pd.read_csv(csv, dtype={"id_code": str})
     frame.loc[3, "diagnosis"] = 7
     frame.to_csv(csv, index=False)
-    fails(["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(aptos_dir)], str(csv), "7", frame.loc[3, "id_code"])
+    fails(
+        ["data", "prepare", "--dataset", "aptos2019", "--data-dir", str(aptos_dir)],
+        str(csv),
+        "7",
+        frame.loc[3, "id_code"],
+    )
 
 
 def test_missing_image(isic_dir: Path, fails: Callable[..., str]) -> None:
@@ -57,18 +62,34 @@ def test_truncated_image(isic_dir: Path, fails: Callable[..., str]) -> None:
     victim = sorted((isic_dir / "jpeg" / "train").glob("*.jpg"))[2]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    fails(["data", "prepare", "--dataset", "isic2020", "--data-dir", str(isic_dir), "--imgsize", "16"], str(victim), "truncated")
+    fails(
+        ["data", "prepare", "--dataset", "isic2020", "--data-dir", str(isic_dir), "--imgsize", "16"],
+        str(victim),
+        "truncated",
+    )
 
 
 def test_empty_split_after_subsampling(aptos_dir: Path, fails: Callable[..., str]) -> None:
-    args = ["data", "check", "--dataset", "aptos2019", "--data-dir", str(aptos_dir), "--low-data-regimen", "--perc-train", "0.01"]
+    args = [
+        "data",
+        "check",
+        "--dataset",
+        "aptos2019",
+        "--data-dir",
+        str(aptos_dir),
+        "--low-data-regimen",
+        "--perc-train",
+        "0.01",
+    ]
     fails(args, "0.01", "train split empty")
     with pytest.raises(DataError, match="train split empty"):
         load_index("aptos2019", aptos_dir, low_data_regimen=True, perc_train=0.01)
 
 
 def test_unknown_dataset_name(tmp_path: Path, fails: Callable[..., str]) -> None:
-    fails(["data", "check", "--dataset", "isic202", "--data-dir", str(tmp_path)], "'isic202'", "did you mean 'isic2020'")
+    fails(
+        ["data", "check", "--dataset", "isic202", "--data-dir", str(tmp_path)], "'isic202'", "did you mean 'isic2020'"
+    )
 
 
 def test_check_reports_every_problem_at_once(isic_dir: Path) -> None:

@@ -32,7 +32,11 @@ def _smooth(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     """uint8 (B, 3, H, W) smooth random images (few nearest-neighbour ties)."""
     g = torch.Generator().manual_seed(seed)
     small = torch.rand((b, 3, 5, 6), generator=g)
-    return (torch.nn.functional.interpolate(small, (h, w), mode="bicubic", align_corners=False).clamp(0, 1) * 255).round().to(torch.uint8)
+    return (
+        (torch.nn.functional.interpolate(small, (h, w), mode="bicubic", align_corners=False).clamp(0, 1) * 255)
+        .round()
+        .to(torch.uint8)
+    )
 
 
 def test_params_follow_the_documented_distribution():
@@ -56,8 +60,15 @@ def test_apply_matches_torchvision_affine_then_flip(mode):
     out = aug.apply(x, p)
     interp = TF.InterpolationMode.NEAREST if mode == "nearest" else TF.InterpolationMode.BILINEAR
     for i in range(6):
-        ref = TF.affine(x[i].float(), angle=float(p.angle[i]), translate=[int(p.tx[i]), int(p.ty[i])],
-                        scale=float(p.scale[i]), shear=[0.0, 0.0], interpolation=interp, fill=None)
+        ref = TF.affine(
+            x[i].float(),
+            angle=float(p.angle[i]),
+            translate=[int(p.tx[i]), int(p.ty[i])],
+            scale=float(p.scale[i]),
+            shear=[0.0, 0.0],
+            interpolation=interp,
+            fill=None,
+        )
         if p.flip[i]:
             ref = TF.horizontal_flip(ref)
         ref = (ref[None] / 255.0 - MEAN) / STD
@@ -69,7 +80,9 @@ def _bar_angle(img: torch.Tensor) -> float:
     """Angle (degrees, counter-clockwise) of the principal axis of the bright pixels of (H, W)."""
     ys, xs = torch.nonzero(img > 0.5, as_tuple=True)
     xs, ys = xs.double() - xs.double().mean(), ys.double() - ys.double().mean()
-    cov = torch.stack([torch.stack([(xs * xs).mean(), (xs * ys).mean()]), torch.stack([(xs * ys).mean(), (ys * ys).mean()])])
+    cov = torch.stack(
+        [torch.stack([(xs * xs).mean(), (xs * ys).mean()]), torch.stack([(xs * ys).mean(), (ys * ys).mean()])]
+    )
     evals, evecs = torch.linalg.eigh(cov)
     vx, vy = evecs[:, -1]
     ang = math.degrees(math.atan2(-float(vy), float(vx)))  # image y points down
@@ -142,8 +155,9 @@ def test_labels_stay_aligned_through_loader_and_augmentation(prefetch):
     images = np.broadcast_to(values[:, None, None, None], (n, 24, 24, 3)).copy()
     rows = np.random.default_rng(0).permutation(n)  # samples point at shuffled cache rows
     labels = values[rows].astype(np.int64)
-    loader = CacheBatchLoader(images, rows, labels, batch_size=8, shuffle=True,
-                              generator=torch.Generator().manual_seed(0), prefetch=prefetch)
+    loader = CacheBatchLoader(
+        images, rows, labels, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0), prefetch=prefetch
+    )
     aug = BatchAugment(train=True)
     seen = []
     for x, y in loader:
@@ -180,7 +194,9 @@ def test_cache_and_files_give_the_same_tensors_before_augmentation(cached_demo):
     fast = build_device_loader(index, "val", img_size=32, batch_size=16, device=torch.device("cpu"), train=False)
     # the PIL path from the image files: a different (uncached) size folder is not possible, so
     # bypass the cache explicitly
-    files = torch.utils.data.DataLoader(ImageDataset(index.split("val"), build_transform(32, train=False)), batch_size=16)
+    files = torch.utils.data.DataLoader(
+        ImageDataset(index.split("val"), build_transform(32, train=False)), batch_size=16
+    )
     cached_pil = build_loader(index, "val", img_size=32, batch_size=16)
     n = 0
     for (a, ya), (b, yb), (c, yc) in zip(fast, files, cached_pil, strict=True):

@@ -30,7 +30,9 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
 
 def test_cli_synth(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--n", "12", "--img-size", "40", "--seed", "1"])
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--out", str(out), "--n", "12", "--img-size", "40", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert str(out) in result.stdout.strip().splitlines()[-1]
     assert len(pd.read_csv(out / "labels.csv")) == 12

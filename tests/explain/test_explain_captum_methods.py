@@ -90,8 +90,14 @@ def _assert_no_hooks(model: nn.Module) -> None:
 def test_deeplift_completeness_small_model():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).eval()
     x = torch.randn(5, 3, 8, 8)
     target = torch.tensor([0, 1, 2, 1, 0])
@@ -106,8 +112,14 @@ def test_lrp_conserves_logit_without_biases():
     """Conv/ReLU/MaxPool/BN/Linear net without biases (BN shifts zero): Σ R_input = target logit."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 4, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 4, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
         nn.Linear(4 * 2 * 2, 3, bias=False),
     )
     _randomise_bn(model, torch.Generator().manual_seed(1))
@@ -128,15 +140,21 @@ def test_lrp_rule_table_conservation_with_gates_and_residual(toy):
     relevance = attribute(toy, x, "lrp", target)
     with torch.no_grad():
         logit = toy(x).gather(1, target[:, None])[:, 0]
-    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit - toy.head.bias[target].detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        relevance.sum(dim=(1, 2, 3)), logit - toy.head.bias[target].detach(), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_lrp_batchnorm_equals_folded_conv():
     """Canonization: LRP through conv → BN (with shift) equals LRP through the folded conv with bias."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
     )
     _randomise_bn(model, torch.Generator().manual_seed(2))
     model.eval()
@@ -198,7 +216,9 @@ def test_lrp_gate_gets_no_relevance(toy):
     frozen = Frozen().eval()
     for name in ("squeeze", "fc", "sig", "cpool", "sconv", "ssig"):
         setattr(frozen.t, name, nn.Identity())  # unused in Frozen.forward
-    torch.testing.assert_close(attribute(toy, x, "lrp", target), attribute(frozen, x, "lrp", target), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        attribute(toy, x, "lrp", target), attribute(frozen, x, "lrp", target), rtol=1e-4, atol=1e-7
+    )
 
 
 def test_lrp_unknown_module_type():
@@ -266,7 +286,9 @@ def test_zoo_cnns(name, zoo_batch):
         if method == "lrp":
             expected = out.gather(1, target[:, None])[:, 0] - head.bias[target].detach()
             # ε = 1e-6 absorbs up to ~1e-5 absolute where the init logits are tiny (cbam_densenet121: ~3e-3)
-            torch.testing.assert_close(maps.sum(dim=(1, 2, 3)), expected, rtol=1e-3, atol=max(1e-4 * out.abs().max().item(), 1e-5))
+            torch.testing.assert_close(
+                maps.sum(dim=(1, 2, 3)), expected, rtol=1e-3, atol=max(1e-4 * out.abs().max().item(), 1e-5)
+            )
     assert _snapshot(model) == before
     _assert_no_hooks(model)
     with torch.no_grad():

@@ -60,9 +60,9 @@ def test_deletion_insertion_batched_and_grid_maps():
     target = torch.tensor([0, 1, 0])
     together = deletion_insertion(MeanModel(), images, grid, target, steps=4)
     for i in range(3):
-        alone = deletion_insertion(MeanModel(), images[i:i + 1], grid[i:i + 1], target[i:i + 1], steps=4)
-        torch.testing.assert_close(together.deletion_auc[i:i + 1], alone.deletion_auc)
-        torch.testing.assert_close(together.insertion_auc[i:i + 1], alone.insertion_auc)
+        alone = deletion_insertion(MeanModel(), images[i : i + 1], grid[i : i + 1], target[i : i + 1], steps=4)
+        torch.testing.assert_close(together.deletion_auc[i : i + 1], alone.deletion_auc)
+        torch.testing.assert_close(together.insertion_auc[i : i + 1], alone.insertion_auc)
     # Every curve starts at the image (deletion) or the baseline (insertion) and ends at the other.
     torch.testing.assert_close(together.deletion_curve[:, 0], together.insertion_curve[:, -1])
     with pytest.raises(ConfigError):
@@ -120,8 +120,14 @@ def test_random_baseline_scores():
     torch.testing.assert_close(again["pointing_game"], scores["pointing_game"])
 
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    di = random_baseline_scores(model=MeanModel(), images=images, target=torch.tensor([0, 0]),
-                                generator=torch.Generator().manual_seed(2), map_shape=(2, 2, 2), n_draws=3)
+    di = random_baseline_scores(
+        model=MeanModel(),
+        images=images,
+        target=torch.tensor([0, 0]),
+        generator=torch.Generator().manual_seed(2),
+        map_shape=(2, 2, 2),
+        n_draws=3,
+    )
     assert set(di) == {"deletion_auc", "insertion_auc"} and di["deletion_auc"].shape == (2,)
     with pytest.raises(ConfigError):
         random_baseline_scores(generator=torch.Generator())

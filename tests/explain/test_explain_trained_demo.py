@@ -29,7 +29,11 @@ def trained(tmp_path_factory):
 
     def tensors(split):
         frame = index.split(split)
-        return torch.stack([transform(read_image(p)) for p in frame["path"]]), torch.tensor(frame["label"].values), frame
+        return (
+            torch.stack([transform(read_image(p)) for p in frame["path"]]),
+            torch.tensor(frame["label"].values),
+            frame,
+        )
 
     x_train, y_train, _ = tensors("train")
     torch.manual_seed(0)

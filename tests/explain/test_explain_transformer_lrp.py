@@ -63,15 +63,22 @@ def reference_map(model, image: torch.Tensor, target: int, start_layer: int) -> 
             acts[key] = inputs[0] if what == "in" else output
             if what == "attn":
                 output.retain_grad()
+
         return hook
 
     handles = []
     for i, blk in enumerate(net.blocks):
         blk.attn.fused_attn = False
         for key, mod, what in [
-            ("x_in", blk.norm1, "in"), ("h", blk.attn.qkv, "in"), ("qkv", blk.attn.qkv, "out"),
-            ("A", blk.attn.attn_drop, "attn"), ("merged", blk.attn.proj, "in"), ("attn_out", blk.attn.proj, "out"),
-            ("x_mid", blk.norm2, "in"), ("g", blk.mlp.fc1, "in"), ("act", blk.mlp.fc2, "in"),
+            ("x_in", blk.norm1, "in"),
+            ("h", blk.attn.qkv, "in"),
+            ("qkv", blk.attn.qkv, "out"),
+            ("A", blk.attn.attn_drop, "attn"),
+            ("merged", blk.attn.proj, "in"),
+            ("attn_out", blk.attn.proj, "out"),
+            ("x_mid", blk.norm2, "in"),
+            ("g", blk.mlp.fc1, "in"),
+            ("act", blk.mlp.fc2, "in"),
             ("mlp_out", blk.mlp.fc2, "out"),
         ]:
             handles.append(mod.register_forward_hook(keep((i, key), what)))
@@ -84,14 +91,19 @@ def reference_map(model, image: torch.Tensor, target: int, start_layer: int) -> 
     heads, dim = net.blocks[0].attn.num_heads, net.embed_dim
     hd = dim // heads
     cls = acts["cls"][0].detach()
-    r_cls = _ref_linear(cls[None], net.head.weight.detach(), torch.eye(logits.shape[1], dtype=torch.float64)[[target]])[0]
+    r_cls = _ref_linear(cls[None], net.head.weight.detach(), torch.eye(logits.shape[1], dtype=torch.float64)[[target]])[
+        0
+    ]
     n_tok = acts[(0, "x_in")].shape[1]
     r = torch.zeros(n_tok, dim, dtype=torch.float64)
     r[0] = cls * _sdiv(r_cls, cls)
     cams = {}
     for i in reversed(range(len(net.blocks))):
         blk = net.blocks[i]
-        a = {k: acts[(i, k)][0].detach() for k in ("x_in", "h", "qkv", "merged", "attn_out", "x_mid", "g", "act", "mlp_out")}
+        a = {
+            k: acts[(i, k)][0].detach()
+            for k in ("x_in", "h", "qkv", "merged", "attn_out", "x_mid", "g", "act", "mlp_out")
+        }
         attn = acts[(i, "A")][0].detach()
         grad = acts[(i, "A")].grad[0]
         r_res, r_mlp = _ref_add(a["x_mid"], a["mlp_out"], r)
@@ -105,7 +117,7 @@ def reference_map(model, image: torch.Tensor, target: int, start_layer: int) -> 
         r_attn = torch.zeros(heads, n_tok, n_tok, dtype=torch.float64)
         for hh in range(heads):
             q, k, v = qkv[:, 0, hh], qkv[:, 1, hh], qkv[:, 2, hh]
-            r_a, r_v = _ref_matmul(attn[hh], v, r_merged[:, hh * hd:(hh + 1) * hd])
+            r_a, r_v = _ref_matmul(attn[hh], v, r_merged[:, hh * hd : (hh + 1) * hd])
             r_a, r_v = r_a / 2, r_v / 2
             r_attn[hh] = r_a
             r_q, r_kt = _ref_matmul(q, k.T, r_a)
@@ -159,7 +171,7 @@ def test_batched_equals_per_image(deit, batch):
     images, labels = batch
     together = transformer_attribution(deit, images, labels, start_layer=1)
     for i in range(len(images)):
-        alone = transformer_attribution(deit, images[i:i + 1], labels[i:i + 1], start_layer=1)[0]
+        alone = transformer_attribution(deit, images[i : i + 1], labels[i : i + 1], start_layer=1)[0]
         assert (together[i] - alone).abs().max() <= 1e-3 * alone.max()
 
 
@@ -210,8 +222,9 @@ def test_zoo_deit_tiny(batch):
 
 
 def test_unsupported_vit_layout(batch):
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, num_classes=2, img_size=IMG,
-                              global_pool="avg").eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, num_classes=2, img_size=IMG, global_pool="avg"
+    ).eval()
     images, labels = batch
     with pytest.raises(ConfigError, match="class token with token pooling"):
         attribute(model, images[:1], "transformer-lrp", labels[:1])

@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from medattn.data import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_index, load_mask, read_image, write_synthetic
+from medattn.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_transform,
+    load_index,
+    load_mask,
+    read_image,
+    write_synthetic,
+)
 from medattn.explain.evaluation import (
     BASELINES,
     CENTRE_SIGMA,

@@ -27,7 +27,9 @@ TABLE = {
 def test_models_lists_every_name_and_parameter_count() -> None:
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line for line in result.output.splitlines() if line.split()[:1] and line.split()[0] in TABLE}
+    rows = {
+        line.split()[0]: line for line in result.output.splitlines() if line.split()[:1] and line.split()[0] in TABLE
+    }
     assert set(rows) == set(TABLE), result.output
     for name, params in TABLE.items():
         assert params in rows[name], rows[name]

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from medattn.errors import ConfigError
-from medattn.models import MODELS, create_model, load_weights, read_state_dict
+from medattn.models import MODELS, create_model, create_model_with_report, load_weights, read_state_dict
 from medattn.models import weights as weights_mod
 
 CNN_NAMES = [n for n in MODELS.names() if MODELS.get(n).backbone in ("resnet50", "densenet121")]
@@ -54,19 +54,24 @@ def test_backbone_loads_exactly_and_only_attention_and_head_stay_at_init(
             assert torch.equal(value, before[key]), f"{key} changed although the file does not hold it"
     assert set(report.shape_dropped) == {f"{weights_mod.BACKBONE_HEADS[spec.backbone]}.{p}" for p in ("weight", "bias")}
     assert all(k.startswith(fresh) for k in report.missing)
-    assert (spec.attention is None) == all(k.startswith(weights_mod.BACKBONE_HEADS[spec.backbone]) for k in report.missing)
+    assert (spec.attention is None) == all(
+        k.startswith(weights_mod.BACKBONE_HEADS[spec.backbone]) for k in report.missing
+    )
 
 
 @pytest.mark.parametrize("name", ["cbam_resnet50", "se_densenet121"])
 def test_create_model_with_weights_path(name: str, torchvision_files: dict[str, Path]) -> None:
     spec = MODELS.get(name)
-    model = create_model(name, 2, weights=torchvision_files[spec.backbone], init="fair")
-    assert model.weights_report is not None and len(model.weights_report.loaded) > 300
+    model, report = create_model_with_report(name, 2, weights=torchvision_files[spec.backbone], init="fair")
+    assert report is not None and len(report.loaded) > 300
+    assert not hasattr(model, "weights_report")  # the report is returned, not written onto the model
     source = torch.load(torchvision_files[spec.backbone], weights_only=True)
-    assert torch.equal(model.state_dict()["features.conv0.weight" if spec.backbone == "densenet121" else "conv1.weight"],
-                       source["features.conv0.weight" if spec.backbone == "densenet121" else "conv1.weight"])
+    assert torch.equal(
+        model.state_dict()["features.conv0.weight" if spec.backbone == "densenet121" else "conv1.weight"],
+        source["features.conv0.weight" if spec.backbone == "densenet121" else "conv1.weight"],
+    )
     # init="paper" reproduces the original project: these variants start from scratch.
-    assert create_model(name, 2, weights=torchvision_files[spec.backbone], init="paper").weights_report is None
+    assert create_model_with_report(name, 2, weights=torchvision_files[spec.backbone], init="paper")[1] is None
 
 
 def test_file_of_another_architecture_is_refused(torchvision_files: dict[str, Path]) -> None:
@@ -90,13 +95,15 @@ def test_checkpoint_wrappers_prefixes_and_legacy_densenet_keys(tmp_path: Path) -
     state = torchvision.models.densenet121().state_dict()
     # torchvision's published DenseNet files use 'norm.1' style keys; DDP adds 'module.'.
     legacy = {
-        "module." + k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2.") if "denselayer" in k else "module." + k: v
+        "module." + k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2.")
+        if "denselayer" in k
+        else "module." + k: v
         for k, v in state.items()
     }
     path = tmp_path / "ckpt.pth"
     torch.save({"epoch": 3, "state_dict": legacy, "optimizer": {"lr": 0.1}}, path)
-    model = create_model("DenseNet121", 1000, weights=path)
-    assert model.weights_report.missing == ()
+    model, report = create_model_with_report("DenseNet121", 1000, weights=path)
+    assert report.missing == ()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
@@ -107,7 +114,9 @@ def test_unreadable_file_is_one_sentence(tmp_path: Path) -> None:
         create_model("resnet50", 2, weights=path)
 
 
-@pytest.mark.parametrize("error", [urllib.error.URLError("[Errno -3] Temporary failure in name resolution"), OSError("offline")])
+@pytest.mark.parametrize(
+    "error", [urllib.error.URLError("[Errno -3] Temporary failure in name resolution"), OSError("offline")]
+)
 def test_offline_imagenet_names_the_way_out(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     def offline(backbone: str) -> dict:
         raise error
@@ -123,6 +132,6 @@ def test_imagenet_path_loads_what_the_download_returns(monkeypatch: pytest.Monke
 
     published = timm.create_model("deit_tiny_patch16_224", pretrained=False, depth=2).state_dict()
     monkeypatch.setattr(weights_mod, "fetch_imagenet_state_dict", lambda backbone: published)
-    model = create_model("deit_tiny", 2, pretrained="imagenet", nr_layers=2)
-    assert model.weights_report.source == "imagenet:deit_tiny"
+    model, report = create_model_with_report("deit_tiny", 2, pretrained="imagenet", nr_layers=2)
+    assert report.source == "imagenet:deit_tiny"
     assert torch.equal(model.cls_token, published["cls_token"])

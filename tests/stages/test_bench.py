@@ -26,8 +26,8 @@ def test_bench_quick_writes_every_field(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert doc["schema"] == SCHEMA
-    assert set(doc) == {"schema", "device", "versions", "date", "settings", "models", "targets", "errors"}
-    assert doc["errors"] == []
+    assert set(doc) == {"schema", "device", "versions", "date", "settings", "models", "targets", "errors", "prepare"}
+    assert doc["errors"] == [] and doc["prepare"] is None  # measured only with --prepare
     assert doc["device"]["type"] == "cpu" and doc["device"]["name"]
     assert {"python", "torch", "torchvision", "timm", "captum", "cuda", "cudnn"} <= set(doc["versions"])
     assert doc["date"][:4].isdigit()
@@ -92,3 +92,21 @@ def test_targets_are_evaluated_on_cuda_only():
     met = gpu.targets()
     assert met["evaluated"] and met["pipeline_over_pure_all_models"] and met["resnet50_pipeline_over_seed_config"]
     assert met["resnet50_deeplift"] and met["deit_tiny_transformer_lrp_batched_over_single"] is None
+
+
+def test_bench_prepare_adds_the_prepare_field(tmp_path, monkeypatch):
+    """``bench --quick --prepare``: the JSON's ``prepare`` holds issue 18's rates (model rates are stubbed)."""
+    monkeypatch.setattr(bench._Bench, "measure", lambda self, name, record, errors: None)
+    out = tmp_path / "p.json"
+    res = CliRunner().invoke(
+        app, ["bench", "--quick", "--models", "resnet50", "--prepare", "--prepare-workers", "1", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    prep = json.loads(out.read_text())["prepare"]
+    assert prep["workers"] == 1 and prep["img_size"] == 32
+    assert prep["prepare_img_s"] > 0 and prep["serial_full_decode_img_s"] > 0
+    assert set(prep["layouts"]) == set(bench.QUICK_PREPARE_LAYOUTS)
+    assert prep["prepare_img_s"] == prep["layouts"]["isic_jpeg"]["prepare_img_s"]
+    assert bench.prepare_line(prep) in out.with_suffix(".md").read_text()
+    bad = CliRunner().invoke(app, ["bench", "--quick", "--prepare", "--prepare-workers", "0"])
+    assert bad.exit_code == 2 and "--prepare-workers must be 1 or more" in bad.output

@@ -5,34 +5,49 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from torch import nn
+from PIL import Image
 
+from medattn import checkpoint as ckpt_io
 from medattn import tracking
+from medattn.data import build_transform
 from medattn.errors import MedattnError
+from medattn.models import create_model
 
 
-def _tiny() -> nn.Module:
+def _checkpoint(path, flat):
+    """A tiny DeiT's ``best.pt``-style checkpoint (state_dict, resolved config, class names) and its model."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    model = create_model("deit_tiny", 2, nr_layers=1, img_size=int(flat["img_size"])).eval()
+    payload = {"model": model.state_dict(), "config": flat, "num_classes": 2, "class_names": ["benign", "malignant"]}
+    return ckpt_io.save(path, payload), model
 
 
-def test_log_register_alias_and_resolve(mlflow_store):
+def test_log_register_alias_and_resolve(mlflow_store, tmp_path, tiny_config):
     exp = tracking.ensure_experiment("medattn-demo", mlflow_store)
-    model = _tiny()
+    weights, model = _checkpoint(tmp_path / "best.pt", tiny_config().flat())
     with tracking.tracked_run(experiment_id=exp) as run:
         logged = tracking.log_model(
-            model, img_size=4, tags={"variant": "tiny"}, metrics={"best_val_auc": 0.75}, register_as="medattn-demo"
+            weights, tags={"variant": "tiny"}, metrics={"best_val_auc": 0.75}, register_as="medattn-demo"
         )
     rid = run.info.run_id
     assert logged.version == "1"
     assert mlflow.get_run(rid).data.tags[tracking.TAG_MODEL_ID] == logged.model_id
-    # the pyfunc flavour predicts what the eager model does
-    x = np.random.default_rng(1).standard_normal((3, 3, 4, 4)).astype(np.float32)
+    # the pyfunc takes a uint8 image and answers what the eager model does on its evaluation transform
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    answer = mlflow.pyfunc.load_model(logged.model_uri).predict(pd.DataFrame({"image": [image]}))
     with torch.no_grad():
-        eager = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(mlflow.pyfunc.load_model(logged.model_uri).predict(x), eager, rtol=1e-5, atol=1e-6)
+        x = build_transform(32)(Image.fromarray(image)).unsqueeze(0)
+        eager = torch.softmax(model(x), 1).numpy()[0]
+    assert list(answer.columns) == ["prob_benign", "prob_malignant", "prediction"]
+    np.testing.assert_allclose(answer.iloc[0, :2].to_numpy(float), eager, rtol=1e-5, atol=1e-6)
+    assert answer["prediction"][0] == ["benign", "malignant"][int(eager.argmax())]
+    # medattn gets the torch module back from the model's weights
+    back = ckpt_io.load(tracking.model_weights(rid, tmp_path / "back"))
+    assert back["class_names"] == ["benign", "malignant"]
+    assert all(torch.equal(back["model"][k], v) for k, v in model.state_dict().items())
 
     assert tracking.alias_target("medattn-demo", "champion") == (None, None)
     assert tracking.version_for_run("medattn-demo", rid, logged.model_id) == ("1", False)  # reused, not duplicated
