@@ -30,9 +30,11 @@ from medattn.config import (
     TestConfig,
     TrainConfig,
     build_train_config,
+    parse_seeds,
     quick_config,
 )
 from medattn.engine import EpochOutput, FitResult
+from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
 from medattn.stages.bench import BenchResult, bench
 from medattn.stages.common import (
@@ -47,7 +49,7 @@ from medattn.stages.compare import CompareResult, compare, results_table, to_mar
 from medattn.stages.demo import DemoResult, demo
 from medattn.stages.evaluate import TestResult, test
 from medattn.stages.figures import FiguresResult, figures
-from medattn.stages.grid import grid, grid_cells
+from medattn.stages.grid import grid, grid_cells, train_seeds, with_seed
 from medattn.stages.interpret import InterpretResult, interpret
 from medattn.stages.promote import PromoteResult, promote
 from medattn.stages.search import SearchResult, search
@@ -71,6 +73,7 @@ __all__ = [
     "InterpretConfig",
     "InterpretResult",
     "LoadedModel",
+    "PairedDifference",
     "PromoteConfig",
     "PromoteResult",
     "SearchConfig",
@@ -92,6 +95,8 @@ __all__ = [
     "load_trained",
     "make_loader",
     "model_summary",
+    "paired_bootstrap",
+    "parse_seeds",
     "predictions_frame",
     "promote",
     "quick_config",
@@ -103,4 +108,6 @@ __all__ = [
     "test",
     "to_markdown",
     "train",
+    "train_seeds",
+    "with_seed",
 ]

@@ -35,6 +35,7 @@ from medattn.config import (
     parse_batch_sizes,
 )
 from medattn.data import check_data, prepare_cache, write_synthetic
+from medattn.data.synthetic import DEFAULT_DIFFICULTY, DEFAULT_VERSION
 from medattn.errors import MedattnError
 from medattn.metrics import CLASSIFICATION_KEYS, EPOCH_METRIC_NAMES
 from medattn.models import canonical_model_name, count_parameters, create_model_with_report, model_table
@@ -187,9 +188,23 @@ def data_synth(
         int, typer.Option("--img-size", "--imgsize", "--img_size", help="Image side in pixels (at least 32).")
     ] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed writes byte-identical files.")] = 0,
+    difficulty: Annotated[
+        float,
+        typer.Option(
+            "--difficulty",
+            help="Version 2's difficulty in [0, 1]: how small the rings' cores and how faint the blobs can be (0: crisp rings; 1: many positives nearly invisible).",
+        ),
+    ] = DEFAULT_DIFFICULTY,
+    version: Annotated[
+        int,
+        typer.Option(
+            "--version",
+            help="2: lesions (rings) among look-alike solid blobs in both classes; 1: the old set, lesions in class 1 only.",
+        ),
+    ] = DEFAULT_VERSION,
 ) -> None:
     """Write the synthetic demo set: fundus-like images, lesion labels and ground-truth masks."""
-    folder = write_synthetic(out, n=n, img_size=img_size, seed=seed)
+    folder = write_synthetic(out, n=n, img_size=img_size, seed=seed, difficulty=difficulty, version=version)
     typer.echo(f"Wrote {n} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
 
 
@@ -528,6 +543,11 @@ _TrainSeedOpt = Annotated[
         "--seed", help="Seed of initialisation, shuffling and augmentation (splits always use 42). (default: 42)"
     ),
 ]
+SEEDS_HELP = (
+    "Comma-separated seeds, e.g. 0,1,2: one training run per seed (replaces --seed); compare then reports "
+    "the mean ± sd of each variant's ΔAUC across seeds."
+)
+_TrainSeedsOpt = Annotated[str | None, typer.Option("--seeds", help=SEEDS_HELP)]
 _TrainAmpOpt = Annotated[
     bool | None,
     typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (ignored on CPU). (default: amp)", show_default=False),
@@ -570,7 +590,7 @@ _TrainNprocOpt = Annotated[
 ]
 
 
-_LAUNCH_ONLY = ("ctx", "gpu_id", "config", "resume", "nproc", "quiet")
+_LAUNCH_ONLY = ("ctx", "gpu_id", "config", "resume", "nproc", "quiet", "seeds")
 
 
 @app.command()
@@ -606,6 +626,7 @@ def train(
     uncertain: _TrainUncertainOpt = None,
     duplicates: _TrainDuplicatesOpt = None,
     seed: _TrainSeedOpt = None,
+    seeds: _TrainSeedsOpt = None,
     amp: _TrainAmpOpt = None,
     compile: _TrainCompileOpt = None,
     config: _TrainConfigOpt = None,
@@ -620,18 +641,27 @@ def train(
     """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.
 
     Under torchrun (or with --nproc N) every process trains its share of each global batch and
-    rank 0 alone logs to MLflow and writes checkpoints.
+    rank 0 alone logs to MLflow and writes checkpoints. With --seeds every seed is its own run.
     """
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
     params = dict(locals())  # every option but _LAUNCH_ONLY is a training option (build_train_config checks them)
     overrides = {k: v for k, v in params.items() if k not in _LAUNCH_ONLY}
+    seed_list = api.parse_seeds(given(seeds))
+    if seed_list and seed is not None:
+        raise MedattnError("give either --seed or --seeds, not both.")
     cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
     if _relaunched(ctx, nproc, cfg.optim.batch_size):
         return
-    result = api.train(cfg, progress=not quiet)
-    if not distributed.is_main_process():
-        return  # DDP: rank 0 prints the outcome
+    main_rank = distributed.is_main_process()  # DDP: rank 0 prints the outcome
+    echo = typer.echo if main_rank and seed_list else (lambda _: None)
+    results = api.train_seeds(cfg, seed_list, echo=echo, progress=not quiet)
+    for result in results if main_rank else []:
+        _train_outcome(result)
+
+
+def _train_outcome(result: api.TrainResult) -> None:
+    """The lines ``medattn train`` prints for one training run."""
     best = result.best_metrics
     typer.echo(
         f"best epoch {result.best_epoch}: "
@@ -763,7 +793,13 @@ def demo(
     ] = None,
     explain_images: Annotated[
         int, typer.Option("--explain-images", help="Test images explained and scored per model (0: skip interpret).")
-    ] = 8,
+    ] = 80,
+    difficulty: Annotated[
+        float | None,
+        typer.Option(
+            "--difficulty", help="Difficulty in [0, 1] of a newly written demo set. (default: medattn data synth's)"
+        ),
+    ] = None,
     promote: Annotated[
         bool,
         typer.Option(
@@ -773,12 +809,20 @@ def demo(
     experiment: Annotated[
         str, typer.Option("--experiment", help="MLflow experiment of the demo runs.")
     ] = "medattn-demo",
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Comma-separated seeds, e.g. 0,1,2: every variant is trained and tested once per seed (the first seed's model is explained); the verdicts add the mean ± sd of ΔAUC across seeds.",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """End to end on CPU: synthesise the demo set; train, test and explain each variant; compare the
-    variants; promote the best one to models:/medattn-demo@champion."""
+    variants (ΔAUC of each attention variant against its plain backbone, one verdict sentence each);
+    promote the best one to models:/medattn-demo@champion."""
     cfg = api.DemoConfig(
         data_dir=data_dir,
         n=n,
@@ -789,14 +833,19 @@ def demo(
         experiment=experiment,
         device=device or "auto",
         explain_images=explain_images,
+        difficulty=difficulty,
         promote=promote,
+        seeds=api.parse_seeds(given(seeds)),
     )
     result = api.demo(cfg, echo=typer.echo, progress=not quiet)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
     typer.echo("\nTest performance per variant")
     typer.echo(result.table.drop(columns=["train_run"]).to_string(index=False, float_format=fmt))
     if len(result.xai):
-        typer.echo("\nExplanation scores (model × method; 'random' = uniform random maps on the same images)")
+        typer.echo(
+            "\nExplanation scores (model × source; baseline_* = sanity baselines on the same images: uniform "
+            "random, input grey level, centre prior, Sobel edges, the method on a randomised model)"
+        )
         typer.echo(result.xai.to_string(index=False, float_format=fmt))
     if result.promoted is not None:
         typer.echo(
@@ -851,6 +900,18 @@ def interpret(
     steps: Annotated[
         int, typer.Option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")
     ] = 16,
+    curve_images: Annotated[
+        int | None,
+        typer.Option("--curve-images", help="Deletion/insertion on the first N images only. (default: all)"),
+    ] = None,
+    randomized_images: Annotated[
+        int | None,
+        typer.Option(
+            "--randomized-images",
+            help="Explain the first N images on the randomised model (sanity baseline). (default: all)",
+        ),
+    ] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per 95 % CI.")] = 1000,
     data_dir: Annotated[
         str | None,
         typer.Option(
@@ -879,6 +940,9 @@ def interpret(
         target=target,
         batch_size=batch_size,
         steps=steps,
+        curve_images=curve_images,
+        randomized_images=randomized_images,
+        n_boot=n_boot,
         data_dir=data_dir,
         device=device or "auto",
         tracking_uri=tracking_uri,
@@ -905,23 +969,29 @@ def grid_cmd(
         float | None, typer.Option("--perc-train", "--perc_train", help="Pin the training-fraction axis to one value.")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override the epochs of every cell.")] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: every cell is trained once per seed."),
+    ] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
 ) -> None:
-    """Train every cell of an experiment grid (models × training fractions), one run per cell."""
+    """Train every cell of an experiment grid (models × training fractions [× seeds]), one run per cell."""
     overrides = dict(
         data_dir=data_dir, model=model, perc_train=perc_train, epochs=epochs, device=device, tracking_uri=tracking_uri
     )
-    cells = api.grid_cells(config, overrides)
+    seed_list = api.parse_seeds(given(seeds))
+    cells = api.grid_cells(config, overrides, seeds=seed_list)
     if dry_run:
         for cfg in cells:
             typer.echo(
                 f"{cfg.data.dataset}  {cfg.model.model}  perc_train={cfg.data.perc_train:g}  epochs={cfg.optim.epochs}"
+                + (f"  seed={cfg.optim.seed}" if seed_list else "")
             )
         typer.echo(f"{len(cells)} cells")
         return
-    results = api.grid(config, overrides, echo=typer.echo)
+    results = api.grid(config, overrides, echo=typer.echo, seeds=seed_list)
     typer.echo(
         f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
         f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
@@ -948,10 +1018,26 @@ _SearchNTrialsOpt = Annotated[
     int, typer.Option("--n-trials", help="Trials this invocation adds to the study (at least 1).")
 ]
 _SearchStorageOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--storage",
-        help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as postgresql://user@host/db; an existing study is resumed.",
+        help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as postgresql://user@host/db; an existing study is resumed. Keep passwords out of it: without --storage, $OPTUNA_STORAGE is used. (default: $OPTUNA_STORAGE, else sqlite:///optuna.db)",
+    ),
+]
+_SearchHeartbeatOpt = Annotated[
+    int,
+    typer.Option(
+        "--heartbeat-s",
+        help="Seconds between a running trial's heartbeats in the storage; a trial silent for twice that (its worker died) is marked failed and retried by the next worker. 0: no heartbeat.",
+    ),
+]
+_SearchTrialRetriesOpt = Annotated[
+    int, typer.Option("--trial-retries", help="How often a trial whose worker died is retried with the same parameters.")
+]
+_SearchLogModelsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--log-models/--no-log-models", help="Log each trial's MLflow model (checkpoints are always logged)."
     ),
 ]
 _SearchStudyNameOpt = Annotated[
@@ -1019,7 +1105,7 @@ def search_cmd(
     model: _SearchModelOpt = "resnet50",
     data_dir: _SearchDataDirOpt = None,
     n_trials: _SearchNTrialsOpt = 20,
-    storage: _SearchStorageOpt = "sqlite:///optuna.db",
+    storage: _SearchStorageOpt = None,
     study_name: _SearchStudyNameOpt = None,
     n_jobs: _SearchNJobsOpt = 1,
     metric: _SearchMetricOpt = "val_auc",
@@ -1038,6 +1124,9 @@ def search_cmd(
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
     duplicates: _TrainDuplicatesOpt = None,
+    heartbeat_s: _SearchHeartbeatOpt = 60,
+    trial_retries: _SearchTrialRetriesOpt = 1,
+    log_models: _SearchLogModelsOpt = False,
 ) -> None:
     """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
     median pruning per epoch, one parent MLflow run with one nested training run per trial."""
@@ -1063,6 +1152,9 @@ def search_cmd(
         seed=seed,
         prune_startup_trials=prune_startup_trials,
         prune_warmup_epochs=prune_warmup_epochs,
+        heartbeat_s=heartbeat_s,
+        trial_retries=trial_retries,
+        log_models=log_models,
         train_overrides={"duplicates": duplicates} if duplicates is not None else {},
     )
     result = api.search(cfg, progress=not quiet)
@@ -1131,6 +1223,8 @@ def promote_cmd(
         )
     )
     typer.echo(result.describe())
+    if result.tie_break:
+        typer.echo(result.tie_break)
     typer.echo(
         f"best run {result.run_id} ({result.variant}, {result.metric}={result.value:.4f}) in experiment "
         f"{result.experiment!r}" + (f"; registered as version {result.version}" if result.registered else "")
@@ -1230,9 +1324,10 @@ def compare_cmd(
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Comparison table of test metrics with CIs per variant and training-data fraction, the
-    low-data-regimen figure, explanation scores and a models × methods grid, logged to a new
-    compare run; --cases selects images by the models' shared outcome."""
+    """Comparison table of test metrics with CIs per variant and training-data fraction, each attention
+    variant's ΔAUC against its plain backbone (paired bootstrap CI, p-value, forest plot, one verdict
+    sentence each), the low-data-regimen figure, explanation scores and a models × methods grid,
+    logged to a new compare run; --cases selects images by the models' shared outcome."""
     experiment = given(experiment) or tracking.project_experiment_name(tracking_uri)
     result = api.compare(
         api.CompareConfig(
@@ -1251,6 +1346,8 @@ def compare_cmd(
             f"{len(result.cases)} image{'' if len(result.cases) == 1 else 's'} where the models are '{cases}': "
             + (", ".join(result.cases) if result.cases else "none")
         )
+    for sentence in result.verdicts:
+        typer.echo(sentence)
     _done("compare", result.run_id, result.tracking_uri, tracking.get_run(result.run_id).info.experiment_id)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -476,6 +476,9 @@ class InterpretConfig(SourcePart, RuntimePart):
     target: str = "label"
     batch_size: int = 8
     steps: int = 16
+    curve_images: int | None = None  # deletion/insertion on the first this many images (None: all)
+    randomized_images: int | None = None  # images explained on the randomised model (None: all)
+    n_boot: int = 1000  # bootstrap resamples per 95 % CI (0: no CIs, hence no method passes)
 
     def __post_init__(self) -> None:  # noqa: D105
         super().__post_init__()
@@ -483,6 +486,10 @@ class InterpretConfig(SourcePart, RuntimePart):
             raise ConfigError(f"--target must be label or pred, got {self.target!r}.")
         _at_least("max_images", self.max_images, 1, "at least 1")
         _at_least("steps", self.steps, 1, "at least 1")
+        for name in ("curve_images", "randomized_images"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1, "at least 1")
+        _at_least("n_boot", self.n_boot, 0, "0 or more")
         _positive("batch_size", self.batch_size)
         _set(self, "methods", tuple(registry.canonical("explanation method", m) for m in self.methods))
 
@@ -612,6 +619,24 @@ def parse_batch_sizes(text: str | int | tuple[int, ...] | list[int]) -> tuple[in
     return tuple(sorted(sizes))
 
 
+def parse_seeds(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``--seeds 0,1,2`` as a tuple of distinct integers (``None`` or empty: not given; issue 12.3).
+
+    Raises:
+        ConfigError: an entry is not an integer, or a seed is repeated.
+    """
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    try:
+        seeds = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}.") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {text!r}; give each seed once.")
+    return seeds or None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig(TrackingPart):
     """Options of ``medattn search``.
@@ -622,6 +647,8 @@ class SearchConfig(TrackingPart):
         data_dir: data folder (default: the config file's or ``demo_data``).
         n_trials: trials added by this invocation (at least 1).
         storage: Optuna storage URL; a relative sqlite path is relative to the working directory.
+            ``None`` or empty: ``$OPTUNA_STORAGE``, else :data:`DEFAULT_STORAGE` (issue 19: credentials
+            stay out of ``mlflow run -P``).
         study_name: default ``medattn-<dataset>-<model>-<metric>``.
         n_jobs: parallel trials in threads of this process (use an RDB storage and several
             processes for more workers).
@@ -639,6 +666,10 @@ class SearchConfig(TrackingPart):
         seed: seed of the TPE sampler (training seeds come from the config).
         prune_startup_trials: MedianPruner ``n_startup_trials``.
         prune_warmup_epochs: MedianPruner ``n_warmup_steps`` (epochs before pruning may happen).
+        heartbeat_s: seconds between the heartbeats of a running trial in the storage; a trial
+            silent for twice that is failed and retried by the next worker (0: no heartbeat).
+        trial_retries: how often a trial whose worker died is retried.
+        log_models: log each trial's model to MLflow (checkpoints are always logged).
         train_overrides: further ``medattn train`` options fixed for every trial (e.g.
             ``{"nr_layers": 1}``); they win over the config file.
     """
@@ -647,7 +678,7 @@ class SearchConfig(TrackingPart):
     model: str = "resnet50"
     data_dir: str | None = None
     n_trials: int = 20
-    storage: str = DEFAULT_STORAGE
+    storage: str | None = None
     study_name: str | None = None
     n_jobs: int = 1
     metric: str = "val_auc"
@@ -663,6 +694,9 @@ class SearchConfig(TrackingPart):
     seed: int = 0
     prune_startup_trials: int = 5
     prune_warmup_epochs: int = 1
+    heartbeat_s: int = 60
+    trial_retries: int = 1
+    log_models: bool = False
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # noqa: D105
@@ -679,8 +713,8 @@ class SearchConfig(TrackingPart):
             raise ConfigError(f"--lr-min ({self.lr_min:g}) must be smaller than --lr-max ({self.lr_max:g}).")
         if self.prune_startup_trials < 0 or self.prune_warmup_epochs < 0:
             raise ConfigError("--prune-startup-trials and --prune-warmup-epochs must be 0 or more.")
-        if not self.storage.strip():
-            raise ConfigError("--storage is empty; give an Optuna storage URL such as sqlite:///optuna.db.")
+        _at_least("heartbeat_s", self.heartbeat_s, 0, "0 (no heartbeat) or more seconds")
+        _at_least("trial_retries", self.trial_retries, 0, "0 or more")
         _set(self, "batch_sizes", parse_batch_sizes(self.batch_sizes))
         _set(self, "mode", mode)
 
@@ -711,15 +745,27 @@ class DemoConfig(RuntimePart):
     config_file: str | None = None  # a YAML whose values replace DEMO_TRAIN_DEFAULTS
     epochs: int | None = None
     experiment: str = "medattn-demo"
-    explain_images: int = 8  # test images explained per model (0: skip interpret)
+    # Issue 12: the whole test split (80 of the 400 images, about 40 with lesions) so that the
+    # mask scores' CIs rest on at least 32 lesion images; the costly parts are capped below.
+    explain_images: int = 80  # test images explained per model (0: skip interpret)
     explain_steps: int = 8  # deletion/insertion steps in the demo
+    curve_images: int | None = 16  # images with deletion/insertion curves per method
+    randomized_images: int | None = 16  # images explained on the randomised model per method
+    difficulty: float | None = None  # the demo set's difficulty (None: the data set's default)
     promote: bool = True
+    seeds: tuple[int, ...] | None = None  # every variant trained and tested once per seed (issue 12.3)
 
     def __post_init__(self) -> None:  # noqa: D105
         if self.n < 20:
             raise ConfigError(f"--n must be at least 20 so that every split holds both classes, got {self.n}.")
         _at_least("explain_images", self.explain_images, 0, "0 (off) or more")
+        for name in ("curve_images", "randomized_images"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1, "at least 1")
+        if self.difficulty is not None and not 0.0 <= self.difficulty <= 1.0:
+            raise ConfigError(f"--difficulty must lie in [0, 1], got {self.difficulty}.")
         _set(self, "models", tuple(registry.canonical("model", m) for m in self.models))
+        _set(self, "seeds", parse_seeds(self.seeds))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,9 +15,12 @@ What this module owns, so that :func:`medattn.stages.train.train` only asks "am 
 
 Parity with a single process (same ``--batch-size``, ``--seed``, ``--num-workers 0``): every rank
 replays the single-process random stream of the augmentation (it runs the random transforms on a
-blank image for the samples other ranks own, which costs a little CPU but no decoding), and the
-loss of each rank is scaled by ``world * local / global`` so that DDP's gradient average equals the
-mean over the global batch even when the last batch does not split evenly. What remains is float
+blank image for the samples other ranks own, which costs a little CPU but no decoding). The training
+loss is a weighted *sum* divided by a fixed constant, the nominal per-rank batch
+(:class:`medattn.engine.WeightedCrossEntropy`), so DDP's gradient average over ``world`` ranks is the
+global batch's sum divided by the nominal global batch, exactly the single-process loss, even when
+the last batch does not split evenly; only a rank's zero-weight padding repeat is scaled to 0
+(:meth:`GlobalBatchSampler.loss_scale`). What remains is float
 summation order (per-rank means, the all-reduce, per-rank evaluation batches): the validation and
 training metrics of a 2-process gloo run match the single-process run to 1e-4 absolute (observed:
 about 1e-7 after 2 epochs of DeiT; ``tests/test_distributed.py``). This relies on the
@@ -25,9 +28,9 @@ single-process loop creating exactly one DataLoader iterator per epoch (each cre
 seed from ``loader.generator``, ahead of the shuffling permutation); the progress bar of
 :mod:`medattn.engine` is therefore given a lazy view of the loader. Not covered: BatchNorm
 statistics (they are per-rank in DDP, so CNNs drift from a single-process run; DeiT uses
-LayerNorm), ``--class-weights``
-(the validation loss is a per-batch weighted mean, and batches differ), ``--num-workers > 0``
-(worker random streams differ).
+LayerNorm) and ``--num-workers > 0`` (worker random streams differ). ``--class-weights`` is
+covered: every image adds ``w_y · loss / norm`` to the gradient whatever its rank, and the gathered
+validation loss is ``Σ w l / Σ w`` over the whole split (:func:`gather_output`).
 """
 
 from __future__ import annotations
@@ -306,13 +309,18 @@ class GlobalBatchSampler(BatchSampler):
         return -(-self.n // self.global_batch)
 
     def loss_scale(self, step: int, local: int) -> float:
-        """Factor on this rank's mean loss so DDP's gradient average is the global-batch mean."""
+        """Factor on this rank's loss of ``step``: 0 for a padding repeat, else 1.
+
+        The loss is a weighted sum over the rank's images divided by the nominal per-rank batch
+        (:class:`medattn.engine.WeightedCrossEntropy`, issue 13.2), so DDP's average over the ranks
+        already equals the single-process loss of the global batch (its sum over the nominal
+        global batch), however unevenly the last batch splits. ``local`` (the rank's images in
+        this step) is part of the :class:`~medattn.engine.Parallel` hook and unused here.
+        """
         if not self._steps:
             self._steps = self.shares()
-        idx, pos, m = self._steps[step]
-        if pos == [-1]:
-            return 0.0
-        return self.world_size * local / m
+        _, pos, _ = self._steps[step]
+        return 0.0 if pos == [-1] else 1.0
 
 
 class ShardSampler(DistributedSampler):
@@ -433,20 +441,24 @@ def gather_output(out, ctx: DistContext):
     """Join every rank's :class:`~medattn.engine.EpochOutput` into one over all images.
 
     Labels and scores are concatenated rank by rank (metrics do not depend on order); the loss is
-    the image-weighted mean; the time is the slowest rank's. Called on every rank; every rank gets
-    the joined result.
+    ``Σ loss · w / Σ w`` with ``w`` each rank's ``loss_weight`` (its ``Σ w_i``; ``n_images`` when
+    ``None``), i.e. the class-weighted loss of the whole split as one process computes it (issue
+    13.2); the time is the slowest rank's. Called on every rank; every rank gets the joined result.
     """
     if not ctx.enabled:
         return out
+    weight = float(out.n_images if out.loss_weight is None else out.loss_weight)
     parts: list = [None] * ctx.world_size
-    dist.all_gather_object(parts, (out.loss * out.n_images, out.n_images, out.y_true, out.scores, out.seconds))
-    n = sum(p[1] for p in parts)
+    summed = out.loss * weight if weight > 0 else 0.0  # a rank without loss weight adds nothing (not NaN)
+    dist.all_gather_object(parts, (summed, weight, out.n_images, out.y_true, out.scores, out.seconds))
+    total_weight = sum(p[1] for p in parts)
     return EpochOutput(
-        loss=sum(p[0] for p in parts) / n,
-        y_true=np.concatenate([p[2] for p in parts]),
-        scores=np.concatenate([p[3] for p in parts]),
-        n_images=n,
-        seconds=max(p[4] for p in parts),
+        loss=sum(p[0] for p in parts) / total_weight if total_weight > 0 else float("nan"),
+        y_true=np.concatenate([p[3] for p in parts]),
+        scores=np.concatenate([p[4] for p in parts]),
+        n_images=sum(p[2] for p in parts),
+        seconds=max(p[5] for p in parts),
+        loss_weight=total_weight,
     )
 
 

@@ -45,12 +45,17 @@ def test_rank_shares_rebuild_the_single_process_batches(tiny_config, world):
             ranks.append((list(dl), dl.global_batch_sampler))
         assert all(len(batches) == len(single) for batches, _ in ranks)
         for k, (x, y) in enumerate(single):
-            # loss weights turn DDP's average of per-rank means into the global-batch mean: each
-            # image weighs 1 / global batch; a rank left without images repeats one at weight 0
+            # each rank's loss is its weighted sum over the nominal per-rank batch, so DDP's average
+            # gives every image weight scale / (world · local) = 1 / global batch, the single-process
+            # loss's (a sum over the nominal batch), even in an uneven last batch; a rank left
+            # without images repeats one at weight 0 (issue 13.2)
+            global_batch = cfg.optim.batch_size
+            local = distributed.per_rank_batch(global_batch, world)
             weights = [s.loss_scale(k, len(batches[k][1])) for batches, s in ranks]
             live = [(w, b) for w, (b, _) in zip(weights, ranks, strict=True) if w > 0]
-            for w, b in live:
-                assert w / (world * len(b[k][1])) == pytest.approx(1 / len(y))
+            assert all(w in (0.0, 1.0) for w in weights)
+            for w, _ in live:
+                assert w / (world * local) == pytest.approx(1 / global_batch)
             xs = torch.cat([b[k][0] for _, b in live])
             ys = torch.cat([b[k][1] for _, b in live])
             assert torch.equal(ys, y) and torch.equal(xs, x)  # same images, same augmentation

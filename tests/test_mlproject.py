@@ -86,18 +86,19 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     mlflow_run(project, "figures", model_uri=CHAMPION)
     assert project_run("figures").data.tags[tracking.TAG_SOURCE_RUN] == interpret.info.run_id
 
-    mlflow_run(project, "search", model="SEResNet50", n_trials="1", batch_sizes="8", epochs="1", img_size="32")
-    search = project_run("search")
-    assert search.data.params["storage"] == "sqlite:///optuna.db"  # as the MLproject spells it
-    assert search.data.params["resolved.storage"] == f"sqlite:///{(project / 'optuna.db').resolve()}"
-    assert (project / "optuna.db").is_file() and search.info.status == "FINISHED"
-
     monkeypatch.chdir(project)  # compare reads test runs of the test split: one more, in-process
     cli(["test", "--run-id", train.info.run_id, "--n-boot", "20", "--quiet"])
     mlflow_run(project, "compare")
     compare = project_run("compare")
     assert compare.data.tags[tracking.TAG_KIND] == "compare" and compare.info.status == "FINISHED"
     assert compare.info.experiment_id == "0"
+
+    mlflow_run(project, "search", model="SEResNet50", n_trials="1", batch_sizes="8", epochs="1", img_size="32")
+    search = project_run("search")
+    assert search.data.params["storage"] == "sqlite:///optuna.db"  # as the MLproject spells it
+    assert search.data.params["resolved.storage"] == f"sqlite:///{(project / 'optuna.db').resolve()}"
+    assert (project / "optuna.db").is_file() and search.info.status == "FINISHED"
+
     statuses = {r.info.status for r in tracking.search_runs(None, "")}
     assert statuses == {"FINISHED"}, statuses
     assert not mlflow.active_run()

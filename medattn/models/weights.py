@@ -152,7 +152,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise ConfigError(f"weights file '{path}' does not exist; pass an existing file with --weights PATH.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # optional: only .safetensors files need it
 
             obj: Any = load_file(str(path), device="cpu")
         else:
@@ -283,7 +283,7 @@ def _refusal(
 
 def _resample_pos_embed(source: Tensor, target: Tensor) -> Tensor:
     """Bicubic resampling of DeiT's position embedding to another token grid (as timm does)."""
-    from timm.layers import resample_abs_pos_embed
+    from timm.layers import resample_abs_pos_embed  # heavy: only DeiT at another image size needs it
 
     side = int(round((target.shape[1] - 1) ** 0.5))
     return resample_abs_pos_embed(source, new_size=[side, side], num_prefix_tokens=1)
@@ -344,8 +344,8 @@ def published_weights(backbone: str) -> tuple[str, Path | None]:
         url = enum.IMAGENET1K_V1.url
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlsplit(url).path).name
         return url, cached if cached.is_file() else None
-    import huggingface_hub
-    import timm.models
+    import huggingface_hub  # heavy, optional here: only DeiT's weights come from the hub
+    import timm.models  # heavy: only DeiT's weights come from timm
 
     repo = timm.models.get_pretrained_cfg(_IMAGENET_TIMM[backbone]).hf_hub_id
     for name in _HUB_FILES:
@@ -373,9 +373,8 @@ def fetch_imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
     Raises:
         OSError: no network and nothing cached (``URLError``, Hugging Face hub errors).
     """
-    # Imported here: torchvision and timm are needed only when weights are fetched.
-    import timm
-    import torchvision
+    import timm  # heavy: imported only when weights are fetched
+    import torchvision  # heavy: imported only when weights are fetched
 
     url, cached = published_weights(backbone)
     reason = None if cached is not None else unreachable(url)
@@ -394,7 +393,7 @@ def _download_errors() -> tuple[type[BaseException], ...]:
     # in current releases; the hub classes are listed in case a release stops deriving from it.
     errors: list[type[BaseException]] = [OSError]
     try:
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError  # optional: may be absent
 
         errors += [HfHubHTTPError, LocalEntryNotFoundError]
     except ImportError:

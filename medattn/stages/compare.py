@@ -23,6 +23,7 @@ import pandas as pd
 from medattn import plots, tracking
 from medattn.config import CASES, CompareConfig
 from medattn.errors import ConfigError, MedattnError
+from medattn.explain.evaluation import HIGHER_IS_BETTER
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
 
@@ -94,32 +95,51 @@ def to_markdown(table: pd.DataFrame, *, digits: int = 3) -> str:
     return "\n".join([header, rule, *body])
 
 
+#: Scores of ``xai_table`` rows: the evaluation's scores and the trained-vs-randomised rank correlation.
+XAI_SCORES = (*HIGHER_IS_BETTER, "randomized_spearman")
+
+
+def _xai_key(key: str) -> tuple[str, str] | None:
+    """``xai_<source>_<score>`` → ``(source, score)``; ``None`` for CIs, verdicts and counts."""
+    for score in XAI_SCORES:
+        if key.startswith("xai_") and key.endswith(f"_{score}") and len(key) > len(score) + 5:
+            return key[4 : -len(score) - 1], score
+    return None
+
+
 def xai_table(runs: Sequence[Any]) -> pd.DataFrame:
-    """Explanation scores of interpret runs in long form: ``model, method, score, value, run_id``.
+    """Explanation scores of interpret runs in long form: ``model, method, score, value, ci_low,
+    ci_high, run_id``.
 
     One interpret run per model is used: the one of the largest training-data fraction, newest
-    first among those. Metric ``xai_<method>_<score>`` is split using the run's ``methods`` param
-    (plus the ``random`` baseline), so method and score names may both contain ``_``.
+    first among those. ``method`` is an explanation method (spelled as in the run's ``methods``
+    param), a sanity baseline ``baseline_<b>`` (issue 12.2: ``random``, ``input``, ``centre``,
+    ``edge``, ``randomized_<method>``) or, for older runs, ``random``; ``score`` one of
+    :data:`XAI_SCORES`. The bootstrap CI bounds are columns (NaN when not logged); pass verdicts
+    and image counts are not rows.
     """
     chosen = latest_per_model(runs)
     rows = []
     for model, run in chosen.items():
-        methods = [m for m in run.data.params.get("methods", "").split(",") if m] + ["random"]
-        for key, value in sorted(run.data.metrics.items()):
-            for method in methods:
-                prefix = f"xai_{method.replace('-', '_')}_"
-                if key.startswith(prefix):
-                    rows.append(
-                        {
-                            "model": model,
-                            "method": method,
-                            "score": key[len(prefix) :],
-                            "value": float(value),
-                            "run_id": run.info.run_id,
-                        }
-                    )
-                    break
-    return pd.DataFrame(rows, columns=["model", "method", "score", "value", "run_id"])
+        spelled = {m.replace("-", "_"): m for m in run.data.params.get("methods", "").split(",") if m}
+        metrics = run.data.metrics
+        for key, value in sorted(metrics.items()):
+            parsed = _xai_key(key)
+            if parsed is None:
+                continue
+            source, score = parsed
+            rows.append(
+                {
+                    "model": model,
+                    "method": spelled.get(source, source),
+                    "score": score,
+                    "value": float(value),
+                    "ci_low": float(metrics.get(f"{key}_ci_low", math.nan)),
+                    "ci_high": float(metrics.get(f"{key}_ci_high", math.nan)),
+                    "run_id": run.info.run_id,
+                }
+            )
+    return pd.DataFrame(rows, columns=["model", "method", "score", "value", "ci_low", "ci_high", "run_id"])
 
 
 def latest_per_model(runs: Sequence[Any]) -> dict[str, Any]:
@@ -179,8 +199,6 @@ def case_ids(predictions: Mapping[str, pd.DataFrame], case: str) -> list[str]:
 # =============================================================================================
 #: Bootstrap resamples of the paired ΔAUC and their seed.
 PAIRED_N_BOOT, PAIRED_SEED = 1000, 0
-#: Artifacts of the paired comparison.
-PAIRED_CSV, FOREST_FIGURE = "paired_auc.csv", "figures/forest_auc.png"
 #: Columns of :func:`paired_table`.
 PAIRED_COLUMNS = (
     "variant", "backbone", "attention", "architecture", "perc_train", "n_images", "n_seeds_variant",
@@ -348,12 +366,12 @@ def _log_paired(exp_id: str, test_runs: Sequence[Any], workdir: Path) -> tuple[p
     if table.empty:
         return table, []
     tracking.log_metrics(tracking.finite(paired_metrics(table)))
-    tracking.log_text(table.to_csv(index=False), PAIRED_CSV)
+    tracking.log_text(table.to_csv(index=False), tracking.PAIRED_CSV)
     rows = [{"label": f"{r['variant']} vs {r['backbone']}" + ("" if r["perc_train"] >= 1 else f" ({100 * r['perc_train']:g} %)"),
              "delta": r["delta_auc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_value": r["p_value"]}
             for r in table.to_dict("records")]  # fmt: skip
-    tracking.log_figure(plots.forest_figure(rows), FOREST_FIGURE)
-    return table, [PAIRED_CSV, FOREST_FIGURE]
+    tracking.log_figure(plots.forest_figure(rows), tracking.FOREST_FIGURE)
+    return table, [tracking.PAIRED_CSV, tracking.FOREST_FIGURE]
 
 
 # =============================================================================================

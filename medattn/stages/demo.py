@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from medattn.config import (
     TestConfig,
     build_train_config,
     load_yaml,
+    parse_seeds,
 )
 from medattn.data import write_synthetic
 from medattn.stages.compare import compare
@@ -70,6 +71,33 @@ def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
     }
 
 
+def sanity_line(metrics: Mapping[str, float], sources: Iterable[str]) -> str:
+    """One phrase per explained method: its pointing game with the 95 % CI, the best baseline's,
+    and whether it passes the sanity rule (issue 12.2), e.g. ``deeplift PG 0.62 [0.47, 0.77] vs
+    baseline 0.41 (edge): passes``."""
+    methods = [s for s in sources if not s.startswith("baseline_")]
+    baselines = [s.removeprefix("baseline_") for s in sources if s.startswith("baseline_")]
+    parts = []
+    for method in methods:
+        key = f"xai_{method.replace('-', '_')}"
+        pg = metrics.get(f"{key}_pointing_game", math.nan)
+        low, high = (
+            metrics.get(f"{key}_pointing_game_ci_low", math.nan),
+            metrics.get(f"{key}_pointing_game_ci_high", math.nan),
+        )
+        rivals = {
+            b: metrics.get(f"xai_baseline_{b}_pointing_game", -math.inf)
+            for b in baselines
+            if not b.startswith("randomized_") or b == f"randomized_{method.replace('-', '_')}"
+        }
+        best = max(rivals, key=rivals.get, default="")
+        verdict = "passes" if metrics.get(f"{key}_passes_sanity") == 1.0 else "fails"
+        parts.append(
+            f"{method} PG {pg:.2f} [{low:.2f}, {high:.2f}] vs baseline {rivals.get(best, math.nan):.2f} ({best}): {verdict}"
+        )
+    return "; ".join(parts)
+
+
 def _variant(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, Any], echo) -> None:
     """Train and test one variant once per seed; explain and draw the first seed's model."""
     for i, seed in enumerate(ctx["seeds"] or [None]):
@@ -93,6 +121,8 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
     t0 = time.perf_counter()
     res = train(tcfg, parent_run_id=parent_id, progress=ctx["progress"])
     seconds = time.perf_counter() - t0
+    if res.model_uri:  # issue 14.5: a showcase run keeps only its model, so `make demo` stays under 1 GB
+        tracking.prune_checkpoints(res.run_id, keep_resume=False)
     tres = test(
         TestConfig(run_id=res.run_id, tracking_uri=uri, device=cfg.device),
         parent_run_id=parent_id,
@@ -115,6 +145,8 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
                 device=cfg.device,
                 max_images=cfg.explain_images,
                 steps=cfg.explain_steps,
+                curve_images=cfg.curve_images,
+                randomized_images=cfg.randomized_images,
             ),
             parent_run_id=parent_id,
             progress=ctx["progress"],
@@ -122,8 +154,7 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
         ctx["interpret_runs"][name] = ires.run_id
         figures(FiguresConfig(run_id=ires.run_id, tracking_uri=uri))
         ctx["xai_rows"] += [{"model": name, **r.to_dict()} for _, r in ires.scores.iterrows()]
-        pg = {r["method"]: r.get("pointing_game", math.nan) for _, r in ires.scores.iterrows()}
-        line += "; pointing game " + ", ".join(f"{k} {v:.2f}" for k, v in pg.items())
+        line += "; " + sanity_line(ires.metrics, ires.scores["source"])
     echo(line)
 
 
@@ -141,9 +172,9 @@ def demo(
     the lowest ``val_loss``, :func:`medattn.stages.promote.choose`). Last, a top-level ``compare``
     run in the same experiment holds the comparison table and figures across variants, with each
     attention variant's paired ΔAUC against its plain backbone; the demo ends by printing one
-    verdict sentence per attention type. With ``seeds`` (``--seeds 0,1,2``) every variant is trained
-    and tested once per seed (the first seed's model is explained), and the verdicts add the mean ±
-    sd across seeds.
+    verdict sentence per attention type. With ``seeds`` (``--seeds 0,1,2``; ``None``: ``cfg.seeds``)
+    every variant is trained and tested once per seed (the first seed's model is explained), and the
+    verdicts add the mean ± sd across seeds.
     """
     uri = tracking.connect(cfg.tracking_uri)
     base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
@@ -151,7 +182,8 @@ def demo(
     data_dir = Path(cfg.data_dir)
     if not (data_dir / "labels.csv").is_file():
         echo(f"writing the synthetic demo set ({cfg.n} images) to {data_dir}")
-        write_synthetic(data_dir, n=cfg.n, img_size=cfg.synth_size, seed=cfg.seed)
+        difficulty = {} if cfg.difficulty is None else {"difficulty": cfg.difficulty}
+        write_synthetic(data_dir, n=cfg.n, img_size=cfg.synth_size, seed=cfg.seed, **difficulty)
     project = tracking.project_run_id(claim=True)  # the project run is the parent; later stages start their own
     experiment_id = None if project else tracking.ensure_experiment(cfg.experiment, uri)
     ctx: dict[str, Any] = {
@@ -162,7 +194,7 @@ def demo(
         "train_runs": {},
         "test_runs": {},
         "interpret_runs": {},
-        "seeds": list(seeds or []),
+        "seeds": list(parse_seeds(seeds) or cfg.seeds or []),
     }
     with tracking.stage_run(
         experiment_id=experiment_id, run_id=project, run_name="demo", tags={tracking.TAG_KIND: "demo"}

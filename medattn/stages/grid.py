@@ -1,4 +1,5 @@
-"""The ``grid`` stage: every cell of an experiment grid (models × training fractions × ...) trained in turn."""
+"""The ``grid`` stage: every cell of an experiment grid (models × training fractions × ...) trained in turn,
+and the seeds of ``--seeds`` (one training run per seed, :func:`train_seeds`)."""
 
 from __future__ import annotations
 
@@ -8,33 +9,52 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medattn.config import TrainConfig, build_train_config, load_yaml
+from medattn import tracking
+from medattn.config import TrainConfig, build_train_config, load_yaml, parse_seeds
 from medattn.errors import ConfigError
 from medattn.models import canonical_model_name
 from medattn.stages.train import TrainResult, train
 
 
-def parse_seeds(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """``--seeds 0,1,2`` as a tuple of distinct integers (``None`` or empty: not given).
-
-    Raises:
-        ConfigError: an entry is not an integer, or a seed is repeated.
-    """
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
-    try:
-        seeds = tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}.") from None
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds lists a seed twice: {text!r}; give each seed once.")
-    return seeds or None
-
-
 def with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
     """``cfg`` trained with another seed (everything else equal)."""
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, seed=int(seed)))
+
+
+def train_seeds(
+    cfg: TrainConfig,
+    seeds: Sequence[int] | None,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> list[TrainResult]:
+    """Train ``cfg`` once per seed in ``seeds`` (``train --seeds 0,1,2``; issue 12.3), one run each.
+
+    Args:
+        cfg: the resolved training config; ``seeds`` replace its seed (:func:`with_seed`).
+        seeds: the seeds (:func:`parse_seeds`); ``None`` or empty: one run with ``cfg``'s seed.
+        echo: where the ``[i/n] seed=s`` line before each run goes.
+        progress: show progress bars.
+
+    Raises:
+        ConfigError: seeds with ``--resume`` (which continues one run with its seed), or several
+            seeds under ``mlflow run``, which gives the process one run to log into.
+    """
+    seeds = parse_seeds(seeds)
+    if not seeds:
+        return [train(cfg, progress=progress)]
+    if cfg.resume:
+        raise ConfigError("--resume continues one run with its own seed; leave --seeds out.")
+    if len(seeds) > 1 and tracking.project_run_id():
+        raise ConfigError(
+            "--seeds with several seeds makes one run per seed, but `mlflow run` gives this process one run; "
+            "give one seed per `mlflow run -e train`, or use the main (demo) entry point's seeds parameter."
+        )
+    results = []
+    for i, seed in enumerate(seeds):
+        echo(f"[{i + 1}/{len(seeds)}] {cfg.model.model}, seed={seed}")
+        results.append(train(with_seed(cfg, seed), progress=progress))
+    return results
 
 
 def grid_cells(
@@ -52,6 +72,7 @@ def grid_cells(
     Raises:
         ConfigError: the file has no ``grid`` or a grid entry is not a non-empty list.
     """
+    seeds = parse_seeds(seeds)
     raw = load_yaml(config_file)
     grid = raw.get("grid")
     if not isinstance(grid, Mapping) or not grid:

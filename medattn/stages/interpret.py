@@ -1,7 +1,10 @@
 """The ``interpret`` stage: explain a trained model's images and score the explanations (SPEC §5).
 
-The maps, inputs and index are written through :class:`medattn.tracking.SaliencyWriter`, the one
-writer of that layout; ``figures`` and ``compare`` read it back with its reader.
+The scoring, the sanity baselines and the pass rule are
+:func:`medattn.explain.evaluation.evaluate_explanations` (issue 12.2); this stage collects the
+images, runs it once, and logs the report. The maps, inputs and index are written through
+:class:`medattn.tracking.SaliencyWriter`, the one writer of that layout; ``figures`` and
+``compare`` read it back with its reader.
 """
 
 from __future__ import annotations
@@ -13,34 +16,41 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from medattn import tracking
 from medattn.config import InterpretConfig
 from medattn.data import load_mask
-from medattn.explain import (
-    attribute,
-    deletion_insertion,
-    mask_relevance_mass,
-    methods_for,
-    pointing_game,
-    random_baseline_scores,
-)
+from medattn.explain import attribute, methods_for
+from medattn.explain.evaluation import ExplanationReport, evaluate_explanations
 from medattn.runtime import resolve_device
-from medattn.stages.common import data_index, denormalize, make_loader
+from medattn.stages.common import LoadedModel, build_model, data_index, denormalize, make_loader
 from medattn.stages.evaluate import load_source, source_tags
+
+# The randomised twin is a fresh model of the factory under this seed offset (E measured that
+# PyTorch's default re-initialisation behaves unlike timm's init, so the factory's init is used).
+RANDOMIZED_SEED_OFFSET = 1
 
 
 @dataclass(frozen=True)
 class InterpretResult:
-    """Outcome of :func:`interpret`: the new run, mean scores per method, the per-image index."""
+    """Outcome of :func:`interpret`: the new run, mean scores per source, the per-image index."""
 
     run_id: str
     source_run_id: str | None
-    scores: pd.DataFrame  # one row per method (plus "random"): deletion_auc, insertion_auc, ...
+    scores: pd.DataFrame  # one row per source (method or baseline_<b>): deletion_auc, insertion_auc, ...
     index: pd.DataFrame  # id, label, prediction, score, target, method, file, input
     metrics: dict[str, float]
     tracking_uri: str
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The explained images of one interpret run, in split order."""
+
+    ids: list[str]
+    images: torch.Tensor  # (N, 3, H, W) normalised, on the device
+    labels: torch.Tensor  # (N,)
+    masks: torch.Tensor | None  # (N, H, W) ground truth (data sets with masks only)
 
 
 def metric_name(method: str) -> str:
@@ -48,66 +58,121 @@ def metric_name(method: str) -> str:
     return method.replace("-", "_")
 
 
-def _method_scores(model: nn.Module, images, maps, target, masks, steps: int) -> dict[str, torch.Tensor]:
-    """Per-image scores of one method's maps: deletion/insertion, and with masks pointing game and mass."""
-    di = deletion_insertion(model, images, maps, target, steps=steps)
-    scores = {"deletion_auc": di.deletion_auc, "insertion_auc": di.insertion_auc}
-    if masks is not None:
-        scores["pointing_game"] = pointing_game(maps, masks)
-        scores["mask_mass"] = mask_relevance_mass(maps, masks)
-    return scores
+def _collect(loader, frame: pd.DataFrame, img_size: int, device: torch.device) -> _Batch:
+    """All images, labels and (where the data set has them) masks of the loader, on ``device``."""
+    images, labels = zip(*loader, strict=True)
+    masks = None
+    if "mask_path" in frame.columns:
+        masks = torch.from_numpy(np.stack([load_mask(p, img_size) for p in frame["mask_path"]]))
+    return _Batch(frame["image_id"].astype(str).tolist(), torch.cat(images).to(device), torch.cat(labels), masks)
 
 
-def _random_scores(gen: torch.Generator, masks) -> dict[str, torch.Tensor]:
-    """Seeded uniform random maps on the same masks (every score the evaluation returns)."""
-    rnd = random_baseline_scores(generator=gen, masks=masks, n_draws=8)
-    return {("mask_mass" if k == "relevance_mass" else k): v for k, v in rnd.items()}
+def randomized_model(loaded: LoadedModel, seed: int, device: torch.device) -> nn.Module:
+    """The model-parameter randomisation twin: the same architecture, freshly built by the factory
+    under ``seed`` (the global RNG is left as found)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        twin = build_model(loaded.config, loaded.num_classes, pretrained="none")
+    return twin.to(device).eval()
 
 
-def _explain_batch(ctx: dict, images, labels, ids: list[str], masks) -> list[dict]:
-    """Explain one batch with every method; write maps and inputs; return the per-image score rows."""
-    model, cfg, writer = ctx["model"], ctx["cfg"], ctx["writer"]
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Class probabilities ``(N, C)`` (CPU) in batches."""
     with torch.no_grad():
-        probs = torch.softmax(model(images).float(), 1)
+        return torch.cat(
+            [
+                torch.softmax(model(images[s : s + batch_size]).float(), 1).cpu()
+                for s in range(0, images.shape[0], batch_size)
+            ]
+        )
+
+
+def _write_maps(writer: tracking.SaliencyWriter, batch: _Batch, report: ExplanationReport, probs, target) -> None:
+    """Inputs and every method's raw maps with their index rows."""
     preds = probs.argmax(1)
-    target = labels if cfg.target == "label" else preds
-    for i, pic in zip(ids, denormalize(images), strict=True):
-        writer.add_input(i, pic)
-    per_method: dict[str, dict[str, torch.Tensor]] = {}
-    for method in ctx["methods"]:
-        maps = attribute(model, images, method, target)
-        per_method[method] = _method_scores(model, images, maps, target, masks, cfg.steps)
-        for i, image_id in enumerate(ids):
+    for image_id, pic in zip(batch.ids, denormalize(batch.images), strict=True):
+        writer.add_input(image_id, pic)
+    for method, maps in report.maps.items():
+        for i, image_id in enumerate(batch.ids):
             score = probs[i, 1] if probs.shape[1] == 2 else probs[i, preds[i]]
             writer.add_map(
                 method,
                 image_id,
-                maps[i].detach().cpu().numpy(),
-                label=int(labels[i]),
+                maps[i].numpy(),
+                label=int(batch.labels[i]),
                 prediction=int(preds[i]),
                 score=float(score),
                 target=int(target[i]),
             )
-        ctx["bar"].update(len(ids))
-    if masks is not None:
-        per_method["random"] = _random_scores(ctx["gen"], masks)
-    return [
-        {"id": image_id, "label": int(labels[i]), "method": method, **{k: float(v[i]) for k, v in scores.items()}}
-        for method, scores in per_method.items()
-        for i, image_id in enumerate(ids)
-    ]
+
+
+def per_image_scores(report: ExplanationReport, batch: _Batch) -> pd.DataFrame:
+    """``xai_scores.csv``: ``id, label, source`` (a method, ``baseline_<b>`` or
+    ``baseline_randomized_<method>``) and one column per score (empty where it does not apply)."""
+    frame = report.per_image
+    ids, labels = np.asarray(batch.ids), batch.labels.numpy()
+    head = pd.DataFrame({"id": ids[frame["image"]], "label": labels[frame["image"]], "source": frame["source"]})
+    return pd.concat([head, frame.drop(columns=["image", "source"])], axis=1)
+
+
+def _params(cfg: InterpretConfig, loaded: LoadedModel, methods: list[str]) -> dict[str, object]:
+    """The params of an interpret run."""
+    tcfg = loaded.config
+    return {
+        "source_run_id": loaded.source_run_id,
+        "model_uri": cfg.model_uri,
+        "checkpoint": loaded.checkpoint,
+        "methods": ",".join(methods),
+        "target": cfg.target,
+        "split": cfg.split,
+        "max_images": cfg.max_images,
+        "steps": cfg.steps,
+        "curve_images": cfg.curve_images,
+        "randomized_images": cfg.randomized_images,
+        "n_boot": cfg.n_boot,
+        "seed": cfg.seed,
+        "model": tcfg.model.model,
+        "dataset": tcfg.data.dataset,
+        "img_size": tcfg.data.img_size,
+    }
+
+
+def _explain(cfg: InterpretConfig, loaded: LoadedModel, batch: _Batch, methods: list[str], device: torch.device):
+    """Predict, explain and score: ``(report, probabilities, explained targets)``."""
+    model = loaded.model
+    probs = _predict(model, batch.images, cfg.batch_size)
+    target = batch.labels if cfg.target == "label" else probs.argmax(1)
+    report = evaluate_explanations(
+        model,
+        batch.images,
+        target.to(device),
+        methods,
+        masks=batch.masks,
+        randomized_model=randomized_model(loaded, cfg.seed + RANDOMIZED_SEED_OFFSET, device),
+        steps=cfg.steps,
+        curve_images=cfg.curve_images,
+        randomized_images=cfg.randomized_images,
+        batch_size=cfg.batch_size,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+    )
+    return report, probs, target
 
 
 def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progress: bool = True):
     """Explain a trained model's images and score the explanations (SPEC §5, "interpret").
 
-    For each of the first ``max_images`` images of the split (split order) and each method, logs the
-    raw map ``saliency/<method>/<image_id>.npy`` and the input ``inputs/<image_id>.png`` (the
-    model's view, de-normalised), an index ``saliency/index.csv`` and per-image scores
-    ``xai_scores.csv``. Metrics: ``xai_<method>_<score>`` (means over images) for every score the
-    evaluation returns: deletion/insertion AUC, and with ground-truth masks (the demo set) pointing
-    game and mask mass, next to ``xai_random_*`` for seeded uniform random maps. Method names are
-    written with ``_`` in metric names (``transformer-lrp`` → ``xai_transformer_lrp_...``).
+    For the first ``max_images`` images of the split (split order) and each method, logs the raw
+    map ``saliency/<method>/<image_id>.npy``, the input ``inputs/<image_id>.png`` (the model's
+    view, de-normalised), an index ``saliency/index.csv`` and per-image scores ``xai_scores.csv``
+    (:func:`per_image_scores`). Metrics are those of
+    :func:`medattn.explain.evaluation.evaluate_explanations`: ``xai_<method>_<score>`` with
+    ``_ci_low`` / ``_ci_high`` (bootstrap 95 % CIs over images), the sanity baselines
+    ``xai_baseline_<b>_<score>`` (random, input grey level, centre prior, Sobel edges, and the same
+    method on a randomised model, :func:`randomized_model`), ``xai_<method>_randomized_spearman``
+    and ``xai_<method>_passes_sanity``. Mask scores (pointing game, mask mass) use the lesion
+    images only; deletion / insertion AUC the first ``curve_images``. Method names are written
+    with ``_`` in metric names (``transformer-lrp`` → ``xai_transformer_lrp_...``).
 
     Returns:
         An :class:`InterpretResult`.
@@ -115,26 +180,18 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
     uri = tracking.connect(cfg.tracking_uri)
     split = cfg.split
     loaded = load_source(cfg)
-    model, tcfg = loaded.model, loaded.config
-    methods = list(cfg.methods) or methods_for(model)
+    tcfg = loaded.config
+    methods = list(cfg.methods) or methods_for(loaded.model)
     device = resolve_device(cfg.device)
     index = data_index(tcfg, cfg.data_dir)
     frame = index.split(split).iloc[: cfg.max_images].reset_index(drop=True)
     subset = dataclasses.replace(index, frame=frame.assign(split=split))
     loader = make_loader(subset, split, tcfg, train=False, batch_size=cfg.batch_size, num_workers=0)
-    model = model.to(device).eval()
-    probe = next(iter(loader))[0][:1].to(device)  # a method that does not fit the model fails before any run
-    for method in methods:
-        attribute(model, probe, method, torch.zeros(1, dtype=torch.long, device=device))
+    loaded.model.to(device).eval()
+    batch = _collect(loader, frame, tcfg.data.img_size, device)
+    for method in methods:  # a method that does not fit the model fails before any run
+        attribute(loaded.model, batch.images[:1], method, torch.zeros(1, dtype=torch.long, device=device))
     experiment_id = tracking.stage_experiment(cfg.experiment, tcfg.data.dataset, uri, loaded.source_run_id)
-    ctx = {
-        "model": model,
-        "cfg": cfg,
-        "methods": methods,
-        "writer": tracking.SaliencyWriter(),
-        "gen": torch.Generator().manual_seed(cfg.seed),
-        "bar": tqdm(total=len(frame) * len(methods), desc="explaining", unit="map", disable=not progress),
-    }
     with tracking.stage_run(
         experiment_id=experiment_id,
         run_id=tracking.project_run_id(parent_run_id),
@@ -142,40 +199,12 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
         tags=source_tags("interpret", loaded, split),
         parent_run_id=parent_run_id,
     ) as run_id:
-        tracking.log_params(
-            {
-                "source_run_id": loaded.source_run_id,
-                "model_uri": cfg.model_uri,
-                "checkpoint": loaded.checkpoint,
-                "methods": ",".join(methods),
-                "target": cfg.target,
-                "split": split,
-                "max_images": cfg.max_images,
-                "steps": cfg.steps,
-                "model": tcfg.model.model,
-                "dataset": tcfg.data.dataset,
-                "img_size": tcfg.data.img_size,
-            }
-        )
-        rows, offset = [], 0
-        for images, labels in loader:
-            b = labels.shape[0]
-            ids = frame["image_id"].astype(str).iloc[offset : offset + b].tolist()
-            masks = None
-            if "mask_path" in frame.columns:
-                paths = frame["mask_path"].iloc[offset : offset + b].tolist()
-                masks = torch.from_numpy(np.stack([load_mask(p, tcfg.data.img_size) for p in paths]))
-            rows += _explain_batch(ctx, images.to(device), labels.to(device), ids, masks)
-            offset += b
-        ctx["bar"].close()
-        per_image = pd.DataFrame(rows)
-        index_df = ctx["writer"].log(per_image)
-        summary = per_image.drop(columns=["id", "label"]).groupby("method", sort=False).mean(numeric_only=True)
-        metrics = {
-            f"xai_{metric_name(m)}_{k}": float(v)
-            for m, row in summary.iterrows()
-            for k, v in row.items()
-            if np.isfinite(v)
-        }
-        tracking.log_metrics(metrics)
-    return InterpretResult(run_id, loaded.source_run_id, summary.reset_index(), index_df, metrics, uri)
+        tracking.log_params(_params(cfg, loaded, methods))
+        report, probs, target = _explain(cfg, loaded, batch, methods, device)
+        writer = tracking.SaliencyWriter()
+        _write_maps(writer, batch, report, probs, target)
+        per_image = per_image_scores(report, batch)
+        index_df = writer.log(per_image)
+        tracking.log_metrics(report.metrics)
+    summary = per_image.drop(columns=["id", "label"]).groupby("source", sort=False).mean(numeric_only=True)
+    return InterpretResult(run_id, loaded.source_run_id, summary.reset_index(), index_df, report.metrics, uri)

@@ -185,6 +185,8 @@ def train(
     epoch_callback: EpochCallback | None = None,
     progress: bool = True,
     extra_tags: Mapping[str, str] | None = None,
+    on_run_start: Callable[[str], None] | None = None,
+    log_model: bool = True,
 ) -> TrainResult:
     """Train one model and track everything in MLflow (SPEC §5, "train").
 
@@ -201,6 +203,10 @@ def train(
             ``TrialPruned``), which ends the run as FAILED unless the caller handles status itself.
         progress: show progress bars.
         extra_tags: tags added to the run.
+        on_run_start: called with the run id as soon as the run exists, before anything is logged
+            to it (search records it on the Optuna trial, so a killed trial still names its run).
+        log_model: log the MLflow model at the end (search turns it off per trial: issue 14.6);
+            without it ``checkpoints/best.pt`` stays and ``model_uri`` is ``None``.
 
     Returns:
         A :class:`TrainResult`.
@@ -215,6 +221,8 @@ def train(
                 [_EpochHook(epoch_callback)] if epoch_callback else [],
                 progress,
                 dict(extra_tags or {}),
+                on_run_start=on_run_start,
+                log_model=log_model,
             )
     finally:
         distributed.teardown(dctx)
@@ -397,9 +405,19 @@ def _run_name(cfg: TrainConfig) -> str:
     return cfg.tracking.run_name or f"{cfg.model.model}-{cfg.data.dataset}{suffix}"
 
 
-def _log_start(cfg: TrainConfig, flat: Mapping[str, Any], index, model: nn.Module, run_id: str, history) -> None:
+def _log_start(
+    cfg: TrainConfig,
+    flat: Mapping[str, Any],
+    index,
+    model: nn.Module,
+    run_id: str,
+    history,
+    on_run_start: Callable[[str], None] | None = None,
+) -> None:
     """Params, config, split manifests, near-duplicate groups and model summary of a new run; a resumed
-    run fills in missing steps."""
+    run fills in missing steps. ``on_run_start(run_id)`` is called first."""
+    if on_run_start is not None:
+        on_run_start(run_id)
     if cfg.resume:
         tracking.set_tags({tracking.TAG_RESUMED_TO: str(cfg.optim.epochs)})
         tracking.log_yaml(flat, tracking.CONFIG_FILE)
@@ -415,8 +433,10 @@ def _log_start(cfg: TrainConfig, flat: Mapping[str, Any], index, model: nn.Modul
     tracking.log_text(model_summary(model), tracking.MODEL_SUMMARY)
 
 
-def _finish(cfg: TrainConfig, run_id: str, fitted: engine.FitResult, num_classes: int) -> tracking.LoggedModel:
-    """History figures, ``best_*`` metrics and the logged (optionally registered) model of the best epoch."""
+def _finish(
+    cfg: TrainConfig, run_id: str, fitted: engine.FitResult, num_classes: int, log_model: bool = True
+) -> tracking.LoggedModel | None:
+    """History figures, ``best_*`` metrics and (``log_model``) the logged, optionally registered model of the best epoch."""
     for key, fig in plots.history_figures(fitted.history).items():
         tracking.log_figure(fig, f"{tracking.HISTORY_DIR}/{key}.png")
     if fitted.best_epoch < 0:
@@ -426,6 +446,8 @@ def _finish(cfg: TrainConfig, run_id: str, fitted: engine.FitResult, num_classes
     best_val = {f"best_{k}": v for k, v in fitted.best_metrics.items() if k.startswith("val_")}
     tracking.log_metrics(best_val, step=fitted.best_epoch)
     tracking.set_tags({tracking.TAG_BEST_EPOCH: str(fitted.best_epoch)})
+    if not log_model:  # best.pt stays: it is the only copy of the best weights
+        return None
     register = tracking.registered_model_name(cfg.data.dataset) if cfg.tracking.register else None
     with tempfile.TemporaryDirectory(prefix="medattn-best-") as tmp:
         logged = tracking.log_model(
@@ -445,6 +467,8 @@ def _train(
     callbacks: list[engine.Callback],
     progress: bool,
     extra_tags: dict[str, str],
+    on_run_start: Callable[[str], None] | None = None,
+    log_model: bool = True,
 ) -> TrainResult:
     # DDP: rank 0 alone opens (or creates) the store and finds the run; the others wait (issue 17)
     uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))
@@ -474,7 +498,7 @@ def _train(
     with run as main_run_id:
         run_id = distributed.broadcast_object(dctx, main_run_id)
         if dctx.is_main:
-            _log_start(cfg, flat, index, model, run_id, start.history)
+            _log_start(cfg, flat, index, model, run_id, start.history, on_run_start)
         fitted = engine.fit(
             model,
             loaders,
@@ -502,7 +526,7 @@ def _train(
                 history={},
                 config=flat,
             )
-        logged = _finish(cfg, run_id, fitted, index.num_classes)
+        logged = _finish(cfg, run_id, fitted, index.num_classes, log_model)
     return TrainResult(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -510,8 +534,8 @@ def _train(
         best_epoch=fitted.best_epoch,
         best_metrics=fitted.best_metrics,
         history=fitted.history,
-        model_uri=logged.model_uri,
-        registered_version=logged.version,
+        model_uri=logged.model_uri if logged else None,
+        registered_version=logged.version if logged else None,
         config=flat,
     )
 

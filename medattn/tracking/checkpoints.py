@@ -43,8 +43,8 @@ def log_checkpoints(paths: Sequence[Path], manifest: ckpt_io.Manifest, epoch: in
 def read_manifest(run_id: str) -> ckpt_io.Manifest | None:
     """The checksum manifest of ``run_id``; ``None`` when the run has none (older runs) or it is unreadable."""
     try:
-        path = download(run_id, CHECKPOINT_MANIFEST, tempfile.mkdtemp(prefix="medattn-manifest-"))
-        return ckpt_io.Manifest.from_json(path.read_text())
+        with tempfile.TemporaryDirectory(prefix="medattn-manifest-") as tmp:  # issue 14.5: nothing left behind
+            return ckpt_io.Manifest.from_json(download(run_id, CHECKPOINT_MANIFEST, tmp).read_text())
     except (MedattnError, ValueError, UnicodeDecodeError):
         return None
 
@@ -98,20 +98,20 @@ def newest_complete_checkpoint(run_id: str) -> Resumable:
     """
     manifest = read_manifest(run_id)
     names = [Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(run_id, CHECKPOINT_DIR)]
-    folder = Path(tempfile.mkdtemp(prefix="medattn-resume-"))
     skipped: list[str] = []
-    for artifact in resume_candidates(names, manifest):
-        name = Path(artifact).name
-        path = download(run_id, artifact, folder / name.removesuffix(".pt"))
-        problem = manifest.problem(path, name) if manifest is not None and name in manifest.files else None
-        if problem is None:
-            try:
-                payload = ckpt_io.load(path)
-            except MedattnError:
-                problem = "truncated or corrupt"
-        if problem is None:
-            return Resumable(payload, artifact, tuple(skipped), manifest or ckpt_io.Manifest())
-        skipped.append(f"{artifact} ({problem})")
+    with tempfile.TemporaryDirectory(prefix="medattn-resume-") as tmp:  # issue 14.5: the payload is in memory
+        for artifact in resume_candidates(names, manifest):
+            name = Path(artifact).name
+            path = download(run_id, artifact, Path(tmp) / name.removesuffix(".pt"))
+            problem = manifest.problem(path, name) if manifest is not None and name in manifest.files else None
+            if problem is None:
+                try:
+                    payload = ckpt_io.load(path)
+                except MedattnError:
+                    problem = "truncated or corrupt"
+            if problem is None:
+                return Resumable(payload, artifact, tuple(skipped), manifest or ckpt_io.Manifest())
+            skipped.append(f"{artifact} ({problem})")
     found = "; ".join(skipped) or f"no {LAST_CKPT}"
     raise MedattnError(
         f"run {run_id} has no complete checkpoint to resume from ({found}); start a new run, or save "

@@ -137,21 +137,28 @@ def best_weights(run_id: str, dst: str | Path) -> Path:
         return model_weights(run_id, dst)
 
 
-def prune_checkpoints(run_id: str) -> list[str]:
-    """Delete the copy of the weights a finished run no longer needs once its model is logged (README, "Storage").
+def prune_checkpoints(run_id: str, *, keep_resume: bool = True) -> list[str]:
+    """Delete the weights a finished run no longer needs once its model is logged (README, "Storage").
 
-    ``checkpoints/best.pt`` now is the logged model's ``weights`` artifact; ``checkpoints/last.pt``
-    (what ``--resume`` continues from) stays, and so do the ``epoch_XXXX.pt`` snapshots a user asked
-    for with ``--save-freq``. The checksum manifest is rewritten without the deleted file.
+    ``checkpoints/best.pt`` now is the logged model's ``weights`` artifact, so it goes and the checksum
+    manifest is rewritten without it. ``checkpoints/last.pt`` (what ``--resume`` continues from) stays,
+    and so do the ``epoch_XXXX.pt`` snapshots a user asked for with ``--save-freq``, unless
+    ``keep_resume`` is off (the demo's showcase runs): then the whole ``checkpoints/`` folder goes.
 
     Returns:
-        The artifact paths deleted (none when the run has no ``best.pt``).
+        The artifact paths deleted.
     """
     client = mlflow.MlflowClient()
+    names = sorted(Path(a.path).name for a in client.list_artifacts(run_id, CHECKPOINT_DIR))
     best = Path(BEST_CKPT).name
-    if best not in {Path(a.path).name for a in client.list_artifacts(run_id, CHECKPOINT_DIR)}:
+    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+    if not keep_resume:
+        if names:
+            repo.delete_artifacts(CHECKPOINT_DIR)
+        return [f"{CHECKPOINT_DIR}/{n}" for n in names]
+    if best not in names:
         return []
-    get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(BEST_CKPT)
+    repo.delete_artifacts(BEST_CKPT)
     manifest = read_manifest(run_id)
     if manifest is not None and manifest.files.pop(best, None) is not None:
         client.log_text(run_id, manifest.to_json(), CHECKPOINT_MANIFEST)

@@ -36,6 +36,8 @@ XAI_CSV = "xai_scores.csv"
 LOW_DATA_FIGURE = "figures/low_data.png"
 XAI_FIGURE = "figures/xai_scores.png"
 COMPARE_GRID_FIGURE = "figures/saliency_grid.png"
+PAIRED_CSV = "paired_auc.csv"  # issue 12.3: ΔAUC of each attention variant vs its plain backbone
+FOREST_FIGURE = "figures/forest_auc.png"  # the same ΔAUCs with their paired bootstrap CIs
 # ---- search ---------------------------------------------------------------------------------
 SEARCH_SPACE_FILE = "search_space.yaml"
 TRIALS_FILE = "trials.csv"

@@ -481,8 +481,8 @@ def download(run_id: str, artifact_path: str, dst: str | Path | None = None) -> 
 def run_config(run_id: str) -> dict[str, Any]:
     """The resolved flat config a training run logged as ``config.yaml``."""
     get_run(run_id)
-    path = download(run_id, CONFIG_FILE)
-    return yaml.safe_load(path.read_text()) or {}
+    with tempfile.TemporaryDirectory(prefix="medattn-config-") as tmp:  # issue 14.5: nothing left in TMPDIR
+        return yaml.safe_load(download(run_id, CONFIG_FILE, tmp).read_text()) or {}
 
 
 def search_runs(

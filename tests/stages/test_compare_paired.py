@@ -79,11 +79,11 @@ def test_compare_logs_the_paired_delta_auc_table_and_forest_plot(seeded):
     assert metrics[f"{name}_seeds_mean"] == pytest.approx(np.mean(per_seed))
     assert metrics[f"{name}_seeds_sd"] == pytest.approx(np.std(per_seed, ddof=1))
     assert not any(k.startswith("delta_auc_deit") or "_vs_deit" in k for k in metrics)  # DeiT has no plain twin
-    assert {compare.PAIRED_CSV, compare.FOREST_FIGURE} <= set(res.artifacts)
+    assert {tracking.PAIRED_CSV, tracking.FOREST_FIGURE} <= set(res.artifacts)
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id)}
     figures = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id, "figures")}
-    assert compare.PAIRED_CSV in logged and compare.FOREST_FIGURE in figures
-    table = pd.read_csv(tracking.download(res.run_id, compare.PAIRED_CSV))
+    assert tracking.PAIRED_CSV in logged and tracking.FOREST_FIGURE in figures
+    table = pd.read_csv(tracking.download(res.run_id, tracking.PAIRED_CSV))
     assert table[["variant", "backbone", "n_images", "n_seeds_variant", "n_seed_pairs"]].values.tolist() == [
         ["se_resnet50", "resnet50", N, 2, 2]
     ]

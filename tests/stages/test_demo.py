@@ -4,6 +4,7 @@ import mlflow
 import pandas as pd
 
 from medattn import tracking
+from medattn.data import write_synthetic
 
 
 def test_demo_end_to_end(mlflow_store, tmp_path, cli):
@@ -23,10 +24,15 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
             "--config",
             cfg,
             "--explain-images",
-            "3",
+            "6",
+            "--difficulty",
+            "0.2",
         ]
     )
     assert (tmp_path / "demo_data" / "labels.csv").is_file()
+    ref = write_synthetic(tmp_path / "ref", n=60, img_size=96, seed=0, difficulty=0.2)  # --difficulty reached the set
+    for name in ("labels.csv", *(f"images/{p.name}" for p in sorted((ref / "images").iterdir())[:5])):
+        assert (tmp_path / "demo_data" / name).read_bytes() == (ref / name).read_bytes(), name
     out = res.output
     assert "Test performance per variant" in out and "Explanation scores" in out
     assert "champion: (not set) → version 1" in out and "models:/medattn-demo@champion" in out
@@ -44,7 +50,19 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
         logged = tests.loc[tests["tags.medattn.model"] == row["model"], "metrics.test_auc"].item()
         assert row["test_auc"] == logged
     xai = pd.read_csv(tracking.download(parent_id, "xai_scores.csv"))
-    assert set(xai["method"]) == {"deeplift", "lrp", "transformer-lrp", "random"}
+    methods = {"deeplift", "lrp", "transformer-lrp"}
+    baselines = {f"baseline_{b}" for b in ("random", "input", "centre", "edge")}
+    twins = {f"baseline_randomized_{m}" for m in ("deeplift", "lrp", "transformer_lrp")}
+    assert set(xai["source"]) == methods | baselines | twins
+    for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:  # issue 12.2's sanity rule
+        run = mlflow.MlflowClient().get_run(rid)
+        assert run.data.params["curve_images"] == "16" and run.data.params["randomized_images"] == "16"
+        for method in run.data.params["methods"].split(","):
+            key = method.replace("-", "_")
+            assert run.data.metrics[f"xai_{key}_passes_sanity"] in (0.0, 1.0)
+            assert f"xai_baseline_randomized_{key}_pointing_game" in run.data.metrics
+            assert f"xai_{key}_pointing_game_ci_low" in run.data.metrics
+            assert f"{method} PG " in out and (": passes" in out or ": fails" in out)
 
     client = mlflow.MlflowClient()
     for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:

@@ -11,11 +11,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from medattn import tracking
 from medattn.config import InterpretConfig
 from medattn.data import load_index
+from medattn.errors import ConfigError
 from medattn.stages import interpret as interpret_stage
+from medattn.stages.common import load_trained
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +35,8 @@ def test_interpret_logs_maps_index_and_scores(mlflow_store, demo_dir, train_tiny
     source = train_tiny(model=model).run_id
     n = _images_with_both_classes(demo_dir)
     result = interpret_stage.interpret(
-        InterpretConfig(run_id=source, max_images=n, batch_size=4, steps=4), progress=False
+        InterpretConfig(run_id=source, max_images=n, batch_size=4, steps=4, curve_images=3, n_boot=50),
+        progress=False,
     )
     client = mlflow.MlflowClient()
     run = client.get_run(result.run_id)
@@ -53,17 +57,72 @@ def test_interpret_logs_maps_index_and_scores(mlflow_store, demo_dir, train_tiny
         assert np.isfinite(arr).all()
     inputs = {Path(p.path).name for p in client.list_artifacts(result.run_id, tracking.INPUTS_DIR)}
     assert inputs == {f"{i}.png" for i in ids}
+    _assert_scores_match_metrics(result, run.data.metrics, methods, n)
+
+
+def _assert_scores_match_metrics(result, metrics: dict, methods: list[str], n: int) -> None:
+    """xai_scores.csv (id, label, source, scores) agrees with the logged means, CIs and verdicts."""
     scores = pd.read_csv(tracking.download(result.run_id, tracking.XAI_CSV), dtype={"id": str})
-    means = scores.drop(columns=["id", "label"]).groupby("method").mean(numeric_only=True)
-    metrics = run.data.metrics
-    for method in [*methods, "random"]:
-        key = method.replace("-", "_")
-        for score in ("pointing_game", "mask_mass"):  # scored against the masks of the lesion images
-            assert np.isfinite(means.loc[method, score]), (method, score)
-            assert metrics[f"xai_{key}_{score}"] == pytest.approx(means.loc[method, score], rel=1e-6, abs=1e-9)
-        if method != "random":
-            for score in ("deletion_auc", "insertion_auc"):
-                assert metrics[f"xai_{key}_{score}"] == pytest.approx(means.loc[method, score], rel=1e-6, abs=1e-9)
+    keys = [m.replace("-", "_") for m in methods]
+    baselines = [f"baseline_{b}" for b in ("random", "input", "centre", "edge")]
+    sources = [*methods, *baselines, *(f"baseline_randomized_{k}" for k in keys)]
+    assert set(scores["source"]) == set(sources) and "method" not in scores.columns
+    assert (scores.groupby("source").size() == n).all()
+    lesion = scores.loc[scores["source"] == methods[0], "label"] == 1
+    means = scores.drop(columns=["id", "label"]).groupby("source").mean(numeric_only=True)
+    for source in sources:
+        key = source.replace("-", "_")
+        for score in ("pointing_game", "mask_mass"):  # scored against the masks of the lesion images only
+            rows = scores[scores["source"] == source]
+            assert rows.loc[rows["label"] == 0, score].isna().all(), (source, score)
+            assert metrics[f"xai_{key}_{score}"] == pytest.approx(means.loc[source, score], rel=1e-5, abs=1e-7)
+            assert (
+                metrics[f"xai_{key}_{score}_ci_low"]
+                <= metrics[f"xai_{key}_{score}"]
+                <= metrics[f"xai_{key}_{score}_ci_high"]
+            )
+    for source in [*methods, "baseline_random", "baseline_input"]:  # curves: the first curve_images=3 images only
+        curve = scores.loc[scores["source"] == source, "deletion_auc"]
+        assert curve.notna().sum() == 3 and curve.iloc[:3].notna().all(), source
+        key = source.replace("-", "_")
+        assert metrics[f"xai_{key}_deletion_auc"] == pytest.approx(curve.mean(), rel=1e-5, abs=1e-7)
+    for key in keys:
+        assert metrics[f"xai_{key}_passes_sanity"] in (0.0, 1.0)
+        assert -1.0 <= metrics[f"xai_{key}_randomized_spearman"] <= 1.0
+    assert metrics["xai_n_images"] == n and metrics["xai_n_lesion_images"] == int(lesion.sum())
+    assert set(result.scores["source"]) == set(sources)
+
+
+def test_randomized_model_is_a_fresh_factory_model(mlflow_store, train_tiny):
+    """The randomisation twin: the trained architecture with the factory's init under the given seed,
+    reproducible, unlike the trained weights, and the global RNG left as found."""
+    loaded = load_trained(train_tiny().run_id)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = interpret_stage.randomized_model(loaded, 1, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), before), "the global RNG must be left as found"
+    b = interpret_stage.randomized_model(loaded, 1, torch.device("cpu"))
+    c = interpret_stage.randomized_model(loaded, 2, torch.device("cpu"))
+    trained, sa, sb, sc = (m.state_dict() for m in (loaded.model, a, b, c))
+    assert sa.keys() == trained.keys() and not a.training
+    weights = [k for k, v in sa.items() if v.is_floating_point() and v.ndim > 1]
+    assert all(torch.equal(sa[k], sb[k]) for k in weights)
+    assert not all(torch.equal(sa[k], sc[k]) for k in weights)
+    assert not any(torch.equal(sa[k], trained[k]) for k in weights)
+
+
+@pytest.mark.parametrize(
+    "over, needle",
+    [
+        ({"curve_images": 0}, "--curve-images"),
+        ({"randomized_images": 0}, "--randomized-images"),
+        ({"n_boot": -1}, "--n-boot"),
+    ],
+)
+def test_interpret_config_rejects_bad_caps(over, needle):
+    with pytest.raises(ConfigError, match=needle):
+        InterpretConfig(run_id="r", **over)
 
 
 def test_mlflow_run_interpret_entry_point(mlflow_store, train_tiny):

@@ -59,7 +59,7 @@ def test_train_logs_policy_groups_and_counts(mlflow_store, aptos_with_copy, cli,
 def test_train_and_search_options_reach_the_config(monkeypatch, cli, one_error_line) -> None:
     seen = {}
 
-    def fake_search(cfg):
+    def fake_search(cfg, **_):
         seen["search"] = cfg
         raise MedattnError("stopped by the test.")
 

@@ -71,3 +71,23 @@ def test_log_register_alias_and_resolve(mlflow_store, tmp_path, tiny_config):
 def test_unresolvable_uris_are_one_sentence(mlflow_store, uri, needle):
     with pytest.raises(MedattnError, match=needle):
         tracking.resolve_model_uri(uri)
+
+
+def test_prune_keeps_what_resume_needs_and_the_demo_keeps_nothing(mlflow_store, tmp_path):
+    exp = tracking.ensure_experiment("medattn-demo", mlflow_store)
+    files = [
+        ckpt_io.save(tmp_path / n, {"model": {"w": torch.zeros(2)}}) for n in ("best.pt", "last.pt", "epoch_0000.pt")
+    ]
+    with tracking.tracked_run(experiment_id=exp) as run:
+        tracking.log_checkpoints(files, ckpt_io.Manifest(), 0)
+    rid = run.info.run_id
+
+    def names() -> set[str]:
+        return {a.path for a in mlflow.MlflowClient().list_artifacts(rid, tracking.CHECKPOINT_DIR)}
+
+    assert tracking.prune_checkpoints(rid) == [tracking.BEST_CKPT]
+    assert names() == {tracking.LAST_CKPT, "checkpoints/epoch_0000.pt", tracking.CHECKPOINT_MANIFEST}
+    assert set(tracking.read_manifest(rid).files) == {"last.pt", "epoch_0000.pt"}
+    assert tracking.prune_checkpoints(rid) == []  # repeating it changes nothing
+    assert len(tracking.prune_checkpoints(rid, keep_resume=False)) == 3
+    assert names() == set()

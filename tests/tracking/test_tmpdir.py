@@ -40,14 +40,14 @@ def test_train_test_interpret_search_leave_the_temp_folder_empty(
     trained = cli(["train", *data, *tiny_args, "--epochs", "2", "--save-freq", "1", "--register", "-q"]).run_id
     tracking.set_alias("medattn-demo", "champion", "1")
     cli(["train", *data, *tiny_args, "--epochs", "3", "--resume", trained, "-q"])
-    assert _left_in(empty_tmpdir) == [], "train"
+    assert not (left := _left_in(empty_tmpdir)), f"train left {left}"
     cli(["test", "--model-uri", "models:/medattn-demo@champion", "--n-boot", "10", "-q"])
     cli(["interpret", "--run-id", trained, "--max-images", "2", "--steps", "2", "-q"])
-    assert _left_in(empty_tmpdir) == [], "test / interpret"
+    assert not (left := _left_in(empty_tmpdir)), f"test / interpret left {left}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = ["search", *data, "--model", "deit_tiny", "--img-size", "32", "--epochs", "1", "--batch-sizes", "16"]
     cli([*search, "--n-trials", "1", "--storage", storage, "--study-name", "tmp", "-q"])
-    assert _left_in(empty_tmpdir) == [], "search"
+    assert not (left := _left_in(empty_tmpdir)), f"search left {left}"
 
     # the finished run keeps its weights twice: the logged model and last.pt (--resume); best.pt is gone
     names = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(trained, tracking.CHECKPOINT_DIR)}
