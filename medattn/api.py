@@ -49,7 +49,7 @@ from medattn.stages.compare import CompareResult, compare, results_table, to_mar
 from medattn.stages.demo import DemoResult, demo
 from medattn.stages.evaluate import TestResult, test
 from medattn.stages.figures import FiguresResult, figures
-from medattn.stages.grid import grid, grid_cells, train_seeds, with_seed
+from medattn.stages.grid import grid, grid_cells, seed_configs, with_seed
 from medattn.stages.interpret import InterpretResult, interpret
 from medattn.stages.promote import PromoteResult, promote
 from medattn.stages.search import SearchResult, search
@@ -104,10 +104,10 @@ __all__ = [
     "resolve_train_config",
     "results_table",
     "search",
+    "seed_configs",
     "seed_everything",
     "test",
     "to_markdown",
     "train",
-    "train_seeds",
     "with_seed",
 ]

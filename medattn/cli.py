@@ -453,7 +453,7 @@ _TrainSelectMetricOpt = Annotated[
     str | None,
     typer.Option(
         "--select-metric",
-        help="Metric that picks checkpoints/best.pt: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)",
+        help="Metric that picks the epoch whose weights become the logged model: val_loss (lowest, as in the paper) or e.g. val_auc (highest). (default: val_loss)",
         **EPOCH_METRIC_CHOICES,
     ),
 ]
@@ -651,13 +651,16 @@ def train(
     if seed_list and seed is not None:
         raise MedattnError("give either --seed or --seeds, not both.")
     cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
+    cfgs = api.seed_configs(cfg, seed_list)  # one run per seed of --seeds
     if _relaunched(ctx, nproc, cfg.optim.batch_size):
         return
     main_rank = distributed.is_main_process()  # DDP: rank 0 prints the outcome
-    echo = typer.echo if main_rank and seed_list else (lambda _: None)
-    results = api.train_seeds(cfg, seed_list, echo=echo, progress=not quiet)
-    for result in results if main_rank else []:
-        _train_outcome(result)
+    for i, run_cfg in enumerate(cfgs):
+        if seed_list and main_rank:
+            typer.echo(f"[{i + 1}/{len(cfgs)}] {run_cfg.model.model}, seed={run_cfg.optim.seed}")
+        result = api.train(run_cfg, progress=not quiet)
+        if main_rank:
+            _train_outcome(result)
 
 
 def _train_outcome(result: api.TrainResult) -> None:
@@ -703,32 +706,35 @@ def _relaunch_under_torchrun(ctx: click.Context, nproc: int) -> None:
         raise typer.Exit(2 if code == 2 else 1)
 
 
+SourceModelUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-uri",
+        help="Model URI instead of --run-id: models:/NAME@ALIAS (e.g. models:/medattn-demo@champion), "
+        "models:/NAME/VERSION, models:/m-<logged model id> or runs:/RUN_ID/model.",
+    ),
+]
+SourceCkptOpt = Annotated[
+    str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
+]
+SourceDataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)"
+    ),
+]
+
+
 @app.command("test")
 def test_cmd(
-    run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Training run whose checkpoints/best.pt is tested.")
-    ] = None,
-    model_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--model-uri",
-            help="Model URI instead of --run-id: models:/NAME@ALIAS (e.g. models:/medattn-demo@champion), "
-            "models:/NAME/VERSION, models:/m-<logged model id> or runs:/RUN_ID/model.",
-        ),
-    ] = None,
-    ckpt: Annotated[
-        str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
-    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Training run whose logged model is tested.")] = None,
+    model_uri: SourceModelUriOpt = None,
+    ckpt: SourceCkptOpt = None,
     split: Annotated[
         str,
         typer.Option("--split", help="Split to test (the seed's Test/Validation/Train accepted).", **SPLIT_CHOICES),
     ] = "test",
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)"
-        ),
-    ] = None,
+    data_dir: SourceDataDirOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "--batchsize", help="Inference batch size.")] = 64,
     num_workers: Annotated[
         int, typer.Option("--num-workers", "--num_workers", help="DataLoader worker processes.")
@@ -775,15 +781,38 @@ def test_cmd(
     _done("test", result.run_id, result.tracking_uri)
 
 
+# issue 12: the demo set's difficulty and the interpret caps, as aliases to keep the commands short
+_DemoDifficultyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--difficulty", help="Difficulty in [0, 1] of a newly written demo set. (default: medattn data synth's)"
+    ),
+]
+_CurveImagesOpt = Annotated[
+    int | None, typer.Option("--curve-images", help="Deletion/insertion on the first N images only. (default: all)")
+]
+_RandomizedImagesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--randomized-images",
+        help="Explain the first N images on the randomised model (sanity baseline). (default: all)",
+    ),
+]
+_NBootOpt = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per 95 % CI.")]
+
+
 @app.command()
 def demo(
     data_dir: Annotated[
         str, typer.Option("--data-dir", help="Where the synthetic demo set is written (reused if present).")
     ] = "demo_data",
     n: Annotated[int, typer.Option("--n", help="Images in the synthetic set.")] = 400,
-    models: Annotated[str, typer.Option("--models", help="Comma-separated variants to train.")] = ",".join(DEMO_MODELS),
+    models: Annotated[
+        str,
+        typer.Option("--models", help=f"Comma-separated variants to train, of: {', '.join(registry_names('model'))}."),
+    ] = ",".join(DEMO_MODELS),
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Epochs per model. (default: 4, from the demo settings)")
+        int | None, typer.Option("--epochs", help="Epochs per model. (default: 6, from the demo settings)")
     ] = None,
     config: Annotated[
         Path | None,
@@ -794,12 +823,7 @@ def demo(
     explain_images: Annotated[
         int, typer.Option("--explain-images", help="Test images explained and scored per model (0: skip interpret).")
     ] = 80,
-    difficulty: Annotated[
-        float | None,
-        typer.Option(
-            "--difficulty", help="Difficulty in [0, 1] of a newly written demo set. (default: medattn data synth's)"
-        ),
-    ] = None,
+    difficulty: _DemoDifficultyOpt = None,
     promote: Annotated[
         bool,
         typer.Option(
@@ -862,24 +886,16 @@ def demo(
 @app.command()
 def interpret(
     run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Training run to explain (its checkpoints/best.pt).")
+        str | None, typer.Option("--run-id", help="Training run whose logged model is explained.")
     ] = None,
-    model_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--model-uri",
-            help="Model URI instead of --run-id: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id> or runs:/RUN_ID/model.",
-        ),
-    ] = None,
-    ckpt: Annotated[
-        str | None, typer.Option("--ckpt", "--modelckpt", help="Local checkpoint file written by medattn train.")
-    ] = None,
+    model_uri: SourceModelUriOpt = None,
+    ckpt: SourceCkptOpt = None,
     split: Annotated[str, typer.Option("--split", help="Split whose images are explained.", **SPLIT_CHOICES)] = "test",
     methods: Annotated[
         str | None,
         typer.Option(
             "--methods",
-            help="Comma-separated: deeplift, lrp (CNNs), transformer-lrp (DeiT), integrated-gradients, gradcam. (default: deeplift,lrp for CNNs; transformer-lrp for DeiT)",
+            help=f"Comma-separated, of: {', '.join(registry_names('explanation method'))}. (default: deeplift,lrp for CNNs; transformer-lrp for DeiT)",
         ),
     ] = None,
     max_images: Annotated[
@@ -900,24 +916,10 @@ def interpret(
     steps: Annotated[
         int, typer.Option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")
     ] = 16,
-    curve_images: Annotated[
-        int | None,
-        typer.Option("--curve-images", help="Deletion/insertion on the first N images only. (default: all)"),
-    ] = None,
-    randomized_images: Annotated[
-        int | None,
-        typer.Option(
-            "--randomized-images",
-            help="Explain the first N images on the randomised model (sanity baseline). (default: all)",
-        ),
-    ] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per 95 % CI.")] = 1000,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--data-dir", "--data_dir", help="Data folder, when it moved since training. (default: the training run's)"
-        ),
-    ] = None,
+    curve_images: _CurveImagesOpt = None,
+    randomized_images: _RandomizedImagesOpt = None,
+    n_boot: _NBootOpt = 1000,
+    data_dir: SourceDataDirOpt = None,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
     experiment: Annotated[
@@ -1032,13 +1034,12 @@ _SearchHeartbeatOpt = Annotated[
     ),
 ]
 _SearchTrialRetriesOpt = Annotated[
-    int, typer.Option("--trial-retries", help="How often a trial whose worker died is retried with the same parameters.")
+    int,
+    typer.Option("--trial-retries", help="How often a trial whose worker died is retried with the same parameters."),
 ]
 _SearchLogModelsOpt = Annotated[
     bool,
-    typer.Option(
-        "--log-models/--no-log-models", help="Log each trial's MLflow model (checkpoints are always logged)."
-    ),
+    typer.Option("--log-models/--no-log-models", help="Log each trial's MLflow model (checkpoints are always logged)."),
 ]
 _SearchStudyNameOpt = Annotated[
     str | None,
@@ -1356,7 +1357,9 @@ def compare_cmd(
 # --------------------------------------------------------------------------------------------
 @app.command("bench")
 def bench_cmd(
-    models: Annotated[str, typer.Option("--models", help="Comma-separated model names, or all.")] = "all",
+    models: Annotated[
+        str, typer.Option("--models", help=f"Comma-separated, of: {', '.join(registry_names('model'))}; or all.")
+    ] = "all",
     batch_size: Annotated[
         int | None,
         typer.Option("--batch-size", help="Training batch of the pure/pipeline/files measurements. (default: 128)"),

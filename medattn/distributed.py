@@ -11,7 +11,9 @@ What this module owns, so that :func:`medattn.stages.train.train` only asks "am 
   a single-process run optimise the same model (see "Parity" below);
 * :class:`ShardSampler`, a :class:`~torch.utils.data.DistributedSampler` for evaluation that drops
   the padding duplicates, so validation metrics cover exactly the validation split;
-* :func:`gather_output`, which joins every rank's labels, scores and loss before metrics are computed.
+* :func:`gather_output`, which joins every rank's labels, scores and loss before metrics are computed;
+* :func:`on_main`, work rank 0 alone does while the others wait for its result (opening the
+  tracking store, finding the checkpoint to resume from: issue 17).
 
 Parity with a single process (same ``--batch-size``, ``--seed``, ``--num-workers 0``): every rank
 replays the single-process random stream of the augmentation (it runs the random transforms on a

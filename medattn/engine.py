@@ -149,8 +149,10 @@ def train_one_epoch(
         desc: progress bar label.
         progress: show a tqdm progress bar.
         loss_scale: DDP only: ``(step, batch_images) -> factor`` applied to the loss before
-            ``backward`` (not to the reported loss), so that DDP's gradient average equals the
-            global-batch mean (:meth:`medattn.distributed.GlobalBatchSampler.loss_scale`).
+            ``backward`` (not to the reported loss): 1 for a real batch, 0 for a padding repeat;
+            the per-rank loss is already a sum over the nominal per-rank batch, so DDP's gradient
+            average equals the single-process gradient
+            (:meth:`medattn.distributed.GlobalBatchSampler.loss_scale`).
         finite_check: DDP only: ``loss -> bool`` that every rank answers alike
             (:func:`medattn.distributed.all_finite`), so all ranks stop together on NaN.
 

@@ -196,8 +196,9 @@ class TeamServer:
             RuntimeError: PostgreSQL's binaries are missing or a step fails (whatever started is stopped).
         """
         if self.postgres and self.bin is None:
-            raise RuntimeError("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed; "
-                               "apt-get install postgresql")
+            raise RuntimeError(
+                "PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed; apt-get install postgresql"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             if self.postgres:
@@ -223,12 +224,36 @@ class TeamServer:
             shutil.chown(self.socket_dir, "postgres", "postgres")
             self.pgdata.mkdir(exist_ok=True)
             shutil.chown(self.pgdata, "postgres", "postgres")
-        self._run([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                   "--encoding=UTF8", "--no-sync"])
+        self._run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ]
+        )
         self.pg_port = free_port()
         opts = f"-c listen_addresses={HOST} -p {self.pg_port} -k {self.socket_dir} -c fsync=off"
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.pgdata / "server.log"),
-                   "-o", opts, "-w", "-t", "60", "start"], timeout=90)
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.pgdata / "server.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            timeout=90,
+        )
         self._pg_started = True
         for database in ("mlflow", "optuna", "mlflow_auth"):
             self._run([str(self.bin / "createdb"), "-h", HOST, "-p", str(self.pg_port), "-U", "postgres", database])
@@ -264,14 +289,28 @@ class TeamServer:
         artifacts = self.root / "artifacts"
         artifacts.mkdir(exist_ok=True)
         log = self.root / "mlflow_server.log"
-        cmd = [self.python, "-m", "mlflow", "server", "--backend-store-uri", self.db_uri("mlflow"),
-               "--artifacts-destination", str(artifacts), "--host", HOST, "--port", str(self.mlflow_port),
-               "--workers", "1"]
+        cmd = [
+            self.python,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.db_uri("mlflow"),
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            HOST,
+            "--port",
+            str(self.mlflow_port),
+            "--workers",
+            "1",
+        ]
         if self.auth:
             cmd += ["--app-name", "basic-auth"]
         with log.open("wb") as sink:
-            self.mlflow_proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                                env=self._server_env())
+            self.mlflow_proc = subprocess.Popen(
+                cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=self._server_env()
+            )
         self.mlflow_pid = self.mlflow_proc.pid
         _wait_http(f"{self.tracking_uri}/health", START_TIMEOUT_S, self.mlflow_proc, log)
 
@@ -280,17 +319,33 @@ class TeamServer:
         admin = ("admin", self.passwords["admin"])
         for user in TEAM_USERS:
             self.passwords[user] = secrets.token_urlsafe(18)
-            rest(self.tracking_uri, "POST", "/api/2.0/mlflow/users/create",
-                 {"username": user, "password": self.passwords[user]}, auth=admin)
-        exp_id = rest(self.tracking_uri, "POST", "/api/2.0/mlflow/experiments/create",
-                      {"name": self.team_name}, auth=admin)["experiment_id"]
-        rest(self.tracking_uri, "POST", "/api/2.0/mlflow/registered-models/create", {"name": self.team_name},
-             auth=admin)
+            rest(
+                self.tracking_uri,
+                "POST",
+                "/api/2.0/mlflow/users/create",
+                {"username": user, "password": self.passwords[user]},
+                auth=admin,
+            )
+        exp_id = rest(
+            self.tracking_uri, "POST", "/api/2.0/mlflow/experiments/create", {"name": self.team_name}, auth=admin
+        )["experiment_id"]
+        rest(
+            self.tracking_uri, "POST", "/api/2.0/mlflow/registered-models/create", {"name": self.team_name}, auth=admin
+        )
         for user, permission in TEAM_USERS.items():
             for resource_type, resource_id in (("experiment", exp_id), ("registered_model", self.team_name)):
-                rest(self.tracking_uri, "POST", GRANT_PATH,
-                     {"username": user, "resource_type": resource_type, "resource_id": resource_id,
-                      "permission": permission}, auth=admin)
+                rest(
+                    self.tracking_uri,
+                    "POST",
+                    GRANT_PATH,
+                    {
+                        "username": user,
+                        "resource_type": resource_type,
+                        "resource_id": resource_id,
+                        "permission": permission,
+                    },
+                    auth=admin,
+                )
 
     def stop(self) -> None:
         """Stop ``mlflow server`` (its whole process group) and PostgreSQL; safe to call twice."""
@@ -310,8 +365,10 @@ class TeamServer:
             self.mlflow_pid, self.mlflow_proc = None, None
         if (self._pg_started or (self.pgdata / "postmaster.pid").exists()) and self.bin is not None:
             try:
-                self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop"],
-                          timeout=60)
+                self._run(
+                    [str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop"],
+                    timeout=60,
+                )
             except RuntimeError as exc:
                 print(f"warning: {exc}", file=sys.stderr)
             self._pg_started = False
@@ -328,10 +385,18 @@ class TeamServer:
     # ---- state for the start/stop CLI ------------------------------------------------------
     def _write_state(self) -> None:
         # no password here: they are printed once by `start` and live only hashed in the auth store
-        state = {"root": str(self.root), "pg_port": self.pg_port, "mlflow_port": self.mlflow_port,
-                 "mlflow_pid": self.mlflow_pid, "tracking_uri": self.tracking_uri, "optuna_uri": self.optuna_uri,
-                 "mlflow_db_uri": self.db_uri("mlflow"), "pg_root": str(self.pg_root), "postgres": self.postgres,
-                 "auth": self.auth}
+        state = {
+            "root": str(self.root),
+            "pg_port": self.pg_port,
+            "mlflow_port": self.mlflow_port,
+            "mlflow_pid": self.mlflow_pid,
+            "tracking_uri": self.tracking_uri,
+            "optuna_uri": self.optuna_uri,
+            "mlflow_db_uri": self.db_uri("mlflow"),
+            "pg_root": str(self.pg_root),
+            "postgres": self.postgres,
+            "auth": self.auth,
+        }
         (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     @classmethod
@@ -355,8 +420,9 @@ def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
     return True
 
 
-def rest(tracking_uri: str, method: str, path: str, payload: dict | None = None,
-         auth: tuple[str, str] | None = None) -> dict:
+def rest(
+    tracking_uri: str, method: str, path: str, payload: dict | None = None, auth: tuple[str, str] | None = None
+) -> dict:
     """Call the MLflow REST API (``/api/2.0/mlflow/...``), as ``auth = (user, password)`` when given; its JSON answer.
 
     Raises:
@@ -374,8 +440,14 @@ def rest(tracking_uri: str, method: str, path: str, payload: dict | None = None,
 def run_checks() -> int:
     """Run the team-server tests (each starts and stops its own stack); pytest's exit code."""
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "pytest", "-q", str(repo / "tests" / "test_team_server.py"),
-           str(repo / "tests" / "test_team_auth.py")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        str(repo / "tests" / "test_team_server.py"),
+        str(repo / "tests" / "test_team_auth.py"),
+    ]
     return subprocess.call(cmd, cwd=repo)
 
 
@@ -400,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped the team server in {root}")
         return 0
     if (root / STATE_FILE).exists():
-        print(f"{root} already holds a running stack; run: python scripts/team_server.py stop --root {root}",
-              file=sys.stderr)
+        print(
+            f"{root} already holds a running stack; run: python scripts/team_server.py stop --root {root}",
+            file=sys.stderr,
+        )
         return 1
     if root.exists():
         shutil.rmtree(root)
@@ -418,9 +492,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_envs(ts: TeamServer) -> None:
     """Each user's environment, as ``export`` lines (the passwords are shown this once only)."""
-    users = {"admin": "admin: manages users and permissions",
-             "editor": f"editor: EDIT on experiment and registered model {ts.team_name}",
-             "reader": f"reader: READ on experiment and registered model {ts.team_name}"}
+    users = {
+        "admin": "admin: manages users and permissions",
+        "editor": f"editor: EDIT on experiment and registered model {ts.team_name}",
+        "reader": f"reader: READ on experiment and registered model {ts.team_name}",
+    }
     for user, what in users.items() if ts.auth else [(None, "no authentication")]:
         print(f"# {what}")
         for key, value in ts.env(user).items():

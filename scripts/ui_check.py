@@ -77,11 +77,24 @@ def seed_store(uri: str, workdir: Path, experiment: str) -> list[str]:
     write_synthetic(data, n=40, img_size=32, seed=0)
     ids = []
     for name, lr in (("ui-check-lr1e-3", 1e-3), ("ui-check-lr3e-4", 3e-4)):
-        cfg = api.resolve_train_config({"run_name": name,
-            "dataset": "demo", "data_dir": str(data), "model": "deit_tiny", "nr_layers": 1, "img_size": 32,
-            "batch_size": 16, "lr": lr, "epochs": 1, "system_metrics": False, "pretrained": "none",
-            "experiment": experiment, "tracking_uri": uri, "device": "cpu",
-        })
+        cfg = api.resolve_train_config(
+            {
+                "run_name": name,
+                "dataset": "demo",
+                "data_dir": str(data),
+                "model": "deit_tiny",
+                "nr_layers": 1,
+                "img_size": 32,
+                "batch_size": 16,
+                "lr": lr,
+                "epochs": 1,
+                "system_metrics": False,
+                "pretrained": "none",
+                "experiment": experiment,
+                "tracking_uri": uri,
+                "device": "cpu",
+            }
+        )
         ids.append(api.train(cfg, progress=False).run_id)
     return ids
 
@@ -100,8 +113,20 @@ def _post_json(url: str, payload: dict, timeout: float = 10.0) -> dict:
 def start_ui(uri: str, port: int, log_path: Path) -> subprocess.Popen:
     """Start ``mlflow ui`` on 127.0.0.1:``port`` in its own process group, output to ``log_path``."""
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed in stop_ui
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(port),
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc._medattn_log = log  # type: ignore[attr-defined]
     return proc
@@ -137,16 +162,35 @@ def wait_for_ui(base: str, proc: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"mlflow ui did not answer on {base} within {timeout:.0f} s")
 
 
-def chromium(url: str, user_data: Path, *, screenshot: Path | None = None, dump_dom: bool = False,
-             budget_ms: int = 15000, timeout: float = 120.0, binary: str = CHROMIUM) -> str:
+def chromium(
+    url: str,
+    user_data: Path,
+    *,
+    screenshot: Path | None = None,
+    dump_dom: bool = False,
+    budget_ms: int = 15000,
+    timeout: float = 120.0,
+    binary: str = CHROMIUM,
+) -> str:
     """Open ``url`` in headless Chromium; save a screenshot or return the rendered DOM.
 
     ``--virtual-time-budget`` lets the React app fetch and render before the capture.
     """
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={user_data}", f"--virtual-time-budget={budget_ms}",
-           "--window-size=1400,900"]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={user_data}",
+        f"--virtual-time-budget={budget_ms}",
+        "--window-size=1400,900",
+    ]
     if screenshot is not None:
         cmd.append(f"--screenshot={screenshot}")
     if dump_dom:
@@ -171,8 +215,16 @@ def log_screenshots(uri: str, experiment_id: str, shots: list[Path]) -> str:
     return run.info.run_id
 
 
-def check_ui(uri: str, experiment: str, out: Path, *, log: bool = True, binary: str = CHROMIUM,
-             startup_timeout: float = 90.0, budget_ms: int = 15000) -> UiCheckResult:
+def check_ui(
+    uri: str,
+    experiment: str,
+    out: Path,
+    *,
+    log: bool = True,
+    binary: str = CHROMIUM,
+    startup_timeout: float = 90.0,
+    budget_ms: int = 15000,
+) -> UiCheckResult:
     """Run the whole check against the store ``uri``; the server is always stopped.
 
     Raises:
@@ -182,14 +234,19 @@ def check_ui(uri: str, experiment: str, out: Path, *, log: bool = True, binary: 
     import mlflow
 
     if not Path(binary).is_file():
-        raise FileNotFoundError(f"no Chromium at {binary}; install Debian's chromium package (apt-get install chromium).")
+        raise FileNotFoundError(
+            f"no Chromium at {binary}; install Debian's chromium package (apt-get install chromium)."
+        )
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ValueError(f"experiment {experiment!r} does not exist in {uri}.")
-    runs = [r for r in client.search_runs([exp.experiment_id], max_results=200)
-            if r.data.tags.get("medattn.kind") != UI_CHECK_KIND]
+    runs = [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=200)
+        if r.data.tags.get("medattn.kind") != UI_CHECK_KIND
+    ]
     if not runs:
         raise ValueError(f"experiment {experiment!r} has no runs to look for.")
     names = sorted({r.info.run_name for r in runs})
@@ -210,8 +267,9 @@ def check_ui(uri: str, experiment: str, out: Path, *, log: bool = True, binary: 
     profile = Path(tempfile.mkdtemp(prefix="medattn-chromium-"))
     try:
         wait_for_ui(base, proc, startup_timeout)
-        found = _post_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp.experiment_id],
-                                                                   "max_results": 200})
+        found = _post_json(
+            f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp.experiment_id], "max_results": 200}
+        )
         api_names = {r["info"].get("run_name") for r in found.get("runs", [])}
         missing_api = [n for n in names if n not in api_names]
         dom = chromium(url, profile, screenshot=shots[0], dump_dom=True, budget_ms=budget_ms, binary=binary)
@@ -225,8 +283,9 @@ def check_ui(uri: str, experiment: str, out: Path, *, log: bool = True, binary: 
     (out / "run.html").write_text(run_dom)
     ok = not (missing_dom or missing_api or missing_metrics) and all(s.is_file() and s.stat().st_size for s in shots)
     log_id = log_screenshots(uri, exp.experiment_id, shots) if log else None
-    return UiCheckResult(ok, url, names, missing_dom, missing_api, metric_names, missing_metrics, shots, log_id,
-                         messages)
+    return UiCheckResult(
+        ok, url, names, missing_dom, missing_api, metric_names, missing_metrics, shots, log_id, messages
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", help="Store to show (default: a new store with two tiny training runs).")
     parser.add_argument("--experiment", default="medattn-ui-check", help="Experiment whose runs must be listed.")
-    parser.add_argument("--out", type=Path, default=Path("ui_check"), help="Folder for screenshots, DOM dumps, server log.")
+    parser.add_argument(
+        "--out", type=Path, default=Path("ui_check"), help="Folder for screenshots, DOM dumps, server log."
+    )
     parser.add_argument("--chromium", default=CHROMIUM, help="Chromium binary.")
     parser.add_argument("--budget-ms", type=int, default=15000, help="Chromium --virtual-time-budget in ms.")
     parser.add_argument("--no-log", action="store_true", help="Do not log the screenshots to the store.")
@@ -253,19 +314,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training two tiny runs into {uri} ...")
         seed_store(uri, work, args.experiment)
     try:
-        result = check_ui(uri, args.experiment, args.out, log=not args.no_log, binary=args.chromium,
-                          budget_ms=args.budget_ms)
+        result = check_ui(
+            uri, args.experiment, args.out, log=not args.no_log, binary=args.chromium, budget_ms=args.budget_ms
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"UI check failed: {exc}", file=sys.stderr)
         return 1
-    print(f"UI at {result.url}: runs {result.expected_runs}; missing in page {result.missing_in_dom}, "
-          f"missing in REST API {result.missing_in_api}; metrics {result.metrics_expected}, missing on the run "
-          f"page {result.metrics_missing}")
-    print(f"screenshots: {', '.join(str(s) for s in result.screenshots)}"
-          + (f"; logged to run {result.log_run_id} ({SCREENSHOT_ARTIFACT_DIR}/) in {uri}" if result.log_run_id else ""))
+    print(
+        f"UI at {result.url}: runs {result.expected_runs}; missing in page {result.missing_in_dom}, "
+        f"missing in REST API {result.missing_in_api}; metrics {result.metrics_expected}, missing on the run "
+        f"page {result.metrics_missing}"
+    )
+    print(
+        f"screenshots: {', '.join(str(s) for s in result.screenshots)}"
+        + (f"; logged to run {result.log_run_id} ({SCREENSHOT_ARTIFACT_DIR}/) in {uri}" if result.log_run_id else "")
+    )
     print("UI check passed" if result.ok else "UI check FAILED")
     return 0 if result.ok else 1
 

@@ -4,6 +4,7 @@ verdict per attention variant; ``promote`` says how it broke a tie."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -17,6 +18,7 @@ from medattn.config import DemoConfig, parse_seeds
 from medattn.errors import ConfigError
 from medattn.metrics import roc_auc
 from medattn.stages import compare, grid
+from medattn.stages import demo as demo_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,21 +44,18 @@ def test_train_seeds_refuses_bad_seeds(mlflow_store, cli, one_error_line):
     one_error_line(cli(["train", "--seeds", "0,x"], exit_code=2), "comma-separated integers")
 
 
-def test_train_seeds_loops_and_refuses_several_under_mlflow_run(tiny_config, monkeypatch):
-    trained = []
-    monkeypatch.setattr(grid, "train", lambda cfg, progress=True: trained.append(cfg.optim.seed) or cfg.optim.seed)
-    lines = []
-    assert grid.train_seeds(tiny_config(), (3, 1), echo=lines.append, progress=False) == [3, 1]
-    assert lines == ["[1/2] deit_tiny, seed=3", "[2/2] deit_tiny, seed=1"]
-    assert grid.train_seeds(tiny_config(seed=7), None, echo=lines.append) == [7] and len(lines) == 2
+def test_seed_configs_repeat_the_config_and_refuse_several_under_mlflow_run(tiny_config, monkeypatch):
+    assert [c.optim.seed for c in grid.seed_configs(tiny_config(), (3, 1))] == [3, 1]
+    assert grid.seed_configs(tiny_config(seed=7), None) == [tiny_config(seed=7)]
+    cfgs = grid.seed_configs(tiny_config(), "0,2")
+    assert [c.flat() | {"seed": 0} for c in cfgs] == [tiny_config(seed=0).flat()] * 2  # only the seed differs
     monkeypatch.setenv(tracking.ENV_RUN_ID, "project-run")
     with pytest.raises(ConfigError, match="one run per seed"):
-        grid.train_seeds(tiny_config(), (0, 1))
-    assert grid.train_seeds(tiny_config(), (5,)) == [5]  # one seed: the project run holds it
+        grid.seed_configs(tiny_config(), (0, 1))
+    assert [c.optim.seed for c in grid.seed_configs(tiny_config(), (5,))] == [5]  # the project run holds one seed
     monkeypatch.delenv(tracking.ENV_RUN_ID)
     with pytest.raises(ConfigError, match="--resume"):
-        grid.train_seeds(tiny_config(resume="some-run"), (0,))
-    assert trained == [3, 1, 7, 5]
+        grid.seed_configs(tiny_config(resume="some-run"), (0,))
 
 
 # ---- grid / demo --seeds ----------------------------------------------------------------------
@@ -84,6 +83,23 @@ def test_demo_seeds_reach_the_demo_config(cli, monkeypatch):
     assert DemoConfig(seeds=[4, 5]).seeds == (4, 5) and parse_seeds("") is None
     with pytest.raises(ConfigError, match="twice"):
         DemoConfig(seeds=(1, 1))
+
+
+def test_demo_reads_the_seeds_of_its_config(mlflow_store, tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(cfg, **kw):
+        trained.append(cfg.optim.seed)
+        return SimpleNamespace(run_id=f"t{len(trained)}", best_epoch=0, best_metrics={}, config={}, model_uri=None)
+
+    monkeypatch.setattr(demo_stage, "train", fake_train)
+    monkeypatch.setattr(demo_stage, "test", lambda cfg, **kw: SimpleNamespace(run_id="x", metrics={}))
+    monkeypatch.setattr(demo_stage, "compare", lambda cfg: SimpleNamespace(run_id="c", verdicts=[]))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "labels.csv").write_text("id,label\n")  # no synthesis
+    cfg = DemoConfig(data_dir=str(tmp_path / "d"), models=("resnet50",), explain_images=0, promote=False, seeds=(4, 5))
+    demo_stage.demo(cfg, echo=lambda _: None, progress=False)
+    assert trained == [4, 5]
 
 
 def test_mlproject_main_passes_seeds_to_demo():

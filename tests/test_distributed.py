@@ -131,7 +131,7 @@ def test_two_process_gloo_run_matches_single_process(mlflow_store, demo_dir, tra
         ddp_hist = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
         assert ddp_hist == pytest.approx(single.history[key], abs=TOL), key
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
-    assert {"checkpoints/best.pt", "checkpoints/last.pt"} <= arts
+    assert "checkpoints/last.pt" in arts  # best.pt went once it became the logged model (prune_checkpoints)
     assert f"Logged train run {run.info.run_id}" in proc.stdout
     assert proc.stdout.count("Logged train run") == 1
 

@@ -93,9 +93,19 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     assert compare.data.tags[tracking.TAG_KIND] == "compare" and compare.info.status == "FINISHED"
     assert compare.info.experiment_id == "0"
 
-    mlflow_run(project, "search", model="SEResNet50", n_trials="1", batch_sizes="8", epochs="1", img_size="32")
+    # a relative sqlite path, spelled as the README does (the MLproject default "" means $OPTUNA_STORAGE, else this)
+    mlflow_run(
+        project,
+        "search",
+        model="SEResNet50",
+        n_trials="1",
+        batch_sizes="8",
+        epochs="1",
+        img_size="32",
+        storage="sqlite:///optuna.db",
+    )
     search = project_run("search")
-    assert search.data.params["storage"] == "sqlite:///optuna.db"  # as the MLproject spells it
+    assert search.data.params["storage"] == "sqlite:///optuna.db"  # as the user spelled it
     assert search.data.params["resolved.storage"] == f"sqlite:///{(project / 'optuna.db').resolve()}"
     assert (project / "optuna.db").is_file() and search.info.status == "FINISHED"
 

@@ -178,3 +178,9 @@ def test_no_password_in_params_tags_or_text_artifacts(server, as_user, tmp_path)
             scanned += 1
             assert not any(s in text for s in secrets), path
     assert scanned >= 5  # config.yaml, splits, model summary, MLmodel, requirements at least
+    # ... and every byte the server keeps: stores (the auth store holds hashes), auth config, state, log
+    files = [f for f in server.root.rglob("*") if f.is_file()]
+    assert {"basic_auth.ini", "mlflow_server.log", "mlflow.db", "mlflow_auth.db"} <= {f.name for f in files}
+    for path in files:
+        blob = path.read_bytes()
+        assert not any(s.encode() in blob for s in secrets), path

@@ -29,7 +29,7 @@ pytestmark = [
         "apt-get install postgresql (as .ci/run does)",
     ),
 ]
-STEP_TIMEOUT_S = 150
+STEP_TIMEOUT_S = 600  # generous: CI machines with 2 shared cores take minutes per step
 
 
 def _env(server) -> dict[str, str]:
@@ -118,7 +118,7 @@ def test_train_test_promote_read_back_through_rest(server, demo_dir, tmp_path, t
 
     # the artifacts went through the server to its artifact destination, not to a local folder
     arts = _rest(server, "GET", f"/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=checkpoints")
-    assert {f["path"] for f in arts["files"]} >= {"checkpoints/best.pt", "checkpoints/last.pt"}
+    assert {f["path"] for f in arts["files"]} >= {"checkpoints/last.pt"}  # best.pt became the model (storage policy)
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
 

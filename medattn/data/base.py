@@ -225,7 +225,9 @@ def parse_int_labels(values: pd.Series, allowed: Sequence[int]) -> tuple[np.ndar
     return labels, ok
 
 
-def label_problems(source: Path, column: str, ids: pd.Series, values: pd.Series, ok: np.ndarray, allowed: str) -> list[str]:
+def label_problems(
+    source: Path, column: str, ids: pd.Series, values: pd.Series, ok: np.ndarray, allowed: str
+) -> list[str]:
     """One sentence per row whose label is outside the task."""
     return [
         f"{source}: {column} {v!r} of image {i} is outside the task (expected {allowed}); fix the row or remove it."
@@ -233,7 +235,9 @@ def label_problems(source: Path, column: str, ids: pd.Series, values: pd.Series,
     ]
 
 
-def missing_problems(source: Path, ids: Sequence[str], paths: Sequence[str | None], expected: Sequence[Path]) -> list[str]:
+def missing_problems(
+    source: Path, ids: Sequence[str], paths: Sequence[str | None], expected: Sequence[Path]
+) -> list[str]:
     """One sentence per image listed in ``source`` whose file does not exist."""
     return [
         f"image file {exp} listed in {source} does not exist; restore it or remove its row."
@@ -252,7 +256,9 @@ def _options(spec: DatasetSpec, multiclass: bool, uncertain: str) -> ReadOptions
         raise ConfigError(f"multiclass labels are only defined for aptos2019, not {spec.name}; drop --multiclass.")
     policy = str(uncertain).lower()
     if policy not in UNCERTAIN_POLICIES:
-        raise ConfigError(f"unknown uncertain-label policy {uncertain!r}; choose one of {', '.join(UNCERTAIN_POLICIES)}.")
+        raise ConfigError(
+            f"unknown uncertain-label policy {uncertain!r}; choose one of {', '.join(UNCERTAIN_POLICIES)}."
+        )
     if policy != "ignore" and not spec.supports_uncertain:
         raise ConfigError(f"uncertain labels exist only in mimic-cxr, not {spec.name}; drop --uncertain.")
     return ReadOptions(multiclass=multiclass, uncertain=policy)
@@ -337,7 +343,9 @@ def read_table(
         frame[column] = frame[column].astype(str)
     frame["label"] = frame["label"].astype(np.int64)
     dup = frame["image_id"][frame["image_id"].duplicated()]
-    table.problems.extend(f"image id {i!r} appears more than once in {data_dir}; make image ids unique." for i in dup.unique())
+    table.problems.extend(
+        f"image id {i!r} appears more than once in {data_dir}; make image ids unique." for i in dup.unique()
+    )
     table.frame = frame
     _apply_duplicates(spec, table, root, policy, split_seed, max_distance)
     frame = table.frame
@@ -352,7 +360,9 @@ def duplicate_units(frame: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
     return np.array([f"dup:{group_of[i]}" if i in group_of else i for i in frame["image_id"].astype(str)], dtype=object)
 
 
-def low_data_subsample(frame: pd.DataFrame, perc_train: float, seed: int = 42, units: np.ndarray | None = None) -> pd.DataFrame:
+def low_data_subsample(
+    frame: pd.DataFrame, perc_train: float, seed: int = 42, units: np.ndarray | None = None
+) -> pd.DataFrame:
     """Keep a stratified ``perc_train`` fraction of the train rows; val/test rows untouched.
 
     Args:
@@ -436,8 +446,13 @@ def load_index(
     if low_data_regimen and not 0.0 < perc_train <= 1.0:
         raise ConfigError(f"--perc-train {perc_train} is outside (0, 1]; pass a fraction such as 0.25.")
     spec, table = read_table(
-        dataset, data_dir, multiclass=multiclass, uncertain=uncertain, split_seed=split_seed,
-        duplicates=duplicates, max_distance=max_distance,
+        dataset,
+        data_dir,
+        multiclass=multiclass,
+        uncertain=uncertain,
+        split_seed=split_seed,
+        duplicates=duplicates,
+        max_distance=max_distance,
     )
     if table.problems:
         more = len(table.problems) - 1
@@ -455,8 +470,12 @@ def load_index(
     counts = frame["split"].value_counts()
     for name in SPLITS:
         if counts.get(name, 0) == 0:
-            hint = "pass a larger --perc-train" if low_data_regimen and name == "train" else "add images to the data set"
-            raise DataError(f"the {name} split of {spec.name} in {data_dir} is empty ({len(frame)} images in all); {hint}.")
+            hint = (
+                "pass a larger --perc-train" if low_data_regimen and name == "train" else "add images to the data set"
+            )
+            raise DataError(
+                f"the {name} split of {spec.name} in {data_dir} is empty ({len(frame)} images in all); {hint}."
+            )
     return DataIndex(
         dataset=spec.name,
         data_dir=Path(data_dir).expanduser().resolve(),

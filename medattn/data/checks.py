@@ -57,7 +57,9 @@ class CheckReport:
         return not self.problems
 
 
-def _groups_to_report(spec: DatasetSpec, table: Table, data_dir: Path | str, policy: str, max_distance: float) -> pd.DataFrame:
+def _groups_to_report(
+    spec: DatasetSpec, table: Table, data_dir: Path | str, policy: str, max_distance: float
+) -> pd.DataFrame:
     """The groups of the chosen policy; under ``ignore`` they are still found, to be reported."""
     if policy != "ignore" or not len(table.frame):
         return table.duplicate_groups
@@ -124,7 +126,9 @@ def check_data(
         out = Path(duplicates_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         groups[list(GROUP_COLUMNS)].to_csv(out, index=False)
-        report.notes.append(f"wrote {len(groups)} rows of {groups['group'].nunique()} near-duplicate group(s) to {out}.")
+        report.notes.append(
+            f"wrote {len(groups)} rows of {groups['group'].nunique()} near-duplicate group(s) to {out}."
+        )
     if decode:
         for path in tqdm(frame["path"], desc=f"check {spec.name}", unit="img"):
             try:
@@ -136,6 +140,8 @@ def check_data(
         part = frame[frame["split"] == name]
         rows.append({"split": name, "images": len(part), "positives": int((part["label"] > 0).sum())})
         if len(part) == 0:
-            report.problems.append(f"the {name} split of {spec.name} in {data_dir} is empty; add images to the data set.")
+            report.problems.append(
+                f"the {name} split of {spec.name} in {data_dir} is empty; add images to the data set."
+            )
     report.summary = pd.DataFrame(rows)
     return report

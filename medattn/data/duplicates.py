@@ -68,7 +68,15 @@ THUMBNAIL = 32
 CACHE_DIRNAME = ".medattn_cache"
 _CACHE_FILES = ("images.npy", "manifest.csv")
 GROUP_COLUMNS: tuple[str, ...] = (
-    "group", "image_id", "patient_id", "label", "split_before", "split", "kept", "conflicting", "source",
+    "group",
+    "image_id",
+    "patient_id",
+    "label",
+    "split_before",
+    "split",
+    "kept",
+    "conflicting",
+    "source",
 )
 _SEARCH_DIMS = 12
 _CHUNK = 128
@@ -178,11 +186,15 @@ def _save_store(path: Path, ids: Sequence[str], paths: Sequence[str], keys: np.n
         path.parent.mkdir(parents=True, exist_ok=True)
         # One temporary file per process: DDP ranks may store at the same time.
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-        np.savez(tmp, image_id=np.asarray(ids, dtype=str), path=np.asarray(paths, dtype=str), keys=keys, fingerprint=fps)
+        np.savez(
+            tmp, image_id=np.asarray(ids, dtype=str), path=np.asarray(paths, dtype=str), keys=keys, fingerprint=fps
+        )
         os.replace(tmp, path)
     except OSError as exc:
         # A read-only data folder only costs recomputing next time.
-        logging.getLogger(__name__).warning("cannot store fingerprints in %s (%s); they are recomputed next time", path, exc)
+        logging.getLogger(__name__).warning(
+            "cannot store fingerprints in %s (%s); they are recomputed next time", path, exc
+        )
 
 
 def _cache_folders(data_dir: Path, dataset: str) -> list[Path]:
@@ -217,7 +229,9 @@ def _cached_thumbnails(data_dir: Path, dataset: str, ids: Sequence[str], paths: 
     return out
 
 
-def compute_fingerprints(frame: pd.DataFrame, data_dir: Path | str, dataset: str, *, workers: int | None = None) -> np.ndarray:
+def compute_fingerprints(
+    frame: pd.DataFrame, data_dir: Path | str, dataset: str, *, workers: int | None = None
+) -> np.ndarray:
     """Fingerprint of every image of ``frame``, computed once and stored beside the uint8 cache.
 
     Args:
@@ -254,7 +268,9 @@ def compute_fingerprints(frame: pd.DataFrame, data_dir: Path | str, dataset: str
         rows = sorted(thumbs)
         fps[rows] = fingerprints_from_thumbnails(np.stack([thumbs[n] for n in rows]))
     ok = ~np.isnan(fps).any(axis=1)
-    _save_store(store_path, [ids[n] for n in np.flatnonzero(ok)], [paths[n] for n in np.flatnonzero(ok)], keys[ok], fps[ok])
+    _save_store(
+        store_path, [ids[n] for n in np.flatnonzero(ok)], [paths[n] for n in np.flatnonzero(ok)], keys[ok], fps[ok]
+    )
     return fps
 
 
@@ -530,7 +546,14 @@ def describe_groups(groups: pd.DataFrame, *, limit: int = 20) -> list[str]:
         f"with conflicting labels: {int(counts['duplicate_groups_conflicting'])}."
     ]
     for number, part in list(groups.groupby("group"))[:limit]:
-        tags = [t for t, on in (("crosses splits", part["split_before"].nunique() > 1), ("conflicting labels", part["conflicting"].any())) if on]
+        tags = [
+            t
+            for t, on in (
+                ("crosses splits", part["split_before"].nunique() > 1),
+                ("conflicting labels", part["conflicting"].any()),
+            )
+            if on
+        ]
         lines.append(f"group {number}: {', '.join(part['image_id'])}" + (f" ({'; '.join(tags)})" if tags else "") + ".")
     if n > limit:
         lines.append(f"… and {n - limit} more group(s); --duplicates-out FILE.csv writes them all.")

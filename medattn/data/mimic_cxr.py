@@ -59,7 +59,11 @@ def _read_jpg_layout(data_dir: Path, opts: ReadOptions) -> Table:
     n_all = len(meta)
     meta = meta[ap]
     df = meta.merge(splits[["dicom_id", "split"]].drop_duplicates("dicom_id"), on="dicom_id", how="left")
-    df = df.merge(chex[["subject_id", "study_id", LABEL]].drop_duplicates(["subject_id", "study_id"]), on=["subject_id", "study_id"], how="left")
+    df = df.merge(
+        chex[["subject_id", "study_id", LABEL]].drop_duplicates(["subject_id", "study_id"]),
+        on=["subject_id", "study_id"],
+        how="left",
+    )
 
     value = pd.to_numeric(df[LABEL], errors="coerce")
     blank = df[LABEL].isna().to_numpy()
@@ -84,7 +88,10 @@ def _read_jpg_layout(data_dir: Path, opts: ReadOptions) -> Table:
         for d, s in zip(df["dicom_id"][no_split], df["split"][no_split], strict=True)
     ]
     use &= ~no_split
-    paths = [_image_path(data_dir, s, st, d) for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)]
+    paths = [
+        _image_path(data_dir, s, st, d)
+        for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)
+    ]
     exists = np.array([u and p.is_file() for u, p in zip(use, paths, strict=True)], dtype=bool)
     problems += [
         f"image file {p} listed in {meta_csv} does not exist; restore it or remove its row."
@@ -113,7 +120,9 @@ def _read_jpg_layout(data_dir: Path, opts: ReadOptions) -> Table:
 
 def _load_annotations(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise DataError(f"annotation file {path} does not exist; each *_images_AP_resized folder needs its Annotations.pickle.")
+        raise DataError(
+            f"annotation file {path} does not exist; each *_images_AP_resized folder needs its Annotations.pickle."
+        )
     try:
         with path.open("rb") as fh:
             arr = np.asarray(pickle.load(fh), dtype=object)
@@ -138,7 +147,9 @@ def _read_folder_layout(data_dir: Path, opts: ReadOptions) -> Table:
     for name, split in FOLDERS.items():
         folder = data_dir / name
         if not folder.is_dir():
-            raise DataError(f"folder {folder} does not exist; the original project's layout needs all of {', '.join(FOLDERS)}.")
+            raise DataError(
+                f"folder {folder} does not exist; the original project's layout needs all of {', '.join(FOLDERS)}."
+            )
         ann = folder / "Annotations.pickle"
         arr = _load_annotations(ann)
         rel = pd.Series(arr[:, 0], dtype=str)

@@ -36,7 +36,9 @@ def _stratify(labels: np.ndarray, n_test: float) -> np.ndarray | None:
     return labels
 
 
-def stratified_image_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.15, val_size: float = 0.25) -> np.ndarray:
+def stratified_image_split(
+    frame: pd.DataFrame, seed: int = 42, test_size: float = 0.15, val_size: float = 0.25
+) -> np.ndarray:
     """Image-level stratified split.
 
     Args:
@@ -59,7 +61,9 @@ def stratified_image_split(frame: pd.DataFrame, seed: int = 42, test_size: float
         raise DataError(f"only {len(frame)} usable images, too few for a train/val/test split; add images.")
     labels = frame["label"].to_numpy(dtype=np.int64)
     idx = np.arange(len(frame))
-    trainval, test = train_test_split(idx, test_size=test_size, stratify=_stratify(labels, test_size), random_state=seed)
+    trainval, test = train_test_split(
+        idx, test_size=test_size, stratify=_stratify(labels, test_size), random_state=seed
+    )
     train, val = train_test_split(
         trainval, test_size=val_size, stratify=_stratify(labels[trainval], val_size), random_state=seed
     )
@@ -103,7 +107,9 @@ def patient_leak_problems(frame: pd.DataFrame) -> list[str]:
         frame: rows with ``patient_id`` and ``split``.
     """
     order = {"train": 0, "val": 1, "test": 2}
-    per_patient = frame.groupby("patient_id", sort=True)["split"].agg(lambda s: sorted(set(s), key=lambda x: order.get(x, 3)))
+    per_patient = frame.groupby("patient_id", sort=True)["split"].agg(
+        lambda s: sorted(set(s), key=lambda x: order.get(x, 3))
+    )
     return [
         f"patient {p} has images in {' and '.join(s)}; the split must keep each patient in one split."
         for p, s in per_patient.items()

@@ -61,7 +61,11 @@ from medattn.errors import ConfigError, DataError
 LESION_RGB = np.array([1.0, 0.93, 0.62])
 DOT_RGB = np.array([0.35, 0.05, 0.04])
 _MIN_SIZE = 32
-#: The default difficulty of version 2 (tuned so that the demo's ResNet-50 is good, not perfect).
+#: The default difficulty of version 2 (meant to make the demo's ResNet-50 good, not perfect).
+#: Measured at demo settings (400 images, 96→64 px, lr 1e-3): difficulty 0.3 with 4 epochs gave test
+#: AUC 0.747 [0.629, 0.854], 0.5 with 6 epochs 0.710 [0.584, 0.823], 0.3 with 6 epochs 0.729
+#: [0.599, 0.835]: all under the issue's 0.80 and about equal, so training length, not this knob,
+#: caps the demo's AUC; the default stays at the easier 0.3.
 DEFAULT_DIFFICULTY = 0.3
 #: The default version of the demo set.
 DEFAULT_VERSION = 2
@@ -134,8 +138,9 @@ def _fundus(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float, flo
     return img, cx, cy, radius
 
 
-def _lesions_v1(rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool,
-                difficulty: float) -> np.ndarray:
+def _lesions_v1(
+    rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool, difficulty: float
+) -> np.ndarray:
     """Version 1: 1–3 solid bright blobs in class 1 only (``difficulty`` is not used)."""
     size = img.shape[0]
     cx, cy, radius = geometry
@@ -151,8 +156,13 @@ def _lesions_v1(rng: np.random.Generator, img: np.ndarray, geometry: tuple[float
     return mask
 
 
-def _place(rng: np.random.Generator, placed: list[tuple[float, float, float]], extent: float,
-           geometry: tuple[float, float, float], margin: float) -> tuple[float, float] | None:
+def _place(
+    rng: np.random.Generator,
+    placed: list[tuple[float, float, float]],
+    extent: float,
+    geometry: tuple[float, float, float],
+    margin: float,
+) -> tuple[float, float] | None:
     """A centre inside the disc whose blob of radius ``extent`` keeps ``margin`` from the others."""
     cx, cy, radius = geometry
     for _ in range(_PLACE_TRIES):
@@ -164,8 +174,9 @@ def _place(rng: np.random.Generator, placed: list[tuple[float, float, float]], e
     return None
 
 
-def _lesions_v2(rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool,
-                difficulty: float) -> np.ndarray:
+def _lesions_v2(
+    rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool, difficulty: float
+) -> np.ndarray:
     """Version 2: 2–4 bright blobs in both classes, rings (the lesions) in class 1 (module docstring)."""
     size = img.shape[0]
     count = int(rng.integers(_BLOBS[0], _BLOBS[1] + 1))
@@ -204,8 +215,14 @@ Renderer = Callable[[np.random.Generator, np.ndarray, tuple[float, float, float]
 RENDERERS: dict[int, Renderer] = {1: _lesions_v1, 2: _lesions_v2}
 
 
-def render_fundus(rng: np.random.Generator, size: int, lesion: bool, *, version: int = DEFAULT_VERSION,
-                  difficulty: float = DEFAULT_DIFFICULTY) -> tuple[np.ndarray, np.ndarray]:
+def render_fundus(
+    rng: np.random.Generator,
+    size: int,
+    lesion: bool,
+    *,
+    version: int = DEFAULT_VERSION,
+    difficulty: float = DEFAULT_DIFFICULTY,
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic fundus image.
 
     Args:
@@ -240,8 +257,15 @@ def _check_options(n: int, img_size: int, difficulty: float, version: int) -> No
         raise ConfigError(f"unknown demo-set version {version}; choose {' or '.join(map(str, RENDERERS))}.")
 
 
-def write_synthetic(out: Path | str, n: int = 600, img_size: int = 128, seed: int = 0, *,
-                    difficulty: float = DEFAULT_DIFFICULTY, version: int = DEFAULT_VERSION) -> Path:
+def write_synthetic(
+    out: Path | str,
+    n: int = 600,
+    img_size: int = 128,
+    seed: int = 0,
+    *,
+    difficulty: float = DEFAULT_DIFFICULTY,
+    version: int = DEFAULT_VERSION,
+) -> Path:
     """Write the synthetic ``demo`` data set (see the module docstring).
 
     Args:
@@ -272,12 +296,15 @@ def write_synthetic(out: Path | str, n: int = 600, img_size: int = 128, seed: in
     rows = []
     for i in tqdm(range(n), desc="synth", unit="img"):
         image_id = f"synth_{i:05d}"
-        image, mask = render_fundus(np.random.default_rng([seed, i]), img_size, bool(labels[i]), version=version,
-                                    difficulty=difficulty)
+        image, mask = render_fundus(
+            np.random.default_rng([seed, i]), img_size, bool(labels[i]), version=version, difficulty=difficulty
+        )
         _save_png(image, out / "images" / f"{image_id}.png")
         _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{image_id}.png")
         rows.append((image_id, int(labels[i]), f"patient_{patients[i]:04d}"))
-    pd.DataFrame(rows, columns=["image_id", "label", "patient_id"]).to_csv(out / "labels.csv", index=False, lineterminator="\n")
+    pd.DataFrame(rows, columns=["image_id", "label", "patient_id"]).to_csv(
+        out / "labels.csv", index=False, lineterminator="\n"
+    )
     return out
 
 
@@ -313,7 +340,13 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
     ]
     present = np.array([p is not None and m is not None for p, m in zip(paths, masks, strict=True)], dtype=bool)
     frame = pd.DataFrame(
-        {"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"].astype(str), "mask_path": masks}
+        {
+            "image_id": ids,
+            "path": paths,
+            "label": labels,
+            "patient_id": raw["patient_id"].astype(str),
+            "mask_path": masks,
+        }
     )[ok & present]
     return Table(frame=frame, num_classes=2, class_names=("no lesion", "lesion"), problems=problems)
 

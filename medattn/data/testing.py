@@ -37,7 +37,9 @@ def write_fake_aptos(root: Path | str, n: int = 40, seed: int = 0, resized: bool
     return root
 
 
-def write_fake_isic(root: Path | str, patients: int = 12, per_patient: int = 3, seed: int = 0, csv_name: str = "train.csv") -> Path:
+def write_fake_isic(
+    root: Path | str, patients: int = 12, per_patient: int = 3, seed: int = 0, csv_name: str = "train.csv"
+) -> Path:
     """ISIC 2020: the 8-column ground-truth CSV + ``jpeg/train/<image_name>.jpg``; ~1/3 melanoma."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -81,11 +83,27 @@ def write_fake_mimic_jpg(root: Path | str, subjects: int = 12, seed: int = 0, gz
         official = "train" if s < 8 else "validate" if s < 10 else "test"
         for _ in range(2):
             study = str(50000000 + study_no)
-            chex.append({"subject_id": sid, "study_id": study, "Pleural Effusion": MIMIC_LABEL_CYCLE[study_no % 6], "Edema": 0.0})
+            chex.append(
+                {
+                    "subject_id": sid,
+                    "study_id": study,
+                    "Pleural Effusion": MIMIC_LABEL_CYCLE[study_no % 6],
+                    "Edema": 0.0,
+                }
+            )
             study_no += 1
             for view in ("AP", "AP", "PA"):
                 dicom = f"{rng.integers(0, 16**8):08x}-{len(meta):04d}"
-                meta.append({"dicom_id": dicom, "subject_id": sid, "study_id": study, "ViewPosition": view, "Rows": 32, "Columns": 40})
+                meta.append(
+                    {
+                        "dicom_id": dicom,
+                        "subject_id": sid,
+                        "study_id": study,
+                        "ViewPosition": view,
+                        "Rows": 32,
+                        "Columns": 40,
+                    }
+                )
                 split.append({"dicom_id": dicom, "study_id": study, "subject_id": sid, "split": official})
                 _image(rng, root / "files" / f"p{sid}"[:3] / f"p{sid}" / f"s{study}" / f"{dicom}.jpg", mode="L")
     suffix = ".csv.gz" if gz else ".csv"
@@ -104,7 +122,9 @@ def write_fake_mimic_folders(root: Path | str, per_split: tuple[int, int, int] =
     root = Path(root)
     rng = np.random.default_rng(seed)
     k = 0
-    for (name, n) in zip(("Train_images_AP_resized", "Val_images_AP_resized", "Test_images_AP_resized"), per_split, strict=True):
+    for name, n in zip(
+        ("Train_images_AP_resized", "Val_images_AP_resized", "Test_images_AP_resized"), per_split, strict=True
+    ):
         folder = root / name
         entries = []
         for j in range(n):

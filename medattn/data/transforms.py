@@ -52,7 +52,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def build_transform(img_size: int, resize: str = "direct_resize", train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+def build_transform(
+    img_size: int, resize: str = "direct_resize", train: bool = False
+) -> Callable[[Image.Image], torch.Tensor]:
     """The full image pipeline.
 
     Args:

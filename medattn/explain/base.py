@@ -132,7 +132,9 @@ def attribute(model: nn.Module, images: Tensor, method: str, target: Tensor, **o
         raise ConfigError(f"images must be a (B, 3, H, W) tensor, got {shape}.")
     target = torch.as_tensor(target, device=images.device)
     if target.shape != (images.shape[0],) or target.dtype.is_floating_point:
-        raise ConfigError(f"target must be ({images.shape[0]},) integer class indices, got shape {tuple(target.shape)}.")
+        raise ConfigError(
+            f"target must be ({images.shape[0]},) integer class indices, got shape {tuple(target.shape)}."
+        )
     x = images.detach().to(torch.float32)
     with explaining(model, images.device.type):
         maps = explainer.attribute(model, x, target.long(), **options)

@@ -56,6 +56,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms.functional import gaussian_blur
 
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from medattn.errors import ConfigError
@@ -119,8 +120,6 @@ def _baseline_image(images: Tensor, baseline: object) -> Tensor:
     if baseline == "zeros":
         return torch.zeros_like(images)
     if baseline == "blur":
-        from torchvision.transforms.functional import gaussian_blur
-
         return gaussian_blur(images, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
     raise ConfigError(f"baseline must be 'zeros', 'blur' or a tensor, got {baseline!r}.")
 
@@ -277,7 +276,9 @@ def random_baseline_scores(
             draws.setdefault("pointing_game", []).append(pointing_game(random_map, masks, tolerance=tolerance))
             draws.setdefault("relevance_mass", []).append(mask_relevance_mass(random_map, masks))
         if model is not None and images is not None and target is not None:
-            result = deletion_insertion(model, images, random_map.to(images.device), target, steps=steps, baseline=baseline)
+            result = deletion_insertion(
+                model, images, random_map.to(images.device), target, steps=steps, baseline=baseline
+            )
             draws.setdefault("deletion_auc", []).append(result.deletion_auc)
             draws.setdefault("insertion_auc", []).append(result.insertion_auc)
     return {name: torch.stack(values).nanmean(dim=0) for name, values in draws.items()}
@@ -287,8 +288,12 @@ def random_baseline_scores(
 # Sanity baselines and confidence intervals (issue 12)
 # =============================================================================================
 #: Whether a larger value of each score is better (deletion AUC: lower is better).
-HIGHER_IS_BETTER: dict[str, bool] = {"deletion_auc": False, "insertion_auc": True, "pointing_game": True,
-                                     "mask_mass": True}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "deletion_auc": False,
+    "insertion_auc": True,
+    "pointing_game": True,
+    "mask_mass": True,
+}
 #: Scores that need a ground-truth mask (computed on lesion images only).
 MASK_SCORES = ("pointing_game", "mask_mass")
 #: Scores that need the model (deletion / insertion).
@@ -344,12 +349,16 @@ def _input_map(images: Tensor, generator: torch.Generator) -> Tensor:
 #: i.i.d. uniform; ``input``: the grey level; ``centre``: a Gaussian centre prior (σ = 0.25 of the
 #: side); ``edge``: the Sobel gradient magnitude of the grey level.
 BASELINES: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {
-    "random": _random_map, "input": _input_map, "centre": _centre_map, "edge": _edge_map,
+    "random": _random_map,
+    "input": _input_map,
+    "centre": _centre_map,
+    "edge": _edge_map,
 }
 
 
-def bootstrap_ci(values: Tensor, *, generator: torch.Generator, n_boot: int = 1000,
-                 level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Tensor, *, generator: torch.Generator, n_boot: int = 1000, level: float = 0.95
+) -> tuple[float, float, float]:
     """Mean of per-image values and its percentile bootstrap CI (resampling images).
 
     NaN values (images a score does not apply to) are dropped first.
@@ -451,9 +460,18 @@ def metric_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def map_scores(model: nn.Module, images: Tensor, maps: Tensor, target: Tensor, *, masks: Tensor | None = None,
-               curves: bool = True, steps: int = 16, batch_size: int = 16,
-               curve_images: int | None = None) -> dict[str, Tensor]:
+def map_scores(
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    target: Tensor,
+    *,
+    masks: Tensor | None = None,
+    curves: bool = True,
+    steps: int = 16,
+    batch_size: int = 16,
+    curve_images: int | None = None,
+) -> dict[str, Tensor]:
     """Per-image scores of one set of maps.
 
     Args:
@@ -495,27 +513,50 @@ def _pad(values: Tensor, n: int) -> Tensor:
 
 
 def _attribute_all(model: nn.Module, images: Tensor, method: str, target: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([attribute(model, images[s : s + batch_size], method, target[s : s + batch_size]).cpu()
-                      for s in range(0, images.shape[0], batch_size)])
+    return torch.cat(
+        [
+            attribute(model, images[s : s + batch_size], method, target[s : s + batch_size]).cpu()
+            for s in range(0, images.shape[0], batch_size)
+        ]
+    )
 
 
-def _method_scores(model: nn.Module, randomized: nn.Module, method: str, images: Tensor, target: Tensor,
-                   masks: Tensor | None, scores: dict[str, dict[str, Tensor]], *, randomized_images: int,
-                   batch_size: int, **options: Any) -> tuple[Tensor, Tensor]:
+def _method_scores(
+    model: nn.Module,
+    randomized: nn.Module,
+    method: str,
+    images: Tensor,
+    target: Tensor,
+    masks: Tensor | None,
+    scores: dict[str, dict[str, Tensor]],
+    *,
+    randomized_images: int,
+    batch_size: int,
+    **options: Any,
+) -> tuple[Tensor, Tensor]:
     """Add one method's scores and its randomised twin's to ``scores``; return both sets of maps."""
     n, k = images.shape[0], randomized_images
     maps = _attribute_all(model, images, method, target, batch_size)
     twin = _attribute_all(randomized, images[:k], method, target[:k], batch_size)
     scores[method] = map_scores(model, images, maps, target, masks=masks, batch_size=batch_size, **options)
     scores[method]["randomized_spearman"] = _pad(rank_correlation(maps[:k], twin), n)
-    twin_scores = map_scores(model, images[:k], twin, target[:k], masks=None if masks is None else masks[:k],
-                             curves=False)
+    twin_scores = map_scores(
+        model, images[:k], twin, target[:k], masks=None if masks is None else masks[:k], curves=False
+    )
     scores[f"baseline_randomized_{metric_name(method)}"] = {name: _pad(v, n) for name, v in twin_scores.items()}
     return maps, twin
 
 
-def _baseline_scores(model: nn.Module, images: Tensor, target: Tensor, masks: Tensor | None, *,
-                     generator: torch.Generator, n_random_draws: int, **options: Any) -> dict[str, dict[str, Tensor]]:
+def _baseline_scores(
+    model: nn.Module,
+    images: Tensor,
+    target: Tensor,
+    masks: Tensor | None,
+    *,
+    generator: torch.Generator,
+    n_random_draws: int,
+    **options: Any,
+) -> dict[str, dict[str, Tensor]]:
     """Scores of the model-free baselines; random mask scores averaged over ``n_random_draws`` maps."""
     out = {}
     for name, make in BASELINES.items():
@@ -523,8 +564,10 @@ def _baseline_scores(model: nn.Module, images: Tensor, target: Tensor, masks: Te
         scores = map_scores(model, images, maps, target, masks=masks, curves=name in CURVE_BASELINES, **options)
         if name == "random" and masks is not None and n_random_draws > 1:
             for score in MASK_SCORES:
-                draws = [scores[score]] + [map_scores(model, images, make(images, generator), target, masks=masks,
-                                                      curves=False)[score] for _ in range(n_random_draws - 1)]
+                draws = [scores[score]] + [
+                    map_scores(model, images, make(images, generator), target, masks=masks, curves=False)[score]
+                    for _ in range(n_random_draws - 1)
+                ]
                 scores[score] = torch.stack(draws).nanmean(dim=0)
         out[f"baseline_{name}"] = scores
     return out
@@ -551,18 +594,26 @@ def sanity_verdicts(metrics: Mapping[str, float], methods: Sequence[str]) -> dic
             if f"xai_{method}_{score}" not in metrics:
                 continue
             own = metrics.get(f"xai_{method}_{score}_ci_{'low' if higher else 'high'}", math.nan)
-            bounds = [metrics.get(f"xai_baseline_{b}_{score}_ci_{'high' if higher else 'low'}", math.nan)
-                      for b in rivals if f"xai_baseline_{b}_{score}" in metrics]
-            ok = bool(bounds) and math.isfinite(own) and all(math.isfinite(b) for b in bounds) and (
-                own > max(bounds) if higher else own < min(bounds))
+            bounds = [
+                metrics.get(f"xai_baseline_{b}_{score}_ci_{'high' if higher else 'low'}", math.nan)
+                for b in rivals
+                if f"xai_baseline_{b}_{score}" in metrics
+            ]
+            ok = (
+                bool(bounds)
+                and math.isfinite(own)
+                and all(math.isfinite(b) for b in bounds)
+                and (own > max(bounds) if higher else own < min(bounds))
+            )
             out[f"xai_{method}_{score}_passes"] = float(ok)
             verdicts.append(ok)
         out[f"xai_{method}_passes_sanity"] = float(bool(verdicts) and all(verdicts))
     return out
 
 
-def summarize_scores(scores: Mapping[str, Mapping[str, Tensor]], *, generator: torch.Generator,
-                     n_boot: int = 1000) -> dict[str, float]:
+def summarize_scores(
+    scores: Mapping[str, Mapping[str, Tensor]], *, generator: torch.Generator, n_boot: int = 1000
+) -> dict[str, float]:
     """Means and bootstrap 95 % CIs over images: ``xai_<source>_<score>``, ``_ci_low``, ``_ci_high``.
 
     Args:
@@ -580,8 +631,13 @@ def summarize_scores(scores: Mapping[str, Mapping[str, Tensor]], *, generator: t
 
 
 def _per_image_frame(scores: Mapping[str, Mapping[str, Tensor]]) -> pd.DataFrame:
-    frames = [pd.DataFrame({"image": np.arange(len(next(iter(s.values())))), "source": source,
-                            **{k: v.numpy() for k, v in s.items()}}) for source, s in scores.items() if s]
+    frames = [
+        pd.DataFrame(
+            {"image": np.arange(len(next(iter(s.values())))), "source": source, **{k: v.numpy() for k, v in s.items()}}
+        )
+        for source, s in scores.items()
+        if s
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "source"])
 
 
@@ -645,13 +701,15 @@ def evaluate_explanations(
     generator = torch.Generator().manual_seed(seed)
     randomized = randomized_model if randomized_model is not None else randomize_weights(model, seed=seed)
     options = {"steps": steps, "batch_size": batch_size, "curve_images": curve_images}
-    scores = _baseline_scores(model, images, target, masks, generator=generator, n_random_draws=n_random_draws,
-                              **options)
+    scores = _baseline_scores(
+        model, images, target, masks, generator=generator, n_random_draws=n_random_draws, **options
+    )
     maps, randomized_maps = {}, {}
     k = images.shape[0] if randomized_images is None else min(randomized_images, images.shape[0])
     for method in methods:
         maps[method], randomized_maps[method] = _method_scores(
-            model, randomized, method, images, target, masks, scores, randomized_images=k, **options)
+            model, randomized, method, images, target, masks, scores, randomized_images=k, **options
+        )
     metrics = summarize_scores(scores, generator=generator, n_boot=n_boot)
     metrics.update(sanity_verdicts(metrics, methods))
     metrics["xai_n_images"] = float(images.shape[0])

@@ -192,8 +192,13 @@ def _forward(model: nn.Module, images: Tensor, dtype: torch.dtype) -> tuple[Tens
 
     pe = model.patch_embed
     proj = pe.proj
-    tokens = F.conv2d(images.to(dtype), p(proj.weight), None if proj.bias is None else p(proj.bias),
-                      stride=proj.stride, padding=proj.padding)
+    tokens = F.conv2d(
+        images.to(dtype),
+        p(proj.weight),
+        None if proj.bias is None else p(proj.bias),
+        stride=proj.stride,
+        padding=proj.padding,
+    )
     tokens = tokens.flatten(2).transpose(1, 2)
     if not isinstance(pe.norm, nn.Identity):
         tokens = F.layer_norm(tokens, pe.norm.normalized_shape, p(pe.norm.weight), p(pe.norm.bias), pe.norm.eps)
@@ -231,6 +236,37 @@ def _forward(model: nn.Module, images: Tensor, dtype: torch.dtype) -> tuple[Tens
     return logits, x, cls, caches
 
 
+def _block_relevance(blk: nn.Module, c: _BlockCache, r: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """LRP through one transformer block, output relevance ``r`` ``(B, N, D)`` → input relevance.
+
+    Returns:
+        The relevance of the block's input tokens ``(B, N, D)`` and of its attention probabilities
+        ``(B, heads, N, N)`` (what the rollout weights by the gradient).
+    """
+    w = {
+        name: mod.weight.detach().to(dtype)
+        for name, mod in (("fc1", blk.mlp.fc1), ("fc2", blk.mlp.fc2), ("qkv", blk.attn.qkv), ("proj", blk.attn.proj))
+    }
+    r_res, r_mlp = add_rule(c.x_mid, c.mlp_out, r)
+    r_mlp = linear_alpha1_beta0(c.act, w["fc2"], r_mlp)  # then GELU: identity
+    r_mlp = linear_alpha1_beta0(c.g, w["fc1"], r_mlp)  # then LN2: identity
+    r = clone_rule(c.x_mid, r_res, r_mlp)
+    r_res, r_att = add_rule(c.x_in, c.attn_out, r)
+    r_att = linear_alpha1_beta0(c.merged, w["proj"], r_att)
+    bsz, n_tok, dim = r_att.shape
+    heads = c.q.shape[1]
+    r_o = r_att.reshape(bsz, n_tok, heads, dim // heads).transpose(1, 2)
+    r_a, r_v = product_rule(c.attn, c.v, r_o)
+    r_a, r_v = r_a / 2, r_v / 2
+    # Softmax is identity; the product rule acts on the unscaled q kᵀ.
+    r_q, r_k = product_rule(c.q, c.k.transpose(-1, -2), r_a)
+    r_k = r_k.transpose(-1, -2)
+    r_q, r_k = r_q / 2, r_k / 2
+    r_qkv = torch.stack([r_q, r_k, r_v], dim=0).permute(1, 3, 0, 2, 4).reshape(bsz, n_tok, 3 * dim)
+    r_att = linear_alpha1_beta0(c.h, w["qkv"], r_qkv)  # then LN1: identity
+    return clone_rule(c.x_in, r_res, r_att), r_a
+
+
 def transformer_attribution(
     model: nn.Module,
     images: Tensor,
@@ -256,7 +292,9 @@ def transformer_attribution(
     _check_supported(model)
     depth = len(model.blocks)
     if not 0 <= start_layer < depth:
-        raise ConfigError(f"start_layer must be between 0 and {depth - 1} for a {depth}-block model, got {start_layer}.")
+        raise ConfigError(
+            f"start_layer must be between 0 and {depth - 1} for a {depth}-block model, got {start_layer}."
+        )
     with torch.enable_grad():
         logits, x_last, cls, caches = _forward(model, images, dtype)
         if target.shape != (logits.shape[0],):
@@ -277,28 +315,7 @@ def transformer_attribution(
         attn_relevance: list[Tensor] = [torch.empty(0)] * depth
         for b in range(depth - 1, -1, -1):
             c = _BlockCache(**{f.name: getattr(caches[b], f.name).detach() for f in fields(_BlockCache)})
-            blk = model.blocks[b]
-            w = {name: mod.weight.detach().to(dtype) for name, mod in
-                 (("fc1", blk.mlp.fc1), ("fc2", blk.mlp.fc2), ("qkv", blk.attn.qkv), ("proj", blk.attn.proj))}
-            r_res, r_mlp = add_rule(c.x_mid, c.mlp_out, r)
-            r_mlp = linear_alpha1_beta0(c.act, w["fc2"], r_mlp)  # then GELU: identity
-            r_mlp = linear_alpha1_beta0(c.g, w["fc1"], r_mlp)  # then LN2: identity
-            r = clone_rule(c.x_mid, r_res, r_mlp)
-            r_res, r_att = add_rule(c.x_in, c.attn_out, r)
-            r_att = linear_alpha1_beta0(c.merged, w["proj"], r_att)
-            bsz, n_tok, dim = r_att.shape
-            heads = c.q.shape[1]
-            r_o = r_att.reshape(bsz, n_tok, heads, dim // heads).transpose(1, 2)
-            r_a, r_v = product_rule(c.attn, c.v, r_o)
-            r_a, r_v = r_a / 2, r_v / 2
-            attn_relevance[b] = r_a
-            # Softmax is identity; the product rule acts on the unscaled q kᵀ.
-            r_q, r_k = product_rule(c.q, c.k.transpose(-1, -2), r_a)
-            r_k = r_k.transpose(-1, -2)
-            r_q, r_k = r_q / 2, r_k / 2
-            r_qkv = torch.stack([r_q, r_k, r_v], dim=0).permute(1, 3, 0, 2, 4).reshape(bsz, n_tok, 3 * dim)
-            r_att = linear_alpha1_beta0(c.h, w["qkv"], r_qkv)  # then LN1: identity
-            r = clone_rule(c.x_in, r_res, r_att)
+            r, attn_relevance[b] = _block_relevance(model.blocks[b], c, r, dtype)
 
         n_tok = x_last.shape[1]
         eye = torch.eye(n_tok, dtype=dtype, device=x_last.device)

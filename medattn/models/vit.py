@@ -41,7 +41,12 @@ class DeiT(VisionTransformer):
     def __init__(self, num_classes: int, nr_layers: int = 12, img_size: int = 224) -> None:
         if isinstance(nr_layers, bool) or not isinstance(nr_layers, int) or nr_layers < 1:
             raise ConfigError(f"nr_layers must be a positive integer, got {nr_layers!r}.")
-        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < PATCH_SIZE or img_size % PATCH_SIZE:
+        if (
+            isinstance(img_size, bool)
+            or not isinstance(img_size, int)
+            or img_size < PATCH_SIZE
+            or img_size % PATCH_SIZE
+        ):
             raise ConfigError(
                 f"deit_tiny needs an img_size that is a multiple of its patch size {PATCH_SIZE} "
                 f"(e.g. 224 or 64), got {img_size!r}."

@@ -42,7 +42,9 @@ SOURCE_HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_dist.")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 _PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
 # torchvision's DenseNet checkpoints predate dots being banned in module names: 'norm.1' -> 'norm1'.
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_DENSENET_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 _SIGNATURES = {
     "resnet50": "layer1.0.conv1.weight",
     "densenet121": "features.denseblock1.denselayer1.conv1.weight",
@@ -259,7 +261,12 @@ def load_weights(
 
 
 def _refusal(
-    source: str, family: str, source_sd: Mapping[str, Tensor], missing: list[str], unexpected: list[str], shape: list[str]
+    source: str,
+    family: str,
+    source_sd: Mapping[str, Tensor],
+    missing: list[str],
+    unexpected: list[str],
+    shape: list[str],
 ) -> str:
     guess = guess_architecture(source_sd)
     if guess and guess != family:

@@ -11,6 +11,7 @@ or artifact: the data folder is not needed.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -549,4 +550,5 @@ def compare(cfg: CompareConfig) -> CompareResult:
             artifacts += _log_cases(cfg, selected, case_frame, interp, workdir)
         paired, paired_artifacts = _log_paired(exp_id, test_runs, workdir)
         artifacts += paired_artifacts
+    shutil.rmtree(workdir, ignore_errors=True)  # issue 14.5: the downloads are read; nothing stays in TMPDIR
     return CompareResult(run_id, cfg.experiment, table, xai, selected, artifacts, uri, paired)

@@ -1,5 +1,5 @@
 """The ``grid`` stage: every cell of an experiment grid (models × training fractions × ...) trained in turn,
-and the seeds of ``--seeds`` (one training run per seed, :func:`train_seeds`)."""
+and the configs of ``train --seeds`` (one training run per seed, :func:`seed_configs`)."""
 
 from __future__ import annotations
 
@@ -21,20 +21,12 @@ def with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, seed=int(seed)))
 
 
-def train_seeds(
-    cfg: TrainConfig,
-    seeds: Sequence[int] | None,
-    *,
-    echo: Callable[[str], None] = print,
-    progress: bool = True,
-) -> list[TrainResult]:
-    """Train ``cfg`` once per seed in ``seeds`` (``train --seeds 0,1,2``; issue 12.3), one run each.
+def seed_configs(cfg: TrainConfig, seeds: Sequence[int] | None) -> list[TrainConfig]:
+    """The configs ``train --seeds 0,1,2`` trains, one run each (issue 12.3): ``cfg`` once per seed.
 
     Args:
-        cfg: the resolved training config; ``seeds`` replace its seed (:func:`with_seed`).
-        seeds: the seeds (:func:`parse_seeds`); ``None`` or empty: one run with ``cfg``'s seed.
-        echo: where the ``[i/n] seed=s`` line before each run goes.
-        progress: show progress bars.
+        cfg: the resolved training config; the seeds replace its seed (:func:`with_seed`).
+        seeds: the seeds (:func:`~medattn.config.parse_seeds`); ``None`` or empty: ``[cfg]``.
 
     Raises:
         ConfigError: seeds with ``--resume`` (which continues one run with its seed), or several
@@ -42,7 +34,7 @@ def train_seeds(
     """
     seeds = parse_seeds(seeds)
     if not seeds:
-        return [train(cfg, progress=progress)]
+        return [cfg]
     if cfg.resume:
         raise ConfigError("--resume continues one run with its own seed; leave --seeds out.")
     if len(seeds) > 1 and tracking.project_run_id():
@@ -50,11 +42,7 @@ def train_seeds(
             "--seeds with several seeds makes one run per seed, but `mlflow run` gives this process one run; "
             "give one seed per `mlflow run -e train`, or use the main (demo) entry point's seeds parameter."
         )
-    results = []
-    for i, seed in enumerate(seeds):
-        echo(f"[{i + 1}/{len(seeds)}] {cfg.model.model}, seed={seed}")
-        results.append(train(with_seed(cfg, seed), progress=progress))
-    return results
+    return [with_seed(cfg, s) for s in seeds]
 
 
 def grid_cells(

@@ -173,15 +173,20 @@ def _build_trial_config(cfg: SearchConfig, overrides: Mapping[str, Any]) -> Trai
 
 
 def _end_dead_run(run_id: str, tags: Mapping[str, str] | None = None) -> None:
-    """End a dead worker's run FAILED if it is still RUNNING (a run in another store is left alone)."""
+    """End a dead worker's run FAILED if it is still RUNNING.
+
+    A run in another tracking store, or one this user may not edit on a team server, is left alone:
+    cleaning up after another worker must never stop this one.
+    """
     try:
-        if tracking.get_run(run_id).info.status != "RUNNING":
-            return
-    except MedattnError:  # not in this tracking store: the dead worker logged elsewhere
+        with tracking.auth_errors():
+            if tracking.get_run(run_id).info.status != "RUNNING":
+                return
+            if tags:
+                tracking.set_tags(tags, run_id=run_id)
+            tracking.set_terminated(run_id, "FAILED")
+    except MedattnError:
         return
-    if tags:
-        tracking.set_tags(tags, run_id=run_id)
-    tracking.set_terminated(run_id, "FAILED")
 
 
 class StaleTrialCallback:
@@ -189,8 +194,10 @@ class StaleTrialCallback:
     worker's MLflow runs (the trial's and the search's parent) end FAILED instead of RUNNING forever."""
 
     def __init__(self, max_retry: int) -> None:
-        """Args:
-        max_retry: retries of one trial (a retry that dies too counts).
+        """Wrap Optuna's retry callback.
+
+        Args:
+            max_retry: retries of one trial (a retry that dies too counts).
         """
         with _quiet_optuna():
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)

@@ -427,6 +427,9 @@ def _log_start(
     tracking.log_yaml(flat, tracking.CONFIG_FILE)
     for split, frame in split_manifests(index).items():
         tracking.log_text(frame.to_csv(index=False), f"{tracking.SPLITS_DIR}/{split}.csv")
+        tracking.log_dataset(
+            frame, name=tracking.dataset_name(cfg.data.dataset, split), context=split, source=str(cfg.data.data_dir)
+        )
     # Issue 20: the near-duplicate groups the splits were made with (the policy is the param `duplicates`).
     tracking.log_text(index.duplicate_groups.to_csv(index=False), tracking.DUPLICATE_GROUPS)
     tracking.log_metrics(duplicate_counts(index.duplicate_groups))
@@ -470,8 +473,7 @@ def _train(
     on_run_start: Callable[[str], None] | None = None,
     log_model: bool = True,
 ) -> TrainResult:
-    # DDP: rank 0 alone opens (or creates) the store and finds the run; the others wait (issue 17)
-    uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))
+    uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))  # issue 17: rank 0 alone
     # DDP: each rank on its own GPU; --batch-size is the global batch (checked before any run starts).
     device = resolve_device(distributed.device_for(dctx, cfg.device))
     if dctx.enabled:

@@ -21,6 +21,7 @@ from medattn.tracking.auth import (
     auth_errors,
     check_uri_has_no_secret,
     redact_url,
+    refused,
 )
 from medattn.tracking.checkpoints import Resumable, log_checkpoints, newest_complete_checkpoint, read_manifest
 from medattn.tracking.models import (
@@ -94,6 +95,7 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "auth_errors",
     "check_uri_has_no_secret",
     "redact_url",
+    "refused",
     "Resumable",
     "log_checkpoints",
     "newest_complete_checkpoint",

@@ -4,8 +4,10 @@ Clients authenticate with ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSW
 credentials inside a URI, which would end up in logs, params and ``config.yaml``). The server
 answers a missing or wrong login with HTTP 401 and a refused action with HTTP 403; MLflow's client
 raises both as ``MlflowException("API request to endpoint /api/2.0/mlflow/... failed with error code
-403 != 200 ...")``. :func:`auth_errors` turns them into one sentence that names the user and what
-they may not do (:class:`LoginError`, :class:`PermissionDeniedError`; exit code 2 in the CLI).
+403 != 200 ...")``; its artifact proxy (uploads, downloads, deletes) raises ``requests.HTTPError``.
+:func:`auth_errors` turns both into one sentence that names the user and what they may not do
+(:class:`LoginError`, :class:`PermissionDeniedError`; exit code 2 in the CLI). Deleting artifacts
+needs MANAGE rights: :func:`refused` lets housekeeping (pruning checkpoints) keep a file instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+import requests
 from mlflow.exceptions import MlflowException
 
 from medattn.errors import ConfigError, MedattnError
@@ -30,6 +33,7 @@ _HTTP_CODES = {401: UNAUTHENTICATED, 403: PERMISSION_DENIED}
 
 # What a refused request was trying to do, by REST endpoint (first match wins, most specific first).
 ENDPOINT_ACTIONS: tuple[tuple[str, str], ...] = (
+    ("/mlflow-artifacts/", "write or delete the artifacts of this run"),
     ("/registered-models/alias", "move an alias of a registered model"),
     ("/model-versions/set-tag", "tag a version of a registered model"),
     ("/model-versions/create", "register a new version of a registered model"),
@@ -45,7 +49,7 @@ ENDPOINT_ACTIONS: tuple[tuple[str, str], ...] = (
     ("/users/", "manage users"),
     ("/permissions/", "manage permissions"),
 )
-_ENDPOINT = re.compile(r"endpoint (\S+) failed")
+_ENDPOINT = re.compile(r"(?:endpoint|url:) (\S+)")
 
 
 class LoginError(MedattnError):
@@ -81,11 +85,21 @@ def check_uri_has_no_secret(uri: str, what: str = "--tracking-uri") -> None:
         )
 
 
-def _code(exc: MlflowException) -> str | None:
+def _code(exc: BaseException) -> str | None:
+    """``UNAUTHENTICATED`` / ``PERMISSION_DENIED`` for a 401 / 403 from MLflow's client or artifact proxy."""
+    if isinstance(exc, requests.HTTPError):
+        return _HTTP_CODES.get(getattr(exc.response, "status_code", None))
+    if not isinstance(exc, MlflowException):
+        return None
     code = getattr(exc, "error_code", None)
     if code in (UNAUTHENTICATED, PERMISSION_DENIED):
         return code
     return _HTTP_CODES.get(exc.get_http_status_code())
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the tracking server refusing this user an action (HTTP 403)."""
+    return _code(exc) == PERMISSION_DENIED
 
 
 def refused_action(message: str) -> str:
@@ -102,8 +116,6 @@ def auth_error(exc: BaseException, tracking_uri: str | None = None) -> MedattnEr
         exc: an exception raised by MLflow's client.
         tracking_uri: the server (default: MLflow's current tracking URI).
     """
-    if not isinstance(exc, MlflowException):
-        return None
     code = _code(exc)
     if code is None:
         return None
@@ -133,7 +145,7 @@ def auth_errors(tracking_uri: str | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except MlflowException as exc:
+    except (MlflowException, requests.HTTPError) as exc:
         err = auth_error(exc, tracking_uri)
         if err is None:
             raise

@@ -10,12 +10,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+import requests
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from medattn import checkpoint as ckpt_io
 from medattn.errors import MedattnError
+from medattn.tracking.auth import refused
 from medattn.tracking.checkpoints import read_manifest
 from medattn.tracking.names import (
     BEST_CKPT,
@@ -58,7 +60,7 @@ def log_model(
     """Log a checkpoint to the active run as the servable pyfunc of :mod:`medattn.tracking.pyfunc`.
 
     The model takes images (PNG/JPEG bytes, paths or uint8 arrays) and answers class probabilities
-    with class names; it carries a signature, a PNG input example of about 1 KB and metadata
+    with class names; it carries a signature, a PNG input example under 1 KB and metadata
     (class names, image size, resize mode, normalisation, source run). The checkpoint itself is its
     ``weights`` artifact, which :func:`model_weights` downloads to rebuild the torch module.
 
@@ -137,6 +139,18 @@ def best_weights(run_id: str, dst: str | Path) -> Path:
         return model_weights(run_id, dst)
 
 
+def _delete_artifacts(repo, path: str) -> bool:
+    """Delete ``path``; ``False`` (it stays) when the server refuses: with MLflow's authentication app
+    only MANAGE rights delete artifacts, and an EDIT user's run keeps its copy (README, "Team set-up")."""
+    try:
+        repo.delete_artifacts(path)
+    except (MlflowException, requests.HTTPError) as exc:
+        if not refused(exc):
+            raise
+        return False
+    return True
+
+
 def prune_checkpoints(run_id: str, *, keep_resume: bool = True) -> list[str]:
     """Delete the weights a finished run no longer needs once its model is logged (README, "Storage").
 
@@ -153,12 +167,11 @@ def prune_checkpoints(run_id: str, *, keep_resume: bool = True) -> list[str]:
     best = Path(BEST_CKPT).name
     repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
     if not keep_resume:
-        if names:
-            repo.delete_artifacts(CHECKPOINT_DIR)
+        if names and not _delete_artifacts(repo, CHECKPOINT_DIR):
+            return []
         return [f"{CHECKPOINT_DIR}/{n}" for n in names]
-    if best not in names:
+    if best not in names or not _delete_artifacts(repo, BEST_CKPT):
         return []
-    repo.delete_artifacts(BEST_CKPT)
     manifest = read_manifest(run_id)
     if manifest is not None and manifest.files.pop(best, None) is not None:
         client.log_text(run_id, manifest.to_json(), CHECKPOINT_MANIFEST)

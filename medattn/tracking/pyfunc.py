@@ -36,7 +36,7 @@ from torch import nn
 
 from medattn import checkpoint as ckpt_io
 from medattn.config import config_from_flat
-from medattn.data import IMAGENET_MEAN, IMAGENET_STD, build_transform, decode_image
+from medattn.data import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, build_transform, decode_image
 from medattn.data.transforms import to_rgb
 from medattn.errors import MedattnError
 from medattn.models import create_model
@@ -133,7 +133,13 @@ def to_image(value: Any, img_size: int) -> Image.Image:
         MedattnError: the cell is neither bytes, a path nor a uint8 array, or does not decode.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return decode_image(io.BytesIO(bytes(value)), img_size)  # type: ignore[arg-type] - PIL reads file objects
+        try:
+            return decode_image(io.BytesIO(bytes(value)), img_size)  # type: ignore[arg-type] - PIL reads file objects
+        except ImageReadError:
+            raise MedattnError(
+                f"{len(value)} bytes in the {IMAGE_COLUMN!r} column do not decode as an image; send PNG or JPEG "
+                "file bytes (base64-encoded in JSON)."
+            ) from None
     if isinstance(value, (str, Path)):
         return decode_image(value, img_size)
     array = np.asarray(value)

@@ -8,7 +8,7 @@ config), so a URI is only ever resolved to that run id:
 | ``models:/NAME@ALIAS`` | ``medattn promote`` (``champion``) | the alias's model version |
 | ``models:/NAME/VERSION`` | the registry page | that model version |
 | ``models:/NAME/latest`` | MLflow's spelling of the newest version | the highest version number |
-| ``models:/m-<id>`` | a logged model (``mlflow.pytorch.log_model(...).model_uri``, the run's ``medattn.logged_model_id``) | the logged model's source run |
+| ``models:/m-<id>`` | a logged model (``tracking.log_model(...)`` (a pyfunc), the run's ``medattn.logged_model_id``) | the logged model's source run |
 | ``runs:/<run_id>/<path>`` | a run's artifacts | the run id itself |
 """
 

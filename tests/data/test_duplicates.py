@@ -170,7 +170,9 @@ def test_drop_policy_leaves_one_image_per_group(layout: str, request: pytest.Fix
     for group in planted:
         assert len(group & ids) == (0 if group in conflicting else 1), group
     assert len(index.frame) == len(load_index(dataset, root, duplicates="ignore").frame) - 3 - 2
-    assert any("dropped 1 near-duplicate group(s) whole (2 images) because their labels conflict" in n for n in index.notes)
+    assert any(
+        "dropped 1 near-duplicate group(s) whole (2 images) because their labels conflict" in n for n in index.notes
+    )
     assert duplicate_counts(table)["duplicate_images_dropped"] == 5
 
 
@@ -288,7 +290,12 @@ def test_patient_in_two_splits_of_a_layout_stops_loading(tmp_path: Path) -> None
     root = write_fake_mimic_folders(tmp_path / "mimic", per_split=(21, 7, 8))
     with pytest.raises(DataError) as err:
         load_index("mimic-cxr", root)
-    assert str(err.value) == "patient 11000010 has images in train and val; the split must keep each patient in one split."
+    assert (
+        str(err.value) == "patient 11000010 has images in train and val; the split must keep each patient in one split."
+    )
     assert err.value.exit_code == 2
     report = check_data("mimic-cxr", root, decode=False)
-    assert "patient 11000010 has images in train and val; the split must keep each patient in one split." in report.problems
+    assert (
+        "patient 11000010 has images in train and val; the split must keep each patient in one split."
+        in report.problems
+    )

@@ -77,14 +77,16 @@ def _blob_count(image: np.ndarray) -> int:
 
 def test_same_blob_count_and_area_in_both_classes_masks_mark_the_rings(default_set):
     frame, images, masks = default_set
-    stats = pd.DataFrame({
-        "label": frame["label"],
-        "blobs": [_blob_count(im) for im in images],
-        "area": [(im.mean(axis=2) > BRIGHT).sum() for im in images],
-        "lesion_px": [m.sum() for m in masks],
-        "bright_outside": [((im.mean(axis=2) > BRIGHT) & ~m).sum() for im, m in zip(images, masks, strict=True)],
-        "core_px": [(m & (im.mean(axis=2) <= BRIGHT)).sum() for im, m in zip(images, masks, strict=True)],
-    })
+    stats = pd.DataFrame(
+        {
+            "label": frame["label"],
+            "blobs": [_blob_count(im) for im in images],
+            "area": [(im.mean(axis=2) > BRIGHT).sum() for im in images],
+            "lesion_px": [m.sum() for m in masks],
+            "bright_outside": [((im.mean(axis=2) > BRIGHT) & ~m).sum() for im, m in zip(images, masks, strict=True)],
+            "core_px": [(m & (im.mean(axis=2) <= BRIGHT)).sum() for im, m in zip(images, masks, strict=True)],
+        }
+    )
     neg, pos = stats[stats["label"] == 0], stats[stats["label"] == 1]
     assert abs(pos["blobs"].mean() - neg["blobs"].mean()) < 0.25 and neg["blobs"].min() >= 1
     assert abs(pos["area"].mean() / neg["area"].mean() - 1) < 0.1

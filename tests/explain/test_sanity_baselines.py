@@ -90,8 +90,11 @@ def test_mask_scores_on_hand_made_maps_lesion_images_only():
     torch.testing.assert_close(scores["mask_mass"][:2], torch.tensor(inside))
     assert torch.isnan(scores["pointing_game"][2:]).all() and torch.isnan(scores["mask_mass"][2:]).all()
 
-    metrics = summarize_scores({"oracle": scores, "baseline_centre": {"pointing_game": torch.tensor([0.0, 1.0])}},
-                               generator=torch.Generator().manual_seed(0), n_boot=200)
+    metrics = summarize_scores(
+        {"oracle": scores, "baseline_centre": {"pointing_game": torch.tensor([0.0, 1.0])}},
+        generator=torch.Generator().manual_seed(0),
+        n_boot=200,
+    )
     assert metrics["xai_oracle_pointing_game"] == 1.0
     assert (metrics["xai_oracle_pointing_game_ci_low"], metrics["xai_oracle_pointing_game_ci_high"]) == (1.0, 1.0)
     assert metrics["xai_oracle_mask_mass"] == pytest.approx(sum(inside) / 2)
@@ -116,15 +119,27 @@ def test_pass_rule_lower_ci_beats_best_baselines_upper_ci():
         **_ci(0.35, 0.3, 0.4, "xai_baseline_input_deletion_auc"),
     }
     assert sanity_verdicts(metrics, ["deeplift"]) == {
-        "xai_deeplift_deletion_auc_passes": 1.0, "xai_deeplift_pointing_game_passes": 1.0,
-        "xai_deeplift_passes_sanity": 1.0}
+        "xai_deeplift_deletion_auc_passes": 1.0,
+        "xai_deeplift_pointing_game_passes": 1.0,
+        "xai_deeplift_passes_sanity": 1.0,
+    }
     assert sanity_verdicts({**metrics, "xai_baseline_input_pointing_game_ci_high": 0.71}, ["deeplift"]) == {
-        "xai_deeplift_deletion_auc_passes": 1.0, "xai_deeplift_pointing_game_passes": 0.0,
-        "xai_deeplift_passes_sanity": 0.0}
-    assert sanity_verdicts({**metrics, "xai_deeplift_deletion_auc_ci_high": 0.27}, ["deeplift"])[
-        "xai_deeplift_passes_sanity"] == 0.0
-    assert sanity_verdicts({**metrics, "xai_deeplift_pointing_game_ci_low": math.nan}, ["deeplift"])[
-        "xai_deeplift_passes_sanity"] == 0.0
+        "xai_deeplift_deletion_auc_passes": 1.0,
+        "xai_deeplift_pointing_game_passes": 0.0,
+        "xai_deeplift_passes_sanity": 0.0,
+    }
+    assert (
+        sanity_verdicts({**metrics, "xai_deeplift_deletion_auc_ci_high": 0.27}, ["deeplift"])[
+            "xai_deeplift_passes_sanity"
+        ]
+        == 0.0
+    )
+    assert (
+        sanity_verdicts({**metrics, "xai_deeplift_pointing_game_ci_low": math.nan}, ["deeplift"])[
+            "xai_deeplift_passes_sanity"
+        ]
+        == 0.0
+    )
     assert sanity_verdicts({}, ["lrp"]) == {"xai_lrp_passes_sanity": 0.0}
 
 
@@ -147,8 +162,15 @@ def test_rank_correlation_and_randomize_weights():
 
 def _tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    ).eval()
 
 
 def test_metric_names_of_the_entry_point():
@@ -156,9 +178,19 @@ def test_metric_names_of_the_entry_point():
     images = torch.randn(6, 3, 12, 12, generator=gen)
     masks = torch.zeros(6, 12, 12, dtype=torch.bool)
     masks[:4, 2:6, 3:8] = True
-    report = evaluate_explanations(_tiny_cnn(), images, torch.tensor([1, 1, 0, 1, 0, 0]), ["deeplift"], masks=masks,
-                                   steps=3, curve_images=4, randomized_images=5, batch_size=4, n_boot=100,
-                                   n_random_draws=2)
+    report = evaluate_explanations(
+        _tiny_cnn(),
+        images,
+        torch.tensor([1, 1, 0, 1, 0, 0]),
+        ["deeplift"],
+        masks=masks,
+        steps=3,
+        curve_images=4,
+        randomized_images=5,
+        batch_size=4,
+        n_boot=100,
+        n_random_draws=2,
+    )
     m = report.metrics
     expected = {f"xai_deeplift_{s}" for s in SCORES} | {"xai_deeplift_randomized_spearman"}
     for baseline in ("random", "input", "centre", "edge", "randomized_deeplift"):
@@ -174,8 +206,14 @@ def test_metric_names_of_the_entry_point():
     assert report.maps["deeplift"].shape == images.shape
     assert not torch.equal(report.maps["deeplift"], report.randomized_maps["deeplift"])
     rows = report.per_image
-    assert set(rows["source"]) == {"deeplift", "baseline_random", "baseline_input", "baseline_centre",
-                                   "baseline_edge", "baseline_randomized_deeplift"}
+    assert set(rows["source"]) == {
+        "deeplift",
+        "baseline_random",
+        "baseline_input",
+        "baseline_centre",
+        "baseline_edge",
+        "baseline_randomized_deeplift",
+    }
     deeplift = rows[rows["source"] == "deeplift"]
     assert deeplift["deletion_auc"].notna().sum() == 4 and deeplift["pointing_game"].notna().sum() == 4
     assert deeplift["randomized_spearman"].notna().sum() == 5 and report.randomized_maps["deeplift"].shape[0] == 5
@@ -192,9 +230,18 @@ def test_deeplift_on_a_randomised_model_fails_the_sanity_rule_on_the_demo_set(tm
     images = torch.stack([transform(read_image(p)) for p in frame["path"]])
     masks = torch.from_numpy(np.stack([load_mask(p, 64) for p in frame["mask_path"]]))
     model = create_model("resnet50", 2, img_size=64).eval()
-    report = evaluate_explanations(model, images, torch.ones(len(images), dtype=torch.long), ["deeplift"],
-                                   masks=masks, steps=2, curve_images=4, randomized_images=16, batch_size=34,
-                                   n_boot=500)
+    report = evaluate_explanations(
+        model,
+        images,
+        torch.ones(len(images), dtype=torch.long),
+        ["deeplift"],
+        masks=masks,
+        steps=2,
+        curve_images=4,
+        randomized_images=16,
+        batch_size=34,
+        n_boot=500,
+    )
     m = report.metrics
     assert m["xai_n_lesion_images"] >= 32
     assert m["xai_deeplift_passes_sanity"] == 0.0

@@ -13,7 +13,10 @@ import socket
 import subprocess
 import sys
 
+import huggingface_hub
 import pytest
+import timm
+import torch
 
 from medattn.models import weights
 
@@ -72,3 +75,26 @@ def test_every_backbone_fails_offline_within_the_limit_with_the_same_sentence(tm
         assert f"within {weights.DOWNLOAD_PROBE_TIMEOUT_S:g} s" in error, error
         sentences.add(error.replace(r["backbone"], "MODEL").split(" (")[0] + error.split(")")[-1])
     assert len(sentences) == 1, sentences
+
+
+def test_cached_deit_weights_load_without_touching_the_network(tmp_path, monkeypatch):
+    published = timm.create_model("deit_tiny_patch16_224", pretrained=False).state_dict()
+    cached = tmp_path / "pytorch_model.bin"
+    torch.save(published, cached)
+    asked = []
+
+    def from_cache(repo: str, filename: str):
+        asked.append((repo, filename))
+        return str(cached) if filename == "pytorch_model.bin" else None
+
+    def no_network(url: str, timeout: float = 0) -> str:
+        raise AssertionError(f"probed {url} although the weights are cached")
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", from_cache)
+    monkeypatch.setattr(weights, "unreachable", no_network)
+    url, path = weights.published_weights("deit_tiny")
+    assert path == cached and url.endswith("/timm/deit_tiny_patch16_224.fb_in1k")
+    state = weights.fetch_imagenet_state_dict("deit_tiny")
+    assert asked[0] == ("timm/deit_tiny_patch16_224.fb_in1k", "model.safetensors")
+    assert torch.equal(state["cls_token"], published["cls_token"])
+    assert torch.equal(state["blocks.11.mlp.fc2.weight"], published["blocks.11.mlp.fc2.weight"])

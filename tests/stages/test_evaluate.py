@@ -30,7 +30,7 @@ TEST_METRICS = (
 )
 
 
-def test_test_by_run_id_and_by_checkpoint(mlflow_store, demo_dir, train_tiny, cli):
+def test_test_by_run_id_and_by_checkpoint(mlflow_store, demo_dir, train_tiny, cli, tmp_path):
     source = train_tiny().run_id
     # by run id (CLI): test_* metrics, predictions.csv with exactly the test split's ids and labels
     run_id = cli(["test", "--run-id", source, "--n-boot", "50"]).run_id
@@ -52,7 +52,7 @@ def test_test_by_run_id_and_by_checkpoint(mlflow_store, demo_dir, train_tiny, cl
     assert figs == {"figures/roc_curve.png", "figures/confusion_matrix.png"}
 
     # by checkpoint file (API): the same model gives the same metrics, and no source run
-    path = tracking.download(source, tracking.BEST_CKPT)
+    path = tracking.model_weights(source, tmp_path)
     by_ckpt = evaluate_stage.test(TestConfig(ckpt=str(path), n_boot=50), progress=False)
     assert by_ckpt.source_run_id is None
     for key in ("test_auc", "test_accuracy", "test_balanced_accuracy", "test_f1"):

@@ -22,6 +22,7 @@ from medattn import tracking
 from medattn.config import SearchConfig
 from medattn.errors import ConfigError
 from medattn.stages import search
+from medattn.stages import train as train_stage
 
 pytestmark = pytest.mark.slow
 TINY = {"nr_layers": 1, "system_metrics": False}
@@ -90,9 +91,7 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
     client = mlflow.MlflowClient()
     a_run = killed.user_attrs[search.TRIAL_ATTR_RUN_ID]
     a_parent = killed.user_attrs[search.TRIAL_ATTR_PARENT_RUN_ID]
-    # the run id was recorded when the trial's run started, before any epoch ended
     assert client.get_run(a_run).info.status == "RUNNING"
-    assert client.get_metric_history(a_run, "val_loss") == []
     time.sleep(3)  # past the grace period (2 heartbeats) since A's last heartbeat
 
     result = search.search(_cfg(demo_dir, storage, n_trials=2), progress=False)
@@ -125,7 +124,7 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
     assert figures == {tracking.SEARCH_HISTORY_FIGURE, tracking.SEARCH_IMPORTANCE_FIGURE}
     for run_id in result.trial_run_ids.values():
         assert tracking.TAG_MODEL_ID not in client.get_run(run_id).data.tags
-    assert list(client.search_logged_models([parent.info.experiment_id], output_format="list")) == []
+    assert mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list") == []
 
 
 def test_storage_from_the_environment_and_never_logged_with_its_password(monkeypatch, tmp_path):
@@ -143,3 +142,48 @@ def test_a_storage_error_never_shows_the_password(mlflow_store, demo_dir):
     with pytest.raises(ConfigError) as info:
         search.search(cfg, progress=False)
     assert "s3cret" not in str(info.value) and "team:***@" in str(info.value)
+
+
+def test_cli_storage_from_environment_and_models_on_request(mlflow_store, demo_dir, tmp_path, cli, monkeypatch):
+    """``--log-models`` logs each trial's model; without ``--storage`` the study goes to ``$OPTUNA_STORAGE``."""
+    storage = f"sqlite:///{tmp_path / 'from_env.db'}"
+    monkeypatch.setenv(search.ENV_STORAGE, storage)
+    res = cli(
+        ["search", "--dataset", "demo", "--model", "deit_tiny", "--data-dir", demo_dir, "--n-trials", "1"]
+        + ["--epochs", "1", "--img-size", "32", "--batch-sizes", "8", "--study-name", "env", "--quiet"]
+        + ["--log-models", "--heartbeat-s", "0", "--trial-retries", "0"]
+    )
+    assert f"to {storage}" in res.output
+    assert [t.state.name for t in optuna.load_study(study_name="env", storage=storage).trials] == ["COMPLETE"]
+    parent = mlflow.MlflowClient().get_run(res.run_id)
+    assert parent.data.params["storage"] == storage and parent.data.params["log_models"] == "True"
+    (child,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'", output_format="list"
+    )
+    assert child.data.tags[tracking.TAG_MODEL_ID]
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_trial_hooks_of_train_run_id_first_and_no_model(mlflow_store, tiny_config):
+    """What search relies on: ``on_run_start`` sees the new run before anything is logged to it, and
+    ``log_model=False`` logs no model and keeps ``checkpoints/best.pt`` (the only copy of the weights)."""
+    events: list[str] = []
+
+    def started(run_id: str) -> None:
+        client = mlflow.MlflowClient()
+        assert client.get_run(run_id).info.status == "RUNNING" and client.get_metric_history(run_id, "val_loss") == []
+        events.append(f"start {run_id}")
+
+    result = train_stage.train(
+        tiny_config(),
+        progress=False,
+        on_run_start=started,
+        epoch_callback=lambda epoch, metrics: events.append(f"epoch {epoch}"),
+        log_model=False,
+    )
+    assert events == [f"start {result.run_id}", "epoch 0"]
+    assert result.model_uri is None
+    tags = mlflow.MlflowClient().get_run(result.run_id).data.tags
+    assert tracking.TAG_MODEL_ID not in tags
+    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, tracking.CHECKPOINT_DIR)}
+    assert tracking.BEST_CKPT in paths

@@ -48,7 +48,9 @@ def test_demo_trains_and_tests_every_variant_per_seed_and_prints_the_verdicts(ml
 
     def fake_train(cfg, **kw):
         trained.append((cfg.model.model, cfg.optim.seed))
-        return SimpleNamespace(run_id=f"t-{len(trained)}", best_epoch=0, best_metrics={}, config=cfg.flat())
+        return SimpleNamespace(
+            run_id=f"t-{len(trained)}", best_epoch=0, best_metrics={}, config=cfg.flat(), model_uri=None
+        )
 
     def fake_test(cfg, **kw):
         return SimpleNamespace(run_id=f"x-{cfg.run_id}", metrics={"test_auc": 0.9})

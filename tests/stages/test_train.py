@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from medattn import engine, tracking
-from medattn.data import load_index
+from medattn.data import build_transform, load_index
 from medattn.stages import train as train_stage
 from medattn.stages.common import load_trained
 from medattn.stages.train import resolve_train_config
@@ -37,7 +38,8 @@ def test_train_logs_params_metrics_checkpoints_splits_and_model(mlflow_store, de
     for key in ("train_loss", "val_auc", "val_balanced_accuracy", "val_f1", "lr", "epoch_time_s", "train_images_per_s"):
         assert len(client.get_metric_history(run_id, key)) == 2, key
     arts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
-    assert arts == {tracking.BEST_CKPT, tracking.LAST_CKPT}
+    # best.pt became the logged model and was pruned (storage policy); last.pt stays for --resume
+    assert arts == {tracking.LAST_CKPT, tracking.CHECKPOINT_MANIFEST}
     splits = {a.path for a in client.list_artifacts(run_id, "splits")}
     assert splits == {"splits/train.csv", "splits/val.csv", "splits/test.csv", tracking.DUPLICATE_GROUPS}
     top = {a.path for a in client.list_artifacts(run_id)}
@@ -52,12 +54,13 @@ def test_train_logs_params_metrics_checkpoints_splits_and_model(mlflow_store, de
 
     # the logged model (pyfunc) gives the same scores as the eager model rebuilt from the run
     loaded = load_trained(run_id=run_id)
-    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    img = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     with torch.no_grad():
-        eager = loaded.model(torch.from_numpy(x)).numpy()
+        eager = torch.softmax(loaded.model(build_transform(32)(Image.fromarray(img))[None]), 1).numpy()[0]
     model_id = run.data.tags[tracking.TAG_MODEL_ID]
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model_id}")
-    np.testing.assert_allclose(np.asarray(pyfunc.predict(x)), eager, rtol=1e-4, atol=1e-5)
+    served = pyfunc.predict(pd.DataFrame({"image": [img]})).iloc[0, :2].to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(served, eager, rtol=1e-4, atol=1e-5)
 
 
 def test_resume_continues_the_same_run_exactly(mlflow_store, train_tiny):
@@ -76,13 +79,13 @@ def test_resume_continues_the_same_run_exactly(mlflow_store, train_tiny):
     assert resumed.history["val_loss"] == pytest.approx(full.history["val_loss"], abs=1e-6)
 
 
-def test_save_freq_and_select_metric(mlflow_store, train_tiny):
+def test_save_freq_and_select_metric(mlflow_store, train_tiny, tmp_path):
     res = train_tiny(epochs=2, save_freq=1, select_metric="val_auc")
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id, "checkpoints")}
     assert {"checkpoints/epoch_0000.pt", "checkpoints/epoch_0001.pt"} <= arts
     aucs = res.history["val_auc"]
     assert res.best_epoch == int(np.argmax(aucs))
-    best = torch.load(tracking.download(res.run_id, tracking.BEST_CKPT), weights_only=True)
+    best = torch.load(tracking.model_weights(res.run_id, tmp_path), weights_only=True)
     assert best["epoch"] == res.best_epoch
 
 

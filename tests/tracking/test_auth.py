@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED, UNAUTHENTICATED
 
 from medattn import api, tracking
 from medattn.errors import ConfigError, MedattnError
-from medattn.tracking import auth
+from medattn.tracking import auth, models
 
 SERVER = "http://127.0.0.1:5999"
 
@@ -89,3 +90,41 @@ def test_cli_turns_a_403_into_exit_2(cli, one_error_line, monkeypatch):
     res = cli(["promote", "--experiment", "medattn-demo"], exit_code=None)
     line = one_error_line(res, "user 'reader' may not move an alias of a registered model")
     assert "Permission denied" not in line and "403" not in line
+
+
+def _proxy_refusal(status: int) -> requests.HTTPError:
+    """What MLflow's artifact proxy client raises (``augmented_raise_for_status``) for a refused request."""
+    resp = requests.Response()
+    resp.status_code = status
+    url = f"{SERVER}/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/checkpoints/best.pt"
+    return requests.HTTPError(
+        f"{status} Client Error: Forbidden for url: {url}. Response text: Permission denied", response=resp
+    )
+
+
+def test_artifact_proxy_refusals(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "editor")
+    err = auth.auth_error(_proxy_refusal(403), SERVER)
+    assert isinstance(err, auth.PermissionDeniedError)
+    assert "user 'editor' may not write or delete the artifacts of this run" in str(err)
+    assert auth.refused(_proxy_refusal(403)) and auth.refused(_refused("/api/2.0/mlflow/runs/create"))
+    assert not auth.refused(_proxy_refusal(404)) and not auth.refused(_proxy_refusal(401))
+    assert isinstance(auth.auth_error(_proxy_refusal(401), SERVER), auth.LoginError)
+    assert auth.auth_error(_proxy_refusal(500), SERVER) is None
+
+
+def test_pruning_keeps_best_pt_when_the_server_refuses_the_delete(monkeypatch):
+    """Only MANAGE rights delete artifacts: an EDIT user's training run keeps checkpoints/best.pt."""
+
+    class RefusingRepo:
+        def delete_artifacts(self, path):
+            raise _proxy_refusal(403)
+
+    assert models._delete_artifacts(RefusingRepo(), "checkpoints/best.pt") is False
+
+    class BrokenRepo:
+        def delete_artifacts(self, path):
+            raise _proxy_refusal(500)
+
+    with pytest.raises(requests.HTTPError):
+        models._delete_artifacts(BrokenRepo(), "checkpoints/best.pt")

@@ -37,7 +37,10 @@ def test_log_register_alias_and_resolve(mlflow_store, tmp_path, tiny_config):
     assert mlflow.get_run(rid).data.tags[tracking.TAG_MODEL_ID] == logged.model_id
     # the pyfunc takes a uint8 image and answers what the eager model does on its evaluation transform
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    answer = mlflow.pyfunc.load_model(logged.model_uri).predict(pd.DataFrame({"image": [image]}))
+    pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
+    answer = pyfunc.predict(pd.DataFrame({"image": [image]}))
+    with pytest.raises(MedattnError, match="do not decode as an image"):
+        pyfunc.predict(pd.DataFrame({"image": [b"not a png"]}))
     with torch.no_grad():
         x = build_transform(32)(Image.fromarray(image)).unsqueeze(0)
         eager = torch.softmax(model(x), 1).numpy()[0]

@@ -67,6 +67,19 @@ def test_a_half_created_empty_store_is_removed_for_recreation(store_copy):
     assert not store_copy.exists()
 
 
+def test_a_crashed_parallel_creation_is_created_again_on_the_next_open(store_copy, caplog):
+    """What issue 17 saw: a creation killed between alembic's DROP TABLE and RENAME, in a store with no runs."""
+    with sqlite3.connect(store_copy) as con:
+        con.execute("ALTER TABLE tags RENAME TO _alembic_tmp_tags")
+        con.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+    store.open_store(f"sqlite:///{store_copy}")
+    tables = _tables(store_copy)
+    assert "tags" in tables and not [t for t in tables if t.startswith("_alembic_tmp_")]
+    with sqlite3.connect(store_copy) as con:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.head_revision()
+    assert "recreating the tracking store" in caplog.text
+
+
 def test_a_complete_store_is_left_alone(store_copy):
     before = store_copy.read_bytes()
     store.repair_half_migrated(store_copy, f"sqlite:///{store_copy}")
