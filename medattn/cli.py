@@ -812,7 +812,7 @@ def demo(
         typer.Option("--models", help=f"Comma-separated variants to train, of: {', '.join(registry_names('model'))}."),
     ] = ",".join(DEMO_MODELS),
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Epochs per model. (default: 6, from the demo settings)")
+        int | None, typer.Option("--epochs", help="Epochs per model. (default: 8, from the demo settings)")
     ] = None,
     config: Annotated[
         Path | None,

@@ -5,7 +5,8 @@ Layout of an interpret run::
     inputs/<image_id>.png                 the model's view of the image (de-normalised)
     saliency/<method>/<image_id>.npy      the raw map, float32
     saliency/index.csv                    id, label, prediction, score, target, method, file, input
-    xai_scores.csv                        per-image scores (id, label, method, <score>...)
+    xai_scores.csv                        per-image scores (id, label, source, <score>...); source: a method,
+                                          baseline_<b> or baseline_randomized_<method>
 """
 
 from __future__ import annotations
