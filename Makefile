@@ -16,12 +16,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medattn demo
 
-# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the suite.
+# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the suite,
+# one pytest-xdist worker per core; a file's tests stay on one worker, so its module fixtures run once.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 clean:
 	rm -rf mlruns mlflow.db optuna.db demo_data .pytest_cache

@@ -1271,6 +1271,14 @@ def figures_cmd(
             "--alpha-overlay", "--alpha_overlay", help="Opacity of the heat map over the greyscale image, in [0, 1]."
         ),
     ] = 0.5,
+    max_images: Annotated[
+        int,
+        typer.Option(
+            "--max-images",
+            "--max_images",
+            help="Draw the first N explained images (their heat maps and grid rows); 0: every explained image.",
+        ),
+    ] = 0,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -1282,6 +1290,7 @@ def figures_cmd(
             model_uri=given(model_uri),
             saliency_maps=saliency_maps,
             alpha_overlay=alpha_overlay,
+            max_images=max_images or None,
             tracking_uri=tracking_uri,
         )
     )

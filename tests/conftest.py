@@ -56,11 +56,31 @@ TINY_ARGS = [
 
 @pytest.fixture(autouse=True, scope="session")
 def _cpu_only():
-    """Tests run on CPU with few threads (2 cores, possibly two xdist workers)."""
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    """Tests run on CPU with few threads: the cores shared among the xdist workers (``make test``
+    runs one per core), so that intra-op threads of two workers do not spin against each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_tmpdir(tmp_path_factory):
+    """The temp folder of this session (and of the subprocesses it starts) is a folder in pytest's
+    base temp, which pytest prunes: libraries that leave empty ``tmpXXXX`` folders (``mlflow run``,
+    torch elastic, multiprocessing) do not litter the machine's temp folder. medattn's own
+    temp-folder hygiene is checked with a private ``TMPDIR`` in ``tests/tracking/test_tmpdir.py``."""
+    tmp = tmp_path_factory.getbasetemp() / "tmp"
+    tmp.mkdir(exist_ok=True)
+    previous = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(tmp), str(tmp)
+    yield
+    if previous[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous[0]
+    tempfile.tempdir = previous[1]
 
 
 @pytest.fixture(scope="session")
@@ -270,6 +290,7 @@ def _log_fake_interpret(
             )
     pd.DataFrame(rows).to_csv(work / tracking.SALIENCY_INDEX, index=False)
     client.log_artifacts(rid, str(work))
+    shutil.rmtree(work)
     for method in [*methods, "random"]:
         for score in xai_scores:
             client.log_metric(rid, f"xai_{method}_{score}", float(rng.random()))

@@ -132,7 +132,7 @@ def test_compare_prints_one_verdict_per_attention_variant(mlflow_store, cli):
                               "prediction": (p1 > 0.5).astype(int), "prob_0": 1 - p1, "prob_1": p1})  # fmt: skip
         _train_and_test(client, exp, model, frame)
     res = cli(["compare", "--experiment", "paired"])
-    table = pd.read_csv(tracking.download(res.run_id, tracking.PAIRED_CSV))
+    table = pd.read_csv(tracking.download(res.run_id, tracking.PAIRED_CSV, "downloads"))
     expected = [compare.verdict(row) for row in table.to_dict("records")]
     assert len(expected) == 2 and {e.split(" on ")[0] for e in expected} == {"SE", "CBAM"}
     lines = res.output.splitlines()

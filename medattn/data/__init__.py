@@ -13,7 +13,6 @@ from medattn.data.duplicates import POLICIES as DUPLICATE_POLICIES
 from medattn.data.duplicates import duplicate_counts
 from medattn.data.io import DecodeSettings, ImageReadError, decode_image, read_image
 from medattn.data.loader import ImageDataset, build_loader
-from medattn.data.prepare_bench import measure_prepare
 from medattn.data.synthetic import load_mask, write_synthetic
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, build_transform
 
@@ -45,7 +44,6 @@ __all__ = [
     "get_dataset",
     "load_index",
     "load_mask",
-    "measure_prepare",
     "prepare_cache",
     "read_image",
     "write_synthetic",

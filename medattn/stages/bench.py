@@ -15,7 +15,7 @@ timed region:
 - ``infer_img_s``: eval forward under bf16 + channels_last (CUDA) on random device batches.
 - ``attr_img_s`` / ``attr_single_img_s``: :func:`medattn.explain.attribute` per default method
   of the model (fp32/TF32), batched and one image per call.
-- ``prepare`` (with ``--prepare``, issue 18): :func:`medattn.data.measure_prepare` on synthetic
+- ``prepare`` (with ``--prepare``, issue 18): :func:`medattn.data.prepare_bench.measure_prepare` on synthetic
   high-resolution files in the ISIC/MIMIC/APTOS layouts: ``prepare_img_s`` of ``medattn data
   prepare`` against ``serial_full_decode_img_s`` (full-resolution decoding on one core), per layout
   with the scaling over 1, 2, ... workers.
@@ -50,11 +50,11 @@ from PIL import Image
 from torch import nn
 
 from medattn.config import BenchConfig, quick_config
-from medattn.data import load_index, measure_prepare, prepare_cache
+from medattn.data import load_index, prepare_cache
 from medattn.data.cache import available_cpus
 from medattn.data.gpu import build_device_loader, wants_channels_last
 from medattn.data.loader import ImageDataset
-from medattn.data.prepare_bench import Layout
+from medattn.data.prepare_bench import Layout, measure_prepare
 from medattn.data.transforms import build_transform
 from medattn.engine import autocast, train_one_epoch
 from medattn.errors import ConfigError
@@ -115,7 +115,7 @@ class BenchResult:
         models: one record per model (rates in images/s and the two ratios).
         errors: ``"model/measurement: message"`` for measurements that failed.
         out: the JSON file written.
-        prepare: the ``--prepare`` measurement (:func:`medattn.data.measure_prepare`), else ``None``.
+        prepare: the ``--prepare`` measurement (:func:`medattn.data.prepare_bench.measure_prepare`), else ``None``.
     """
 
     device: dict[str, Any]

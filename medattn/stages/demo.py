@@ -31,6 +31,7 @@ from medattn.config import (
     parse_seeds,
 )
 from medattn.data import write_synthetic
+from medattn.explain.evaluation import HIGHER_IS_BETTER
 from medattn.stages.compare import compare
 from medattn.stages.evaluate import test
 from medattn.stages.figures import figures
@@ -73,8 +74,9 @@ def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
 
 def sanity_line(metrics: Mapping[str, float], sources: Iterable[str]) -> str:
     """One phrase per explained method: its pointing game with the 95 % CI, the best baseline's,
-    and whether it passes the sanity rule (issue 12.2), e.g. ``deeplift PG 0.62 [0.47, 0.77] vs
-    baseline 0.41 (edge): passes``."""
+    and whether it passes the sanity rule on every score (issue 12.2), naming the scores that
+    fail, e.g. ``deeplift PG 0.62 [0.47, 0.77] vs baseline 0.41 (edge): passes`` or ``lrp PG 1.00
+    [1.00, 1.00] vs baseline 0.44 (input): fails (deletion_auc)``."""
     methods = [s for s in sources if not s.startswith("baseline_")]
     baselines = [s.removeprefix("baseline_") for s in sources if s.startswith("baseline_")]
     parts = []
@@ -91,7 +93,10 @@ def sanity_line(metrics: Mapping[str, float], sources: Iterable[str]) -> str:
             if not b.startswith("randomized_") or b == f"randomized_{method.replace('-', '_')}"
         }
         best = max(rivals, key=rivals.get, default="")
-        verdict = "passes" if metrics.get(f"{key}_passes_sanity") == 1.0 else "fails"
+        failed = [s for s in HIGHER_IS_BETTER if metrics.get(f"{key}_{s}_passes") == 0.0]
+        verdict = (
+            "passes" if metrics.get(f"{key}_passes_sanity") == 1.0 else f"fails ({', '.join(failed) or 'no score'})"
+        )
         parts.append(
             f"{method} PG {pg:.2f} [{low:.2f}, {high:.2f}] vs baseline {rivals.get(best, math.nan):.2f} ({best}): {verdict}"
         )
@@ -152,7 +157,7 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
             progress=ctx["progress"],
         )
         ctx["interpret_runs"][name] = ires.run_id
-        figures(FiguresConfig(run_id=ires.run_id, tracking_uri=uri))
+        figures(FiguresConfig(run_id=ires.run_id, tracking_uri=uri, max_images=cfg.figure_images))
         ctx["xai_rows"] += [{"model": name, **r.to_dict()} for _, r in ires.scores.iterrows()]
         line += "; " + sanity_line(ires.metrics, ires.scores["source"])
     echo(line)

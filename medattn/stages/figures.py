@@ -100,7 +100,8 @@ def figures(cfg: FiguresConfig) -> FiguresResult:
     :func:`medattn.tracking.source_run_of` resolves, e.g. ``models:/medattn-demo@champion``) names
     a training run, whose latest finished interpret run is drawn.
 
-    Logs ``figures/original/<image_id>.png`` (the model's view), ``figures/<method>/<image_id>.png``
+    Logs, for every explained image (the first ``cfg.max_images`` with that option),
+    ``figures/original/<image_id>.png`` (the model's view), ``figures/<method>/<image_id>.png``
     (captum blended heat map, sign ``all``, ``bwr``; transformer-lrp maps upsampled bilinearly),
     ``figures/grid.png`` (images × methods) and ``figures/history/<metric>.png`` (loss, accuracy,
     AUC; train vs validation from the source training run's metric history, when it has one), and
@@ -124,6 +125,8 @@ def figures(cfg: FiguresConfig) -> FiguresResult:
             )
         methods = [cfg.saliency_maps]
     index = index[index["method"].isin(methods)]
+    if cfg.max_images is not None:
+        index = index[index["id"].isin(list(dict.fromkeys(index["id"]))[: cfg.max_images])]
     logged: list[str] = []
     images, grid_maps, labels = _draw_maps(reader, index, methods, cfg.alpha_overlay, logged)
     title = f"{run.data.tags.get(tracking.TAG_MODEL, '')} — {run.data.tags.get(tracking.TAG_SPLIT, '')}".strip(" —")

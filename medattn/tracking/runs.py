@@ -466,11 +466,11 @@ def log_missing_steps(run_id: str, history: Mapping[str, Sequence[float]]) -> No
 
 
 # ---- reading back ---------------------------------------------------------------------------
-def download(run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
-    """Download one artifact of a run; :class:`MedattnError` naming it if it is missing."""
-    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="medattn-"))
+def download(run_id: str, artifact_path: str, dst: str | Path) -> Path:
+    """Download one artifact of a run into the folder ``dst`` (the caller owns it, so nothing is left
+    in the temp folder); :class:`MedattnError` naming the artifact if it is missing."""
     try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst))
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(Path(dst)))
     except (MlflowException, OSError):
         raise MedattnError(
             f"run {run_id!r} has no artifact {artifact_path!r}; is it a finished medattn training run?"

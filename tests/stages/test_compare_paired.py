@@ -83,7 +83,7 @@ def test_compare_logs_the_paired_delta_auc_table_and_forest_plot(seeded):
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id)}
     figures = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id, "figures")}
     assert tracking.PAIRED_CSV in logged and tracking.FOREST_FIGURE in figures
-    table = pd.read_csv(tracking.download(res.run_id, tracking.PAIRED_CSV))
+    table = pd.read_csv(tracking.download(res.run_id, tracking.PAIRED_CSV, "downloads"))
     assert table[["variant", "backbone", "n_images", "n_seeds_variant", "n_seed_pairs"]].values.tolist() == [
         ["se_resnet50", "resnet50", N, 2, 2]
     ]

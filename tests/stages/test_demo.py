@@ -5,6 +5,7 @@ import pandas as pd
 
 from medattn import tracking
 from medattn.data import write_synthetic
+from medattn.stages.demo import sanity_line
 
 
 def test_demo_end_to_end(mlflow_store, tmp_path, cli):
@@ -44,12 +45,12 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     assert (children["status"] == "FINISHED").all()
     assert set(children.loc[children["tags.medattn.kind"] == "train", "params.model"]) == {"resnet50", "deit_tiny"}
 
-    table = pd.read_csv(tracking.download(parent_id, "comparison.csv"))
+    table = pd.read_csv(tracking.download(parent_id, "comparison.csv", "downloads"))
     tests = children[children["tags.medattn.kind"] == "test"]
     for _, row in table.iterrows():
         logged = tests.loc[tests["tags.medattn.model"] == row["model"], "metrics.test_auc"].item()
         assert row["test_auc"] == logged
-    xai = pd.read_csv(tracking.download(parent_id, "xai_scores.csv"))
+    xai = pd.read_csv(tracking.download(parent_id, "xai_scores.csv", "downloads"))
     methods = {"deeplift", "lrp", "transformer-lrp"}
     baselines = {f"baseline_{b}" for b in ("random", "input", "centre", "edge")}
     twins = {f"baseline_randomized_{m}" for m in ("deeplift", "lrp", "transformer_lrp")}
@@ -74,3 +75,37 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     train_runs = children[children["tags.medattn.kind"] == "train"]
     champ_auc = train_runs.loc[train_runs["run_id"] == champion.run_id, "metrics.best_val_auc"].item()
     assert champ_auc == train_runs["metrics.best_val_auc"].max()
+
+
+def test_sanity_line_names_the_scores_that_fail():
+    metrics = {
+        "xai_deeplift_pointing_game": 1.0,
+        "xai_deeplift_pointing_game_ci_low": 1.0,
+        "xai_deeplift_pointing_game_ci_high": 1.0,
+        "xai_deeplift_pointing_game_passes": 1.0,
+        "xai_deeplift_mask_mass_passes": 1.0,
+        "xai_deeplift_deletion_auc_passes": 0.0,
+        "xai_deeplift_insertion_auc_passes": 0.0,
+        "xai_deeplift_passes_sanity": 0.0,
+        "xai_lrp_pointing_game": 0.7,
+        "xai_lrp_pointing_game_ci_low": 0.6,
+        "xai_lrp_pointing_game_ci_high": 0.8,
+        "xai_lrp_passes_sanity": 1.0,
+        "xai_baseline_input_pointing_game": 0.44,
+        "xai_baseline_edge_pointing_game": 0.2,
+        "xai_baseline_randomized_deeplift_pointing_game": 0.5,
+        "xai_baseline_randomized_lrp_pointing_game": 0.1,
+    }
+    sources = [
+        "baseline_input",
+        "baseline_edge",
+        "deeplift",
+        "baseline_randomized_deeplift",
+        "lrp",
+        "baseline_randomized_lrp",
+    ]
+    line = sanity_line(metrics, sources)
+    assert line == (
+        "deeplift PG 1.00 [1.00, 1.00] vs baseline 0.50 (randomized_deeplift): fails (deletion_auc, insertion_auc); "
+        "lrp PG 0.70 [0.60, 0.80] vs baseline 0.44 (input): passes"
+    )

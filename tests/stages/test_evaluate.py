@@ -43,7 +43,7 @@ def test_test_by_run_id_and_by_checkpoint(mlflow_store, demo_dir, train_tiny, cl
     m = run.data.metrics
     assert set(TEST_METRICS) <= set(m)
     test_split = load_index("demo", demo_dir).split("test")
-    preds = pd.read_csv(tracking.download(run_id, tracking.PREDICTIONS), dtype={"id": str})
+    preds = pd.read_csv(tracking.download(run_id, tracking.PREDICTIONS, "downloads"), dtype={"id": str})
     assert preds["id"].tolist() == test_split["image_id"].astype(str).tolist()
     assert preds["label"].tolist() == test_split["label"].tolist()
     assert m["test_accuracy"] == pytest.approx((preds["label"] == preds["prediction"]).mean())

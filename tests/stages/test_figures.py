@@ -114,6 +114,16 @@ def test_figures_one_method_of_cnn_maps(mlflow_store, tmp_path, fake_interpret_r
     assert grid.shape[:2] == (2 * 200 + 40, 2 * 200)
 
 
+def test_figures_max_images_draws_the_first_images_only(mlflow_store, cli, fake_interpret_run):
+    exp = tracking.ensure_experiment("synthetic", mlflow_store)
+    rid = fake_interpret_run(exp, np.random.default_rng(0)).run_id
+    cli(["figures", "--run-id", rid, "--max-images", "1", "--saliency-maps", "lrp"])
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(rid, "figures/lrp")}
+    assert logged == {"figures/lrp/a.png"}  # b, the second explained image, is not drawn
+    originals = {f.path for f in mlflow.MlflowClient().list_artifacts(rid, tracking.ORIGINAL_DIR)}
+    assert originals == {f"{tracking.ORIGINAL_DIR}/a.png"}
+
+
 def test_transformer_map_is_upsampled_bilinearly():
     patch = np.array([[0.0, 1.0], [2.0, 3.0]])
     up = plots.attribution_hwc(patch, (4, 4))

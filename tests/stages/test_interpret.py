@@ -43,7 +43,7 @@ def test_interpret_logs_maps_index_and_scores(mlflow_store, demo_dir, train_tiny
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.TAG_SOURCE_RUN] == source
     methods = ["transformer-lrp"] if model == "deit_tiny" else ["deeplift", "lrp"]
-    index = pd.read_csv(tracking.download(result.run_id, tracking.SALIENCY_INDEX), dtype={"id": str})
+    index = pd.read_csv(tracking.download(result.run_id, tracking.SALIENCY_INDEX, "downloads"), dtype={"id": str})
     assert {"id", "label", "prediction", "score", "method", "file"} <= set(index.columns)
     assert sorted(index["method"].unique()) == sorted(methods)
     ids = index["id"].unique()
@@ -51,7 +51,7 @@ def test_interpret_logs_maps_index_and_scores(mlflow_store, demo_dir, train_tiny
     assert set(index["label"]) == {0, 1}, "the explained images must include lesion images"
     grid = 32 // 16
     for row in index.itertuples():
-        arr = np.load(tracking.download(result.run_id, row.file))
+        arr = np.load(tracking.download(result.run_id, row.file, "downloads"))
         assert row.file == f"{tracking.SALIENCY_DIR}/{row.method}/{row.id}.npy"
         assert arr.shape == ((grid, grid) if row.method == "transformer-lrp" else (3, 32, 32))
         assert np.isfinite(arr).all()
@@ -62,7 +62,7 @@ def test_interpret_logs_maps_index_and_scores(mlflow_store, demo_dir, train_tiny
 
 def _assert_scores_match_metrics(result, metrics: dict, methods: list[str], n: int) -> None:
     """xai_scores.csv (id, label, source, scores) agrees with the logged means, CIs and verdicts."""
-    scores = pd.read_csv(tracking.download(result.run_id, tracking.XAI_CSV), dtype={"id": str})
+    scores = pd.read_csv(tracking.download(result.run_id, tracking.XAI_CSV, "downloads"), dtype={"id": str})
     keys = [m.replace("-", "_") for m in methods]
     baselines = [f"baseline_{b}" for b in ("random", "input", "centre", "edge")]
     sources = [*methods, *baselines, *(f"baseline_randomized_{k}" for k in keys)]

@@ -41,7 +41,7 @@ def test_every_uri_form_drives_test_interpret_and_figures(mlflow_store, demo_dir
     (ds,) = run.inputs.dataset_inputs
     assert (ds.dataset.name, ds.dataset.digest) == ("demo-test", tracking.ids_digest(test_split["image_id"].tolist()))
     table = client.load_table(run.info.experiment_id, tracking.PREDICTIONS_TABLE, run_ids=[run.info.run_id])
-    csv = pd.read_csv(tracking.download(run.info.run_id, tracking.PREDICTIONS), dtype={"id": str})
+    csv = pd.read_csv(tracking.download(run.info.run_id, tracking.PREDICTIONS, "downloads"), dtype={"id": str})
     assert table["id"].astype(str).tolist() == csv["id"].tolist() == test_split["image_id"].astype(str).tolist()
 
     explained = cli(["interpret", "--model-uri", f"models:/{model_id}", "--max-images", "2", "--steps", "2", "-q"])

@@ -49,7 +49,7 @@ def test_train_logs_params_metrics_checkpoints_splits_and_model(mlflow_store, de
     # the split manifests are the data layer's split
     index = load_index("demo", demo_dir)
     for split, name in (("train", "train"), ("val", "val"), ("test", "test")):
-        manifest = pd.read_csv(tracking.download(run_id, f"splits/{name}.csv"))
+        manifest = pd.read_csv(tracking.download(run_id, f"splits/{name}.csv", "downloads"))
         assert manifest["image_id"].tolist() == index.split(split)["image_id"].tolist(), split
 
     # the logged model (pyfunc) gives the same scores as the eager model rebuilt from the run
@@ -71,8 +71,8 @@ def test_resume_continues_the_same_run_exactly(mlflow_store, train_tiny):
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(first.run_id, "val_loss")] == [0, 1, 2]
     assert client.get_run(first.run_id).info.status == "FINISHED"
-    a = torch.load(tracking.download(full.run_id, tracking.LAST_CKPT), weights_only=True)["model"]
-    b = torch.load(tracking.download(first.run_id, tracking.LAST_CKPT), weights_only=True)["model"]
+    a = torch.load(tracking.download(full.run_id, tracking.LAST_CKPT, "downloads"), weights_only=True)["model"]
+    b = torch.load(tracking.download(first.run_id, tracking.LAST_CKPT, "downloads"), weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

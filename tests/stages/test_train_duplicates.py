@@ -31,7 +31,9 @@ def aptos_with_copy(tmp_path: Path) -> tuple[Path, frozenset[str]]:
 
 def _manifests(run_id: str) -> dict[str, set[str]]:
     return {
-        s: set(pd.read_csv(tracking.download(run_id, f"{tracking.SPLITS_DIR}/{s}.csv"), dtype=str)["image_id"])
+        s: set(
+            pd.read_csv(tracking.download(run_id, f"{tracking.SPLITS_DIR}/{s}.csv", "downloads"), dtype=str)["image_id"]
+        )
         for s in ("train", "val", "test")
     }
 
@@ -43,7 +45,7 @@ def test_train_logs_policy_groups_and_counts(mlflow_store, aptos_with_copy, cli,
     run_id = cli([*base, *tiny_args]).run_id  # --duplicates group is the default
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.params["duplicates"] == "group"
-    groups = pd.read_csv(tracking.download(run_id, tracking.DUPLICATE_GROUPS), dtype={"image_id": str})
+    groups = pd.read_csv(tracking.download(run_id, tracking.DUPLICATE_GROUPS, "downloads"), dtype={"image_id": str})
     assert frozenset(groups["image_id"]) == pair and groups["split"].nunique() == 1
     m = run.data.metrics
     assert (m["duplicate_groups"], m["duplicate_images"], m["duplicate_groups_crossing"]) == (1, 2, 1)

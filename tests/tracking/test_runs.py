@@ -80,7 +80,7 @@ def test_unknown_run_and_missing_artifact_are_one_sentence(mlflow_store):
     exp_id = tracking.ensure_experiment("e", mlflow_store)
     rid = mlflow.MlflowClient().create_run(exp_id).info.run_id
     with pytest.raises(MedattnError, match=r"has no artifact 'checkpoints/best.pt'"):
-        tracking.download(rid, tracking.BEST_CKPT)
+        tracking.download(rid, tracking.BEST_CKPT, "downloads")
 
 
 def test_logging_and_reading_back(mlflow_store, tmp_path):
