@@ -517,6 +517,15 @@ _TrainInitOpt = Annotated[
         **choices(INITS),
     ),
 ]
+_TrainZeroInitOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--zero-init-residual/--no-zero-init-residual",
+        help="ResNet variants: start every bottleneck's residual branch at zero (its last BatchNorm's gamma = 0), "
+        "a control for the attention gates' down-scaling of that branch when training from scratch. (default: off)",
+        show_default=False,
+    ),
+]
 _TrainMulticlassOpt = Annotated[
     bool | None,
     typer.Option(
@@ -622,6 +631,7 @@ def train(
     weights: _TrainWeightsOpt = None,
     head: _TrainHeadOpt = None,
     init: _TrainInitOpt = None,
+    zero_init_residual: _TrainZeroInitOpt = None,
     multiclass: _TrainMulticlassOpt = None,
     uncertain: _TrainUncertainOpt = None,
     duplicates: _TrainDuplicatesOpt = None,

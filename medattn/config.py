@@ -79,6 +79,7 @@ class ModelConfig:
     head: str = "pool"
     nr_layers: int = 12
     init: str = "fair"
+    zero_init_residual: bool = False  # ResNets: every bottleneck's residual branch starts at zero
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,19 @@ def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
     data = dataclasses.replace(
         d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low, duplicates=duplicates
     )
-    return data, dataclasses.replace(m, model=registry.canonical("model", m.model))
+    model = registry.canonical("model", m.model)
+    models = registry.lookup("model")
+    if m.zero_init_residual and models is not None and getattr(models.get(model), "backbone", None) != "resnet50":
+        raise zero_init_error(model)
+    return data, dataclasses.replace(m, model=model)
+
+
+def zero_init_error(model: str) -> ConfigError:
+    """The one sentence for ``--zero-init-residual`` on a model without ResNet bottlenecks."""
+    return ConfigError(
+        "--zero-init-residual applies to the ResNet-50 variants (their bottlenecks' last BatchNorm); "
+        f"{model} has no such residual branch, so leave the option out for it."
+    )
 
 
 def check_metric(metric: str, *, shown: str | None = None, what: str = "a metric medattn train logs per epoch") -> str:

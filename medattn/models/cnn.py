@@ -213,6 +213,24 @@ class ResNet(tv_resnet.ResNet):
         return self.fc(torch.flatten(x, 1))
 
 
+def zero_init_residual(model: nn.Module) -> int:
+    """Start every bottleneck's residual branch at zero: its last BatchNorm's γ = 0 (Goyal et al. 2017).
+
+    Each block then starts as the identity (plus the shortcut projection where shapes change).
+    torchvision's ``ResNet(zero_init_residual=True)`` does the same but only recognises its own
+    ``Bottleneck`` class, hence this function for medattn's. The attention gates of SE/CBAM (sigmoids
+    near 0.5 at initialisation) scale the branch down too, so this is the control that separates
+    an attention block's effect from that of a smaller residual branch at the start of training.
+
+    Returns:
+        The number of bottlenecks changed (0 for models without them).
+    """
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    for block in blocks:
+        nn.init.zeros_(block.bn3.weight)
+    return len(blocks)
+
+
 class DenseNet(tv_densenet.DenseNet):
     """torchvision DenseNet-BC with optional attention after every dense block and a choice of head.
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from medattn import config
 from medattn.errors import ConfigError
-from medattn.models.cnn import densenet121, resnet50
+from medattn.models.cnn import densenet121, resnet50, zero_init_residual
 from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
 from medattn.registry import Registry
@@ -196,6 +196,7 @@ def create_model(
     nr_layers: int = 12,
     img_size: int = 224,
     init: str = "fair",
+    zero_init_residual_branches: bool = False,
 ) -> nn.Module:
     """Build a registered model and initialise its backbone (see :func:`create_model_with_report`).
 
@@ -211,6 +212,7 @@ def create_model(
         nr_layers=nr_layers,
         img_size=img_size,
         init=init,
+        zero_init_residual_branches=zero_init_residual_branches,
     )
     return model
 
@@ -225,6 +227,7 @@ def create_model_with_report(
     nr_layers: int = 12,
     img_size: int = 224,
     init: str = "fair",
+    zero_init_residual_branches: bool = False,
 ) -> tuple[nn.Module, WeightsReport | None]:
     """Build a registered model, initialise its backbone, and say what was loaded.
 
@@ -248,6 +251,9 @@ def create_model_with_report(
         nr_layers: transformer blocks of ``deit_tiny`` (ignored by the CNNs).
         img_size: input side in pixels (a multiple of 16 for ``deit_tiny``).
         init: ``fair`` or ``paper``.
+        zero_init_residual_branches: start every ResNet bottleneck's residual branch at zero
+            (:func:`medattn.models.cnn.zero_init_residual`; ResNet variants only). Weights loaded
+            afterwards replace it.
 
     Returns:
         ``(model, report)``: the model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``,
@@ -268,6 +274,8 @@ def create_model_with_report(
 
     # Build first: option errors (sizes, head) should not wait for a download.
     model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers)
+    if zero_init_residual_branches and not zero_init_residual(model):
+        raise config.zero_init_error(spec.name)
     state, source = None, ""
     if weights is not None or pretrained == "imagenet":
         if init == "paper" and spec.scratch_in_paper:

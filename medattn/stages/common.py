@@ -48,6 +48,7 @@ def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: str | None = 
         nr_layers=m.nr_layers,
         img_size=cfg.data.img_size,
         init=m.init,
+        zero_init_residual_branches=m.zero_init_residual,
     )
 
 
