@@ -833,6 +833,9 @@ def demo(
     explain_images: Annotated[
         int, typer.Option("--explain-images", help="Test images explained and scored per model (0: skip interpret).")
     ] = 80,
+    figure_images: Annotated[
+        int, typer.Option("--figure-images", help="Explained images drawn as heat-map figures per model.")
+    ] = 8,
     difficulty: _DemoDifficultyOpt = None,
     promote: Annotated[
         bool,
@@ -867,11 +870,16 @@ def demo(
         experiment=experiment,
         device=device or "auto",
         explain_images=explain_images,
+        figure_images=figure_images,
         difficulty=difficulty,
         promote=promote,
         seeds=api.parse_seeds(given(seeds)),
     )
-    result = api.demo(cfg, echo=typer.echo, progress=not quiet)
+    _demo_report(api.demo(cfg, echo=typer.echo, progress=not quiet))
+
+
+def _demo_report(result: api.DemoResult) -> None:
+    """The tables and closing lines ``medattn demo`` prints."""
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
     typer.echo("\nTest performance per variant")
     typer.echo(result.table.drop(columns=["train_run"]).to_string(index=False, float_format=fmt))
@@ -1300,7 +1308,7 @@ def figures_cmd(
             model_uri=given(model_uri),
             saliency_maps=saliency_maps,
             alpha_overlay=alpha_overlay,
-            max_images=max_images or None,
+            max_images=max_images,
             tracking_uri=tracking_uri,
         )
     )

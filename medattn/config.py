@@ -313,10 +313,30 @@ def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
         d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low, duplicates=duplicates
     )
     model = registry.canonical("model", m.model)
-    models = registry.lookup("model")
-    if m.zero_init_residual and models is not None and getattr(models.get(model), "backbone", None) != "resnet50":
-        raise zero_init_error(model)
+    _check_zero_init(cfg, model, data.dataset)
     return data, dataclasses.replace(m, model=model)
+
+
+def _check_zero_init(cfg: TrainConfig, model: str, dataset: str) -> None:
+    """``--zero-init-residual`` only where it takes effect: a ResNet variant trained from scratch."""
+    m = cfg.model
+    if not m.zero_init_residual:
+        return
+    if not zero_init_applies(model):
+        raise zero_init_error(model)
+    pretrained = m.pretrained if m.pretrained is not None else ("none" if dataset == "demo" else "imagenet")
+    if pretrained != "none" or m.weights or cfg.ckpt:
+        raise ConfigError(
+            "--zero-init-residual sets how a ResNet starts from scratch, and loaded weights would replace it; "
+            "add --pretrained none and leave out --weights/--ckpt, or drop --zero-init-residual."
+        )
+
+
+def zero_init_applies(model: str) -> bool:
+    """Whether ``--zero-init-residual`` applies to ``model``: a ResNet-50 variant (True while the
+    model registry is not loaded, as the other registry checks)."""
+    models = registry.lookup("model")
+    return models is None or getattr(models.get(model), "backbone", None) == "resnet50"
 
 
 def zero_init_error(model: str) -> ConfigError:
@@ -520,13 +540,14 @@ class FiguresConfig(TrackingPart):
     model_uri: str | None = None
     saliency_maps: str = "all"
     alpha_overlay: float = 0.5
-    max_images: int | None = None  # figures for the first this many explained images (None: all)
+    max_images: int | None = None  # figures for the first this many explained images (None or 0: all)
 
     def __post_init__(self) -> None:  # noqa: D105
         if bool(self.run_id) == bool(self.model_uri):
             raise ConfigError("give exactly one of --run-id or --model-uri.")
         if self.max_images is not None:
-            _at_least("max_images", self.max_images, 1, "at least 1 (leave it out for every image)")
+            _at_least("max_images", self.max_images, 0, "0 (every image) or more")
+            _set(self, "max_images", self.max_images or None)
         _set(self, "saliency_maps", saliency_choice(self.saliency_maps))
         _check_alpha(self.alpha_overlay)
 
@@ -770,7 +791,7 @@ class DemoConfig(RuntimePart):
     explain_steps: int = 8  # deletion/insertion steps in the demo
     curve_images: int | None = 16  # images with deletion/insertion curves per method
     randomized_images: int | None = 16  # images explained on the randomised model per method
-    # Heat-map figures cost ~0.1 s each on 2 cores; all 80 images × methods took ~12 s per model.
+    # Heat-map figures cost ~0.1 s each on 2 cores; every explained image took ~12 s per model.
     figure_images: int = 8  # explained images drawn as figures per model
     difficulty: float | None = None  # the demo set's difficulty (None: the data set's default)
     promote: bool = True

@@ -91,6 +91,16 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, l
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{tail}")
 
 
+def _traversable_tmp() -> str:
+    """A temp folder user ``postgres`` can reach: ``$TMPDIR`` when every folder on its path may be
+    traversed by others, else the system's ``/tmp`` (a private ``$TMPDIR``, such as a test
+    session's under pytest's base temp, would hide the cluster from user ``postgres``)."""
+    base = Path(tempfile.gettempdir()).resolve()
+    if all(os.stat(p).st_mode & 0o001 for p in (base, *base.parents)):
+        return str(base)
+    return "/tmp"
+
+
 class TeamServer:
     """``mlflow server`` with MLflow's authentication app on 127.0.0.1, over PostgreSQL or SQLite.
 
@@ -217,7 +227,7 @@ class TeamServer:
         if os.geteuid() == 0:
             # user postgres must reach the cluster, and pytest's (or the caller's) folders may be
             # private to root: the cluster gets its own world-traversable temporary folder
-            self.pg_root = Path(tempfile.mkdtemp(prefix="medattn-pg-"))
+            self.pg_root = Path(tempfile.mkdtemp(prefix="medattn-pg-", dir=_traversable_tmp()))
             os.chmod(self.pg_root, 0o755)
         self.socket_dir.mkdir(exist_ok=True)
         if os.geteuid() == 0:

@@ -87,10 +87,16 @@ def _private_tmpdir(tmp_path_factory):
 def _template_store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mlflow-template")
     db = root / "mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    mlflow.MlflowClient().search_experiments(max_results=1)  # creates the tables
-    mlflow.set_tracking_uri(previous)
+    previous, cwd = mlflow.get_tracking_uri(), Path.cwd()
+    # The Default experiment's artifact folder is ./mlruns of the working directory at creation:
+    # create it here, not in the repository.
+    os.chdir(root)
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{db}")
+        mlflow.MlflowClient().search_experiments(max_results=1)  # creates the tables
+    finally:
+        os.chdir(cwd)
+        mlflow.set_tracking_uri(previous)
     return db
 
 

@@ -70,7 +70,7 @@ class Layout:
 
 # Enough images that a prepare's fixed costs (reading the index, forking the pool, the last
 # chunk's wait) weigh as little as in a real one of thousands: each layout takes about 1-2 s per
-# worker count; with 16 ISIC-like images the 2-worker efficiency measured 0.80, with 32 it was 0.90.
+# worker count; with 16 ISIC-like images the 2-worker efficiency measured 0.80, with 32 it was 0.87-0.90.
 DEFAULT_LAYOUTS: dict[str, Layout] = {
     "isic_jpeg": Layout("isic2020", (6000, 4000), "RGB", "JPEG", 16),
     "mimic_jpeg": Layout("mimic-cxr", (2500, 3000), "L", "JPEG", 48),

@@ -29,6 +29,7 @@ from medattn.config import (
     build_train_config,
     load_yaml,
     parse_seeds,
+    zero_init_applies,
 )
 from medattn.data import write_synthetic
 from medattn.explain.evaluation import HIGHER_IS_BETTER
@@ -121,7 +122,9 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
         "device": cfg.device,
         "tracking_uri": uri,
     }
-    per_model = {} if cfg.config_file else DEMO_MODEL_OVERRIDES.get(name, {})
+    per_model = {} if cfg.config_file else dict(DEMO_MODEL_OVERRIDES.get(name, {}))
+    if not zero_init_applies(name):  # a YAML's zero_init_residual is for the ResNets among the variants
+        per_model["zero_init_residual"] = False
     tcfg = build_train_config({**base, **per_model, **{k: v for k, v in explicit.items() if v is not None}})
     t0 = time.perf_counter()
     res = train(tcfg, parent_run_id=parent_id, progress=ctx["progress"])

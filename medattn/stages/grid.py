@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medattn import tracking
-from medattn.config import TrainConfig, build_train_config, load_yaml, parse_seeds
+from medattn.config import TrainConfig, build_train_config, load_yaml, parse_seeds, zero_init_applies
 from medattn.errors import ConfigError
 from medattn.models import canonical_model_name
 from medattn.stages.train import TrainResult, train
@@ -78,6 +78,8 @@ def grid_cells(
         if canonical_model_name(model) == "deit_tiny":
             # the paper's flatten head belongs to the CNNs; DeiT classifies from its CLS token
             cell["head"] = "pool"
+        if not zero_init_applies(canonical_model_name(model)):
+            cell["zero_init_residual"] = False  # the option is for the ResNets among the cells
         cfg = build_train_config({**overrides, **cell}, config_file=config_file)
         cells += [with_seed(cfg, s) for s in seeds] if seeds else [cfg]
     return cells

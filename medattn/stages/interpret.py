@@ -70,9 +70,14 @@ def _collect(loader, frame: pd.DataFrame, img_size: int, device: torch.device) -
 def randomized_model(loaded: LoadedModel, seed: int, device: torch.device) -> nn.Module:
     """The model-parameter randomisation twin: the same architecture, freshly built by the factory
     under ``seed`` (the global RNG is left as found)."""
+    # A twin of a --zero-init-residual model gets the default init: zero residual branches would
+    # make every randomised block the identity, not a randomised model.
+    config = dataclasses.replace(
+        loaded.config, model=dataclasses.replace(loaded.config.model, zero_init_residual=False)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        twin = build_model(loaded.config, loaded.num_classes, pretrained="none")
+        twin = build_model(config, loaded.num_classes, pretrained="none")
     return twin.to(device).eval()
 
 

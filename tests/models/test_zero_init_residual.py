@@ -10,7 +10,9 @@ import torch
 from medattn.config import build_train_config
 from medattn.errors import ConfigError
 from medattn.models import Bottleneck, create_model
-from medattn.stages.common import build_model
+from medattn.stages.common import LoadedModel, build_model
+from medattn.stages.grid import grid_cells
+from medattn.stages.interpret import randomized_model
 
 
 @pytest.mark.parametrize("name", ["resnet50", "se_resnet50", "cbam_resnet50"])
@@ -54,3 +56,34 @@ def test_cli_refuses_it_for_densenet_before_any_run(mlflow_store, demo_dir, cli,
     )
     one_error_line(res, "--zero-init-residual applies to the ResNet-50 variants", only=True)
     assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"dataset": "isic2020"}, {"pretrained": "imagenet"}, {"weights": "w.pt"}, {"ckpt": "last.pt"}],
+    ids=["imagenet-by-default", "imagenet", "weights", "ckpt"],
+)
+def test_loaded_weights_would_replace_it_so_it_is_refused(extra) -> None:
+    with pytest.raises(ConfigError, match="loaded weights would replace it; add --pretrained none"):
+        build_train_config({"dataset": "demo", "model": "resnet50", "zero_init_residual": True, **extra})
+    build_train_config({"dataset": "isic2020", "model": "resnet50", "zero_init_residual": True, "pretrained": "none"})
+
+
+def test_a_grid_applies_it_to_the_resnets_only(tmp_path) -> None:
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text(
+        "dataset: demo\nzero_init_residual: true\ngrid:\n  model: [resnet50, densenet121, se_resnet50]\n"
+    )
+    cells = grid_cells(grid_file)
+    assert {c.model.model: c.model.zero_init_residual for c in cells} == {
+        "resnet50": True,
+        "densenet121": False,
+        "se_resnet50": True,
+    }
+
+
+def test_the_randomised_twin_of_a_zero_init_model_has_live_residual_branches() -> None:
+    cfg = build_train_config({"dataset": "demo", "model": "resnet50", "img_size": 32, "zero_init_residual": True})
+    loaded = LoadedModel(build_model(cfg, 2), cfg, cfg.flat(), 2, ("a", "b"), None, "")
+    twin = randomized_model(loaded, seed=0, device=torch.device("cpu"))
+    assert all(torch.count_nonzero(m.bn3.weight) > 0 for m in twin.modules() if isinstance(m, Bottleneck))

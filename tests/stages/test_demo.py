@@ -28,6 +28,8 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
             "6",
             "--difficulty",
             "0.2",
+            "--figure-images",
+            "2",
         ]
     )
     assert (tmp_path / "demo_data" / "labels.csv").is_file()
@@ -69,6 +71,7 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:
         figs = {a.path for a in client.list_artifacts(rid, "figures")}
         assert "figures/grid.png" in figs and "figures/history" in figs
+        assert len(client.list_artifacts(rid, tracking.ORIGINAL_DIR)) == 2  # --figure-images 2 of the 6 explained
     compare = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`medattn.kind` = 'compare'")
     assert len(compare) == 1 and compare["status"].item() == "FINISHED"
     champion = client.get_model_version_by_alias("medattn-demo", "champion")

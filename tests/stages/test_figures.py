@@ -13,6 +13,7 @@ import pytest
 
 from medattn import plots, tracking
 from medattn.config import FiguresConfig, InterpretConfig
+from medattn.errors import ConfigError
 from medattn.stages import figures as figures_stage
 from medattn.stages import interpret as interpret_stage
 from medattn.stages import train as train_stage
@@ -122,6 +123,9 @@ def test_figures_max_images_draws_the_first_images_only(mlflow_store, cli, fake_
     assert logged == {"figures/lrp/a.png"}  # b, the second explained image, is not drawn
     originals = {f.path for f in mlflow.MlflowClient().list_artifacts(rid, tracking.ORIGINAL_DIR)}
     assert originals == {f"{tracking.ORIGINAL_DIR}/a.png"}
+    assert FiguresConfig(run_id=rid, max_images=0).max_images is None  # 0, the CLI's and MLproject's default: all
+    with pytest.raises(ConfigError, match=r"--max-images must be 0 \(every image\) or more, got -1"):
+        FiguresConfig(run_id=rid, max_images=-1)
 
 
 def test_transformer_map_is_upsampled_bilinearly():
