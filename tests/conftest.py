@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from medattn import tracking
 from medattn.cli import app
-from medattn.config import TrainConfig
+from medattn.config import SearchConfig, TrainConfig
 from medattn.data import write_synthetic
 from medattn.stages import train as train_stage
 from medattn.stages.train import TrainResult, resolve_train_config
@@ -155,6 +155,29 @@ def train_tiny(tiny_config) -> Callable[..., TrainResult]:
 def tiny_args() -> list[str]:
     """:data:`TINY_ARGS`: the tiny model on the command line (a fresh list per test)."""
     return list(TINY_ARGS)
+
+
+@pytest.fixture
+def tiny_search() -> Callable[..., SearchConfig]:
+    """``tiny_search(demo_dir, storage, **over)``: a search of the tiny one-block DeiT at 32 px, one
+    epoch per trial, batch sizes 8 or 16, lr in [1e-4, 1e-2]; ``over`` replaces any field."""
+
+    def make(demo_dir: Path, storage: str, **over) -> SearchConfig:
+        base = {
+            "dataset": "demo",
+            "model": "deit_tiny",
+            "data_dir": str(demo_dir),
+            "img_size": 32,
+            "epochs": 1,
+            "batch_sizes": (8, 16),
+            "lr_min": 1e-4,
+            "lr_max": 1e-2,
+            "storage": storage,
+            "train_overrides": {"nr_layers": 1, "system_metrics": False},
+        }
+        return SearchConfig(**{**base, **over})
+
+    return make
 
 
 # ---- the CLI ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ venv first on PATH, as the README's ``. .venv/bin/activate`` arranges.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -68,6 +69,7 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     assert (params["lr"], params["resolved.lr"]) == ("1e-3", "0.001")
     assert train.data.tags[tracking.TAG_KIND] == "train" and train.info.status == "FINISHED"
     assert train.info.experiment_id == "0"  # no --experiment-name: MLflow's Default experiment
+    assert params["epochs"] == "1" and math.isfinite(train.data.metrics["val_loss"])  # extra -P options reach it
 
     mlflow_run(project, "promote")  # finds the run in the project's experiment, not in medattn-demo
     assert tracking.alias_target("medattn-demo", "champion")[1] == train.info.run_id
@@ -82,9 +84,12 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     interpret = project_run("interpret")
     assert interpret.data.tags[tracking.TAG_KIND] == "interpret"
     assert interpret.data.tags[tracking.TAG_SOURCE_RUN] == train.info.run_id
+    assert math.isfinite(interpret.data.metrics["xai_deeplift_deletion_auc"])
 
-    mlflow_run(project, "figures", model_uri=CHAMPION)
+    mlflow_run(project, "figures", model_uri=CHAMPION, max_images="1")
     assert project_run("figures").data.tags[tracking.TAG_SOURCE_RUN] == interpret.info.run_id
+    originals = mlflow.MlflowClient().list_artifacts(interpret.info.run_id, tracking.ORIGINAL_DIR)
+    assert len(originals) == 1  # -P max_images=1 of the 2 explained images
 
     monkeypatch.chdir(project)  # compare reads test runs of the test split: one more, in-process
     cli(["test", "--run-id", train.info.run_id, "--n-boot", "20", "--quiet"])

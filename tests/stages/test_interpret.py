@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -19,8 +16,6 @@ from medattn.data import load_index
 from medattn.errors import ConfigError
 from medattn.stages import interpret as interpret_stage
 from medattn.stages.common import load_trained
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _images_with_both_classes(demo_dir: Path, at_least: int = 4) -> int:
@@ -123,35 +118,6 @@ def test_randomized_model_is_a_fresh_factory_model(mlflow_store, train_tiny):
 def test_interpret_config_rejects_bad_caps(over, needle):
     with pytest.raises(ConfigError, match=needle):
         InterpretConfig(run_id="r", **over)
-
-
-def test_mlflow_run_interpret_entry_point(mlflow_store, train_tiny):
-    source = train_tiny().run_id
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = mlflow_store
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "run",
-        str(REPO),
-        "-e",
-        "interpret",
-        "--env-manager",
-        "local",
-        "-P",
-        f"run_id={source}",
-        "-P",
-        "max_images=2",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    runs = mlflow.search_runs(search_all_experiments=True)
-    row = runs[runs["tags.mlflow.project.entryPoint"] == "interpret"].iloc[0]
-    assert row["status"] == "FINISHED"
-    assert row["tags.medattn.source_run"] == source
-    assert np.isfinite(row["metrics.xai_transformer_lrp_deletion_auc"])
 
 
 @pytest.mark.parametrize(

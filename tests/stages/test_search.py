@@ -8,29 +8,8 @@ import pytest
 import yaml
 
 from medattn import tracking
-from medattn.config import SearchConfig
 from medattn.errors import MedattnError
 from medattn.stages import search
-
-TINY_TRAIN = {"nr_layers": 1, "system_metrics": False}
-
-
-def _cfg(demo_dir, storage: str, **over) -> SearchConfig:
-    base = dict(
-        dataset="demo",
-        model="deit_tiny",
-        data_dir=str(demo_dir),
-        img_size=32,
-        epochs=1,
-        batch_sizes=(8, 16),
-        lr_min=1e-4,
-        lr_max=1e-2,
-        storage=storage,
-        study_name="tiny",
-        train_overrides=TINY_TRAIN,
-    )
-    base.update(over)
-    return SearchConfig(**base)
 
 
 def _children(parent_id: str) -> list:
@@ -50,9 +29,9 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
-def test_search_four_trials_nested_then_resumed_from_cli(mlflow_store, demo_dir, tmp_path, cli):
+def test_search_four_trials_nested_then_resumed_from_cli(mlflow_store, demo_dir, tmp_path, cli, tiny_search):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = search.search(_cfg(demo_dir, storage, n_trials=4), progress=False)
+    result = search.search(tiny_search(demo_dir, storage, study_name="tiny", n_trials=4), progress=False)
 
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id)
@@ -125,9 +104,11 @@ def test_search_four_trials_nested_then_resumed_from_cli(mlflow_store, demo_dir,
     assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 5
 
 
-def test_pruned_trial_ends_killed_and_failed_trial_failed(mlflow_store, demo_dir, tmp_path):
+def test_pruned_trial_ends_killed_and_failed_trial_failed(mlflow_store, demo_dir, tmp_path, tiny_search):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = search.search(_cfg(demo_dir, storage, n_trials=2, epochs=2), pruner=_AlwaysPrune(), progress=False)
+    result = search.search(
+        tiny_search(demo_dir, storage, study_name="tiny", n_trials=2, epochs=2), pruner=_AlwaysPrune(), progress=False
+    )
 
     assert result.states == {0: "FAIL", 1: "PRUNED"}
     runs = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in _children(result.parent_run_id)}

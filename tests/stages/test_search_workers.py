@@ -19,33 +19,12 @@ import optuna
 import pytest
 
 from medattn import tracking
-from medattn.config import SearchConfig
 from medattn.errors import ConfigError
 from medattn.stages import search
 from medattn.stages import train as train_stage
 
 pytestmark = pytest.mark.slow
-TINY = {"nr_layers": 1, "system_metrics": False}
 START_TIMEOUT_S = 240.0
-
-
-def _cfg(demo_dir, storage: str, **over) -> SearchConfig:
-    base = dict(
-        dataset="demo",
-        model="deit_tiny",
-        data_dir=str(demo_dir),
-        img_size=32,
-        epochs=1,
-        batch_sizes=(8, 16),
-        lr_min=1e-4,
-        lr_max=1e-2,
-        storage=storage,
-        study_name="workers",
-        heartbeat_s=1,
-        train_overrides=TINY,
-    )
-    base.update(over)
-    return SearchConfig(**base)
 
 
 WORKER_A = """
@@ -75,7 +54,7 @@ def _running_trial(storage: str, proc: subprocess.Popen) -> optuna.trial.FrozenT
     raise AssertionError("worker A started no trial in time")
 
 
-def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_path):
+def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_path, tiny_search):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER_A, str(demo_dir), storage],
@@ -94,7 +73,9 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
     assert client.get_run(a_run).info.status == "RUNNING"
     time.sleep(3)  # past the grace period (2 heartbeats) since A's last heartbeat
 
-    result = search.search(_cfg(demo_dir, storage, n_trials=2), progress=False)
+    result = search.search(
+        tiny_search(demo_dir, storage, study_name="workers", heartbeat_s=1, n_trials=2), progress=False
+    )
 
     trials = optuna.load_study(study_name="workers", storage=storage).get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
@@ -137,8 +118,14 @@ def test_storage_from_the_environment_and_never_logged_with_its_password(monkeyp
     assert search.resolve_storage(None) == f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
-def test_a_storage_error_never_shows_the_password(mlflow_store, demo_dir):
-    cfg = _cfg(demo_dir, "postgresql+psycopg2://team:s3cret@127.0.0.1:1/optuna", n_trials=1)
+def test_a_storage_error_never_shows_the_password(mlflow_store, demo_dir, tiny_search):
+    cfg = tiny_search(
+        demo_dir,
+        "postgresql+psycopg2://team:s3cret@127.0.0.1:1/optuna",
+        study_name="workers",
+        heartbeat_s=1,
+        n_trials=1,
+    )
     with pytest.raises(ConfigError) as info:
         search.search(cfg, progress=False)
     assert "s3cret" not in str(info.value) and "team:***@" in str(info.value)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -19,8 +14,6 @@ from medattn.data import build_transform, load_index
 from medattn.stages import train as train_stage
 from medattn.stages.common import load_trained
 from medattn.stages.train import resolve_train_config
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_train_logs_params_metrics_checkpoints_splits_and_model(mlflow_store, demo_dir, cli, tiny_args):
@@ -117,47 +110,6 @@ def test_config_file_and_cli_override(mlflow_store, demo_dir, tmp_path, cli, one
     assert cfg.model.model == "deit_tiny"
     cfg_file.write_text("dataset: demo\nbatchsizes: 4\n")
     one_error_line(cli(["train", "--config", cfg_file], exit_code=2), "did you mean 'batch_size'")
-
-
-def test_mlflow_run_train_entry_point(mlflow_store, demo_dir):
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = mlflow_store
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "run",
-        str(REPO),
-        "-e",
-        "train",
-        "--env-manager",
-        "local",
-        "-P",
-        "dataset=demo",
-        "-P",
-        f"data_dir={demo_dir}",
-        "-P",
-        "model=deit_tiny",
-        "-P",
-        "nr_layers=1",
-        "-P",
-        "img_size=32",
-        "-P",
-        "epochs=1",
-        "-P",
-        "batch_size=16",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    runs = mlflow.search_runs(search_all_experiments=True)
-    assert len(runs) == 1
-    row = runs.iloc[0]
-    assert row["params.epochs"] == "1" and row["params.nr_layers"] == "1"
-    assert row["status"] == "FINISHED"
-    assert row["params.model"] == "deit_tiny"
-    assert row["tags.mlflow.project.entryPoint"] == "train"
-    assert not np.isnan(row["metrics.val_loss"])
 
 
 @pytest.mark.parametrize(
