@@ -227,15 +227,23 @@ def _get_storage(cfg: SearchConfig, attempts: int = 5) -> optuna.storages.BaseSt
     """Optuna's RDB storage, retrying the schema-creation race of workers that start together.
 
     Two workers opening a fresh database at the same moment both try to create Optuna's tables;
-    one of them fails with a unique-constraint violation (PostgreSQL's ``pg_type`` index). The
-    tables exist by then, so opening again succeeds.
+    one of them fails, on PostgreSQL with a unique-constraint violation (the ``pg_type`` index) or
+    with ``type "studydirection" already exists`` / ``relation ... already exists``. The tables
+    exist by then, so opening again succeeds.
     """
     for attempt in range(attempts - 1):
         try:
             return _rdb_storage(cfg)
-        except sqlalchemy.exc.IntegrityError:
+        except sqlalchemy.exc.DBAPIError as exc:
+            if not _lost_schema_race(exc):
+                raise
             time.sleep(0.5 * (attempt + 1))
     return _rdb_storage(cfg)
+
+
+def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    """Whether ``exc`` is another process creating the same schema object first."""
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc.orig)
 
 
 def _open_study(cfg: SearchConfig, name: str, mode: str, batch_sizes: tuple[int, ...], pruner):

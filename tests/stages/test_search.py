@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 from medattn import tracking
@@ -188,3 +189,35 @@ def test_relative_sqlite_storage_is_made_absolute(tmp_path, monkeypatch):
     assert search.absolute_storage("sqlite:///optuna.db") == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
     assert search.absolute_storage("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
     assert search.absolute_storage("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlalchemy.exc.ProgrammingError("CREATE TYPE", {}, Exception('type "studydirection" already exists')),
+        sqlalchemy.exc.IntegrityError("CREATE TYPE", {}, Exception("duplicate key value violates pg_type")),
+    ],
+    ids=["duplicate-object", "unique-violation"],
+)
+def test_a_worker_that_loses_the_schema_race_opens_the_storage_again(monkeypatch, tiny_search, tmp_path, error):
+    """Two workers on a fresh PostgreSQL storage both create Optuna's schema; the loser retries."""
+    calls = []
+
+    def flaky(cfg):
+        calls.append(cfg.storage)
+        if len(calls) == 1:
+            raise error
+        return "storage"
+
+    monkeypatch.setattr(search, "_rdb_storage", flaky)
+    monkeypatch.setattr(search.time, "sleep", lambda s: None)
+    assert search._get_storage(tiny_search(tmp_path, "sqlite:///o.db")) == "storage" and len(calls) == 2
+
+
+def test_other_storage_errors_are_not_retried(monkeypatch, tiny_search, tmp_path):
+    def broken(cfg):
+        raise sqlalchemy.exc.OperationalError("connect", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(search, "_rdb_storage", broken)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="connection refused"):
+        search._get_storage(tiny_search(tmp_path, "sqlite:///o.db"))
