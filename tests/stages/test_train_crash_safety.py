@@ -41,12 +41,14 @@ def slow_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def options(tiny_train) -> Callable[[Path], dict]:
-    """The tiny setup made a little slower (2 blocks, 48 px, 3 epochs, seed 7) on ``data_dir``."""
+    """The tiny setup made slower (4 blocks, 96 px, 3 epochs, seed 7) on ``data_dir``: over a second
+    an epoch (2 blocks at 48 px took 0.3 s, short enough for a kill meant for epoch 1 to miss it on
+    a busy machine)."""
     return lambda data_dir: {
         **tiny_train,
         "data_dir": str(data_dir),
-        "nr_layers": 2,
-        "img_size": 48,
+        "nr_layers": 4,
+        "img_size": 96,
         "epochs": EPOCHS,
         "seed": 7,
     }
@@ -83,19 +85,25 @@ def _artifact_dir(run_id: str) -> Path:
 
 
 def _wait_for_last_ckpt(proc: subprocess.Popen, log: Path, epoch: int) -> str:
-    """Poll the store until the subprocess's run has a complete ``last.pt`` of ``epoch``; its run id."""
+    """Poll until the subprocess's run has a complete ``last.pt`` of ``epoch``; its run id.
+
+    The store is asked once for the run; then only the artifact file is polled, since a query can
+    wait on the training process's sqlite lock for longer than an epoch lasts."""
     deadline = time.monotonic() + WAIT_S
+    run_id, path = None, None
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"training ended early (rc {proc.returncode}):\n{log.read_text()[-3000:]}"
-        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-        if runs:
-            path = _artifact_dir(runs[0].info.run_id) / tracking.LAST_CKPT
-            if path.is_file():
-                try:
-                    if ckpt_io.load(path)["epoch"] >= epoch:
-                        return runs[0].info.run_id
-                except MedattnError:
-                    pass  # caught while MLflow was still copying it in
+        if path is None:
+            runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+            if runs:
+                run_id = runs[0].info.run_id
+                path = _artifact_dir(run_id) / tracking.LAST_CKPT
+        if path is not None and path.is_file():
+            try:
+                if ckpt_io.load(path)["epoch"] >= epoch:
+                    return run_id
+            except MedattnError:
+                pass  # caught while MLflow was still copying it in
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"no checkpoints/last.pt of epoch {epoch} within {WAIT_S:.0f} s:\n{log.read_text()[-3000:]}")
@@ -178,9 +186,13 @@ def test_nan_loss_exits_2_and_marks_the_run_failed(
 
 
 def test_ctrl_c_ends_the_run_killed_with_a_loadable_checkpoint(mlflow_store, slow_dir, tmp_path, options):
-    """SIGINT mid-epoch: the run ends KILLED and its last complete ``last.pt`` loads."""
+    """SIGINT mid-epoch: the run ends KILLED and its last complete ``last.pt`` loads.
+
+    3 epochs could end before the poll sees epoch 0's checkpoint on a busy machine; with 10 the
+    interrupt lands mid-training."""
     log = tmp_path / "interrupted.log"
-    proc = _start(["train", *_argv(options(slow_dir))], mlflow_store, log)
+    epochs = 10
+    proc = _start(["train", *_argv({**options(slow_dir), "epochs": epochs})], mlflow_store, log)
     try:
         run_id = _wait_for_last_ckpt(proc, log, epoch=0)
         os.kill(proc.pid, signal.SIGINT)
@@ -193,5 +205,5 @@ def test_ctrl_c_ends_the_run_killed_with_a_loadable_checkpoint(mlflow_store, slo
     assert "Traceback" not in log.read_text()
     assert mlflow.MlflowClient().get_run(run_id).info.status == "KILLED"
     state = ckpt_io.load(tracking.download(run_id, tracking.LAST_CKPT, tmp_path / "dl"))
-    assert state["epoch"] in range(EPOCHS - 1)
+    assert state["epoch"] in range(epochs - 1)
     assert _steps(run_id) == list(range(state["epoch"] + 1))
