@@ -72,10 +72,20 @@ def _env(uri: str) -> dict[str, str]:
     return env
 
 
+def _restore_sigint() -> None:
+    # A test session started in the background without job control (`make test &` in a script)
+    # ignores SIGINT, and a child inherits that: Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], uri: str, log: Path) -> subprocess.Popen:
     with log.open("wb") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "medattn", *args], env=_env(uri), stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "medattn", *args],
+            env=_env(uri),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_restore_sigint,
         )
 
 
@@ -100,7 +110,8 @@ def _wait_for_last_ckpt(proc: subprocess.Popen, log: Path, epoch: int) -> str:
                 path = _artifact_dir(run_id) / tracking.LAST_CKPT
         if path is not None and path.is_file():
             try:
-                if ckpt_io.load(path)["epoch"] >= epoch:
+                # the epoch's metrics may reach the store just after its checkpoint
+                if ckpt_io.load(path)["epoch"] >= epoch and epoch in _steps(run_id):
                     return run_id
             except MedattnError:
                 pass  # caught while MLflow was still copying it in
