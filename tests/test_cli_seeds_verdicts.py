@@ -10,7 +10,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from medattn import api, tracking
@@ -138,35 +137,6 @@ def test_compare_prints_one_verdict_per_attention_variant(mlflow_store, cli):
     lines = res.output.splitlines()
     assert all(sentence in lines for sentence in expected), res.output
     assert any(s.startswith("SE on ResNet-50: ΔAUC +") for s in expected)
-
-
-# ---- promote prints the tie-break -------------------------------------------------------------
-def _logged_train_run(exp_id: str, metrics: dict[str, float]) -> str:
-    tags = {tracking.TAG_KIND: "train", tracking.TAG_DATASET: "demo", tracking.TAG_MODEL: "resnet50"}
-    with mlflow.start_run(experiment_id=exp_id, tags=tags) as run:
-        mlflow.log_metrics(metrics)
-        info = mlflow.pytorch.log_model(
-            torch.nn.Linear(3, 2), name="model", input_example=np.zeros((2, 3), np.float32), pip_requirements=["torch"]
-        )
-        mlflow.set_tag(tracking.TAG_MODEL_ID, info.model_id)
-    return run.info.run_id
-
-
-def test_promote_prints_how_it_broke_a_tie(mlflow_store, cli):
-    exp_id = tracking.ensure_experiment("medattn-demo", mlflow_store)
-    _logged_train_run(exp_id, {"best_val_auc": 1.0, "best_val_loss": 0.20})
-    second = _logged_train_run(exp_id, {"best_val_auc": 1.0, "best_val_loss": 0.02})
-    out = cli(["promote", "--experiment", "medattn-demo"]).output.splitlines()
-    sentence = "2 runs tie at best_val_auc = 1; the tie is broken by the lowest best_val_loss (0.02)."
-    assert out[1] == sentence and f"best run {second}" in out[2]
-
-
-def test_promote_without_a_tie_prints_no_tie_break(mlflow_store, cli):
-    exp_id = tracking.ensure_experiment("medattn-demo", mlflow_store)
-    _logged_train_run(exp_id, {"best_val_auc": 0.9, "best_val_loss": 0.20})
-    _logged_train_run(exp_id, {"best_val_auc": 0.8, "best_val_loss": 0.02})
-    out = cli(["promote", "--experiment", "medattn-demo"]).output
-    assert "runs tie at" not in out and "the tie" not in out
 
 
 def test_paired_artifact_names_live_in_tracking():

@@ -67,3 +67,20 @@ def test_promote_picks_the_lower_val_loss_among_runs_tied_on_auc(mlflow_store):
     assert res.tie_break == "2 runs tie at best_val_auc = 1; the tie is broken by the lowest best_val_loss (0.02)."
     again = promote_stage.promote(PromoteConfig())
     assert (again.run_id, again.changed) == (second, False)
+
+
+def test_promote_prints_how_it_broke_a_tie(mlflow_store, cli):
+    exp_id = tracking.ensure_experiment("medattn-demo", mlflow_store)
+    _train_run(exp_id, {"best_val_auc": 1.0, "best_val_loss": 0.20})
+    second = _train_run(exp_id, {"best_val_auc": 1.0, "best_val_loss": 0.02})
+    out = cli(["promote", "--experiment", "medattn-demo"]).output.splitlines()
+    sentence = "2 runs tie at best_val_auc = 1; the tie is broken by the lowest best_val_loss (0.02)."
+    assert out[1] == sentence and f"best run {second}" in out[2]
+
+
+def test_promote_without_a_tie_prints_no_tie_break(mlflow_store, cli):
+    exp_id = tracking.ensure_experiment("medattn-demo", mlflow_store)
+    _train_run(exp_id, {"best_val_auc": 0.9, "best_val_loss": 0.20})
+    _train_run(exp_id, {"best_val_auc": 0.8, "best_val_loss": 0.02})
+    out = cli(["promote", "--experiment", "medattn-demo"]).output
+    assert "runs tie at" not in out and "the tie" not in out
