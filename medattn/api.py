@@ -52,6 +52,7 @@ from medattn.stages.figures import FiguresResult, figures
 from medattn.stages.grid import grid, grid_cells, seed_configs, with_seed
 from medattn.stages.interpret import InterpretResult, interpret
 from medattn.stages.promote import PromoteResult, promote
+from medattn.stages.report import ReportConfig, ReportResult, open_command, report
 from medattn.stages.search import SearchResult, search
 from medattn.stages.train import EpochCallback, TrainResult, model_summary, resolve_train_config, train
 
@@ -76,6 +77,8 @@ __all__ = [
     "PairedDifference",
     "PromoteConfig",
     "PromoteResult",
+    "ReportConfig",
+    "ReportResult",
     "SearchConfig",
     "SearchResult",
     "TestConfig",
@@ -99,7 +102,9 @@ __all__ = [
     "parse_seeds",
     "predictions_frame",
     "promote",
+    "open_command",
     "quick_config",
+    "report",
     "resolve_device",
     "resolve_train_config",
     "results_table",

@@ -36,6 +36,9 @@ XAI_CSV = "xai_scores.csv"
 LOW_DATA_FIGURE = "figures/low_data.png"
 XAI_FIGURE = "figures/xai_scores.png"
 COMPARE_GRID_FIGURE = "figures/saliency_grid.png"
+REPORT_HTML = "report.html"  # the report run: the page, its PDF and the tables it shows as CSV
+REPORT_PDF = "report.pdf"
+REPORT_TABLES_DIR = "tables"  # tables/<table>.csv
 PAIRED_CSV = "paired_auc.csv"  # issue 12.3: ΔAUC of each attention variant vs its plain backbone
 FOREST_FIGURE = "figures/forest_auc.png"  # the same ΔAUCs with their paired bootstrap CIs
 # ---- search ---------------------------------------------------------------------------------
@@ -45,7 +48,7 @@ SEARCH_HISTORY_FIGURE = "figures/optimization_history.png"  # Optuna's plot, on 
 SEARCH_IMPORTANCE_FIGURE = "figures/param_importances.png"
 
 # ---- run tags -------------------------------------------------------------------------------
-TAG_KIND = "medattn.kind"  # train | test | interpret | figures | compare | search | demo
+TAG_KIND = "medattn.kind"  # train | test | interpret | figures | compare | search | demo | report
 TAG_SOURCE_RUN = "medattn.source_run"
 TAG_DATASET = "medattn.dataset"
 TAG_MODEL = "medattn.model"
@@ -64,6 +67,12 @@ TAG_RETRY_OF = "medattn.retry_of_trial"  # a retried trial (its worker died): th
 TAG_BEST_TRIAL_RUN = "best_trial_run_id"
 TAG_BEST_TRIAL_NUMBER = "best_trial_number"
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI
+# What produced a run (every stage run; the report shows them): versions and medattn's git commit.
+TAG_MEDATTN_VERSION = "medattn.version"
+TAG_TORCH_VERSION = "medattn.torch_version"
+TAG_MLFLOW_VERSION = "medattn.mlflow_version"
+TAG_GIT_COMMIT = "medattn.git_commit"  # of medattn's source checkout, when it is one
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: the entry point's repository
 # ---- params ---------------------------------------------------------------------------------
 RESOLVED_PREFIX = "resolved."  # resolved.<key>: medattn's value of a param `mlflow run` logged in another spelling
 # ---- model-version tags (promote) -----------------------------------------------------------

@@ -12,9 +12,11 @@ top-level stage logs into that run instead of starting its own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -22,14 +24,16 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import mlflow
 import pandas as pd
+import torch
 import yaml
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
+import medattn
 from medattn.errors import MedattnError
 from medattn.tracking.auth import auth_error, check_uri_has_no_secret
 from medattn.tracking.names import (
@@ -37,7 +41,11 @@ from medattn.tracking.names import (
     ENV_EXPERIMENT_ID,
     ENV_RUN_ID,
     TAG_DESCRIPTION,
+    TAG_GIT_COMMIT,
     TAG_KIND,
+    TAG_MEDATTN_VERSION,
+    TAG_MLFLOW_VERSION,
+    TAG_TORCH_VERSION,
     describe_run,
     experiment_name,
     resolved_param,
@@ -77,6 +85,53 @@ def ui_command(uri: str) -> str:
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run under the UI at ``ui_base`` (a server URL); a ``user:password@``
+    in it is left out (a browser asks for the login)."""
+    parts = urlsplit(ui_base)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    base = urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    """The commit of medattn's source checkout (``+dirty`` with uncommitted changes); ``None`` when
+    medattn is not run from a git checkout or git is missing."""
+    folder = Path(medattn.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def environment_tags() -> dict[str, str]:
+    """Tags naming what produced a run: medattn's, torch's and MLflow's versions and, where medattn
+    runs from a git checkout, its commit (every stage run carries them; the report lists them)."""
+    tags = {
+        TAG_MEDATTN_VERSION: medattn.__version__,
+        TAG_TORCH_VERSION: torch.__version__,
+        TAG_MLFLOW_VERSION: mlflow.__version__,
+    }
+    commit = _git_commit()
+    if commit:
+        tags[TAG_GIT_COMMIT] = commit
+    return tags
 
 
 def _probe_http(uri: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> None:
@@ -287,7 +342,7 @@ def stage_run(
         system_metrics=system_metrics,
     ) as run:
         if tags:
-            set_tags(tags)
+            set_tags({**environment_tags(), **tags})
         text = description or (describe_run(tags) if tags else None)
         if text and not run.data.tags.get(TAG_DESCRIPTION):
             set_tags({TAG_DESCRIPTION: text})
