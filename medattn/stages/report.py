@@ -160,8 +160,9 @@ class Num:
     sd: float = math.nan
     ci_low: float = math.nan
     ci_high: float = math.nan
-    digits: int = 3
+    digits: int = 3  # decimals; 0: an integer with thousands separators; -2: two significant digits (p-values)
     signed: bool = False
+    seeds: int | None = None  # the number of seeds behind a mean ± sd (default: one per run)
     kind: str = "num"
 
     @property
@@ -172,6 +173,8 @@ class Num:
     def _fmt(self, v: float) -> str:
         if self.digits == 0:
             return f"{v:,.0f}"
+        if self.digits < 0:
+            return f"{v:.{-self.digits}g}"
         return _signed(v, self.digits) if self.signed else f"{v:.{self.digits}f}"
 
     @property
@@ -180,8 +183,9 @@ class Num:
         if not self.finite:
             return "not logged"
         text = self._fmt(self.value)
-        if len(self.runs) > 1 and math.isfinite(self.sd):
-            return f"{text} ± {self.sd:.{max(self.digits, 1)}f} ({len(self.runs)} seeds)"
+        seeds = self.seeds if self.seeds is not None else len(self.runs)
+        if seeds > 1 and math.isfinite(self.sd):
+            return f"{text} ± {self.sd:.{max(self.digits, 1)}f} ({seeds} seeds)"
         if math.isfinite(self.ci_low) and math.isfinite(self.ci_high):
             return f"{text} [{self._fmt(self.ci_low)}, {self._fmt(self.ci_high)}]"
         return text
@@ -214,7 +218,7 @@ class Table:
             cells = [row[j] if j < len(row) else "" for row in self.rows]
             nums = [c for c in cells if isinstance(c, Num)]
             if not nums:
-                data[key] = [c.run_id if isinstance(c, RunRef) else c for c in cells]
+                data[key] = [_plain(c) for c in cells]
                 continue
             data[key] = [c.value if isinstance(c, Num) else (c or math.nan) for c in cells]
             for part in ("sd", "ci_low", "ci_high"):
@@ -254,6 +258,15 @@ class Section:
     bullets: list[Bullet] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def _plain(cell: Any) -> Any:
+    """A non-number cell as CSV holds it: a run id, run ids separated by spaces, or the text."""
+    if isinstance(cell, RunRef):
+        return cell.run_id
+    if isinstance(cell, tuple):
+        return " ".join(_plain(c) for c in cell)
+    return cell
 
 
 def _snake(text: str) -> str:
@@ -525,10 +538,18 @@ def section_setup(exp: Experiment, files: _Artifacts) -> tuple[Section, dict[str
                 else f"; {per_cell[0]} per tested cell."
                 if per_cell
                 else "."
-            )  # fmt: skip
+            )
         )
     sec.tables.append(_versions_table(exp))
     return sec, majority
+
+
+def _attention_label(spec: Any) -> str:
+    if spec is None:
+        return "?"
+    if not spec.attention:
+        return "none"
+    return spec.attention if spec.attention == "self-attention" else spec.attention.upper()
 
 
 def _models_table(train: Sequence[Any], files: _Artifacts) -> Table:
@@ -551,7 +572,7 @@ def _models_table(train: Sequence[Any], files: _Artifacts) -> Table:
             [
                 model,
                 spec.architecture if spec else "?",
-                (spec.attention or "none").upper() if spec and spec.attention != "self-attention" else "self-attention",
+                _attention_label(spec),
                 count,
                 p.get("head", "?"),
                 p.get("pretrained", "?"),
@@ -664,10 +685,17 @@ def section_results(exp: Experiment, majority: Mapping[str, float]) -> tuple[Sec
             "reach on these images, and the gap is how far each model stays below it."
         )
     rows = [
-        [c.dataset, c.model, _pct(c.perc), str(len(c.runs)), *(c.num(m) for m in metrics),
-         c.num("test_n_images", digits=0), *(RunRef(i) for i in c.run_ids[:1])]
+        [
+            c.dataset,
+            c.model,
+            _pct(c.perc),
+            str(len(c.runs)),
+            *(c.num(m) for m in metrics),
+            c.num("test_n_images", digits=0),
+            tuple(RunRef(i) for i in c.run_ids),
+        ]
         for c in exp.cells
-    ]  # fmt: skip
+    ]
     sec.tables.append(
         Table(
             "results",
@@ -697,10 +725,15 @@ def _clinical_tables(cells: Sequence[Cell], all_metrics: set[str]) -> list[Table
             Table(
                 "calibration",
                 "Calibration (expected calibration error and Brier score: lower is better)",
-                ["Data set", "Model", "% train", *(m.removeprefix("test_").upper() if m == "test_ece" else "Brier" for m in calibration)],
+                [
+                    "Data set",
+                    "Model",
+                    "% train",
+                    *(m.removeprefix("test_").upper() if m == "test_ece" else "Brier" for m in calibration),
+                ],
                 [[*_cell_head(c), *(c.num(m) for m in calibration)] for c in cells],
             )
-        )  # fmt: skip
+        )
     operating = sorted((m for m in all_metrics if _OPERATING.match(m)), key=lambda m: (_OPERATING.match(m)[1], m))
     if operating:
         thresholds = sorted({k for c in cells for r in c.runs for k in r.data.params if k.startswith("threshold_")})
@@ -710,10 +743,19 @@ def _clinical_tables(cells: Sequence[Cell], all_metrics: set[str]) -> list[Table
             Table(
                 "operating_points",
                 "Operating points (thresholds chosen on the validation split where the runs say so)",
-                ["Data set", "Model", "% train", *headers, *(f"Threshold {t.removeprefix('threshold_')}" for t in thresholds)],
-                [[*_cell_head(c), *(c.num(m) for m in operating), *(c.param_num(t) for t in thresholds)] for c in cells],
+                [
+                    "Data set",
+                    "Model",
+                    "% train",
+                    *headers,
+                    *(f"Threshold {t.removeprefix('threshold_')}" for t in thresholds),
+                ],
+                [
+                    [*_cell_head(c), *(c.num(m) for m in operating), *(c.param_num(t) for t in thresholds)]
+                    for c in cells
+                ],
             )
-        )  # fmt: skip
+        )
     groups: dict[str, list[str]] = {}
     for m in sorted(all_metrics):
         found = _SUBGROUP.match(m)
@@ -731,10 +773,16 @@ def _clinical_tables(cells: Sequence[Cell], all_metrics: set[str]) -> list[Table
             Table(
                 "subgroups",
                 "Subgroups (metrics of the test images of each attribute value)",
-                ["Data set", "Model", "% train", "Subgroup", *(("Images" if s == "n" else s.replace("_", " ")) for s in stats)],
+                [
+                    "Data set",
+                    "Model",
+                    "% train",
+                    "Subgroup",
+                    *(("Images" if s == "n" else s.replace("_", " ")) for s in stats),
+                ],
                 rows,
             )
-        )  # fmt: skip
+        )
     return tables
 
 
@@ -793,22 +841,32 @@ def section_paper(exp: Experiment) -> tuple[Section, list[Table]]:
                 mine = Num(mine.value, mine.runs, mine.metric, sd=mine.sd, digits=3)  # the CI is in the results
                 row.append(mine)
                 delta = mine.value - ref if ref is not None and mine.finite else math.nan
-                row.append(Num(delta, mine.runs, f"delta_paper_{metric}", signed=True) if math.isfinite(delta) else "—")
+                signed = Num(delta, mine.runs, f"delta_paper_{metric}", signed=True)
+                row.append(signed if math.isfinite(delta) else "—")
             row.append(
                 "not run"
                 if cell is None
                 else ("tested" if (model, perc, "accuracy") in values else "not in the original")
             )
-            rows.append(row)  # fmt: skip
+            rows.append(row)
         tables.append(
             Table(
                 f"paper_{_snake(dataset)}",
                 f"{dataset}: the original project's test numbers and yours",
-                ["Model", "% train", "Original accuracy", "Your accuracy", "Δ accuracy", "Original AUC", "Your AUC",
-                 "Δ AUC", "Your cell"],
+                [
+                    "Model",
+                    "% train",
+                    "Original accuracy",
+                    "Your accuracy",
+                    "Δ accuracy",
+                    "Original AUC",
+                    "Your AUC",
+                    "Δ AUC",
+                    "Your cell",
+                ],
                 rows,
             )
-        )  # fmt: skip
+        )
     sec.tables = tables
     return sec, tables
 
@@ -833,8 +891,10 @@ def section_paired(exp: Experiment, files: _Artifacts) -> Section:
         needed = {
             k: c for k, c in cells.items() if k in pairs or any(k == (compare.plain_backbone(m), p) for m, p in pairs)
         }
-        frames = {k: {s: files.csv(r.info.run_id, tracking.PREDICTIONS) for s, r in zip(c.seeds, c.runs, strict=True)}
-                  for k, c in needed.items()}  # fmt: skip
+        frames = {
+            k: {s: files.csv(r.info.run_id, tracking.PREDICTIONS) for s, r in zip(c.seeds, c.runs, strict=True)}
+            for k, c in needed.items()
+        }
         frames = {k: {s: f for s, f in v.items() if f is not None} for k, v in frames.items()}
         table = compare.paired_table({k: v for k, v in frames.items() if v})
         for row in table.to_dict("records"):
@@ -842,19 +902,41 @@ def section_paired(exp: Experiment, files: _Artifacts) -> Section:
             ids = variant.run_ids + backbone.run_ids
             delta = Num(row["delta_auc"], ids, "delta_auc", ci_low=row["ci_low"], ci_high=row["ci_high"], signed=True)
             seeds = (
-                Num(row["seed_delta_mean"], ids, "seed_delta_auc", sd=row["seed_delta_sd"], signed=True)
+                Num(
+                    row["seed_delta_mean"],
+                    ids,
+                    "seed_delta_auc",
+                    sd=row["seed_delta_sd"],
+                    signed=True,
+                    seeds=int(row["n_seed_pairs"]),
+                )
                 if row["n_seed_pairs"] > 1
                 else "one seed"
             )
             rows.append(
-                [dataset, row["variant"], row["backbone"], _pct(row["perc_train"]), Num(row["n_images"], ids, "n_images", digits=0),
-                 f"{row['n_seeds_variant']} / {row['n_seeds_backbone']}", delta, Num(row["p_value"], ids, "p_value"), seeds]
-            )  # fmt: skip
+                [
+                    dataset,
+                    row["variant"],
+                    row["backbone"],
+                    _pct(row["perc_train"]),
+                    Num(row["n_images"], ids, "n_images", digits=0),
+                    f"{row['n_seeds_variant']} / {row['n_seeds_backbone']}",
+                    delta,
+                    Num(row["p_value"], ids, "p_value", digits=-2),
+                    seeds,
+                ]
+            )
             sec.bullets.append(Bullet(compare.verdict(row), ids))
             forest_rows.append(
-                {"label": f"{row['variant']} vs {row['backbone']}" + ("" if row["perc_train"] >= 1 else f" ({_pct(row['perc_train'])})"),
-                 "delta": row["delta_auc"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "p_value": row["p_value"]}
-            )  # fmt: skip
+                {
+                    "label": f"{row['variant']} vs {row['backbone']}"
+                    + ("" if row["perc_train"] >= 1 else f" ({_pct(row['perc_train'])})"),
+                    "delta": row["delta_auc"],
+                    "ci_low": row["ci_low"],
+                    "ci_high": row["ci_high"],
+                    "p_value": row["p_value"],
+                }
+            )
     if not rows:
         sec.notes.append(
             "No attention variant has its plain backbone tested at the same training fraction in this experiment: "
@@ -865,11 +947,20 @@ def section_paired(exp: Experiment, files: _Artifacts) -> Section:
         Table(
             "paired_auc",
             "Paired ΔAUC of each attention variant against its plain backbone",
-            ["Data set", "Variant", "Backbone", "% train", "Images", "Seeds (variant / backbone)", "ΔAUC [95 % CI]",
-             "p-value", "Per-seed ΔAUC (mean ± sd)"],
+            [
+                "Data set",
+                "Variant",
+                "Backbone",
+                "% train",
+                "Images",
+                "Seeds (variant / backbone)",
+                "ΔAUC [95 % CI]",
+                "p-value",
+                "Per-seed ΔAUC (mean ± sd)",
+            ],
             rows,
         )
-    )  # fmt: skip
+    )
     sec.figures.append(
         Figure(
             "Forest plot",
@@ -891,14 +982,22 @@ def section_low_data(exp: Experiment) -> Section:
         if len(fractions) < 2:
             continue
         for metric, label in (("test_auc", "AUC"), ("test_balanced_accuracy", "balanced accuracy")):
-            rows = [{"model": c.model, "perc_train": c.perc, "value": n.value, "ci_low": n.ci_low, "ci_high": n.ci_high}
-                    for c in cells if (n := c.num(metric)).finite]  # fmt: skip
+            rows = [
+                {"model": c.model, "perc_train": c.perc, "value": n.value, "ci_low": n.ci_low, "ci_high": n.ci_high}
+                for c in cells
+                if (n := c.num(metric)).finite
+            ]
             if rows:
                 fig = plots.low_data_figure(rows, metric, title=f"{dataset}: test {label} against the training data")
                 sec.figures.append(
-                    Figure(f"{dataset}: {label}", figure_uri(fig), f"Test {label} against the % of training data per model",
-                           "One line per model; bands are 95 % CIs where one seed was tested. The numbers are in the results table.")
-                )  # fmt: skip
+                    Figure(
+                        f"{dataset}: {label}",
+                        figure_uri(fig),
+                        f"Test {label} against the % of training data per model",
+                        "One line per model; bands are 95 % CIs where one seed was tested. "
+                        "The numbers are in the results table.",
+                    )
+                )
                 drawn = True
     if not drawn:
         fractions = sorted({c.perc for c in exp.cells})
@@ -983,6 +1082,18 @@ def _verdict_text(entry: Mapping[str, Any], source: str) -> str:
     return f"fails ({', '.join(failed) or 'no score'})"
 
 
+def _method_verdict(source: str, model: str, dataset: str, entry: Mapping[str, Any]) -> str:
+    """``deeplift on resnet50 (demo) passes the sanity rule on every score (...)`` or ``... fails it on ...``."""
+    scored = [s.replace("_", " ") for s in entry["passes"]] or [s.replace("_", " ") for s in entry["scores"]]
+    if entry["passes_sanity"] == 1.0:
+        return f"{source} on {model} ({dataset}) passes the sanity rule on every score ({', '.join(scored)})."
+    failed = [s.replace("_", " ") for s, ok in entry["passes"].items() if ok == 0.0]
+    return (
+        f"{source} on {model} ({dataset}) fails the sanity rule on {', '.join(failed) or 'every score'}: "
+        "its maps are not shown to beat a map that ignores the model there."
+    )
+
+
 def section_xai(exp: Experiment) -> tuple[Section, dict[str, dict[str, Any]]]:
     """Explanation scores per model × method next to the sanity baselines, with the verdicts."""
     sec = Section("explanations", "Explanation scores")
@@ -1004,10 +1115,13 @@ def section_xai(exp: Experiment) -> tuple[Section, dict[str, dict[str, Any]]]:
         return sec, interp
     parsed = {
         (ds, model): parse_xai_metrics(run.data.metrics, run.data.params.get("methods", "").split(","))
-        for ds, models in interp.items() for model, run in models.items()
-    }  # fmt: skip
-    scores = sorted({s for p in parsed.values() for e in p.values() for s in e["scores"]},
-                    key=lambda s: (SCORE_ORDER.index(s) if s in SCORE_ORDER else len(SCORE_ORDER), s))  # fmt: skip
+        for ds, models in interp.items()
+        for model, run in models.items()
+    }
+    scores = sorted(
+        {s for p in parsed.values() for e in p.values() for s in e["scores"]},
+        key=lambda s: (SCORE_ORDER.index(s) if s in SCORE_ORDER else len(SCORE_ORDER), s),
+    )
     rows = []
     order = {"method": 0, "ground truth": 1, "sanity baseline": 2}
     for (ds, model), sources in sorted(parsed.items(), key=lambda kv: (kv[0][0], _model_order(kv[0][1]))):
@@ -1027,20 +1141,32 @@ def section_xai(exp: Experiment) -> tuple[Section, dict[str, dict[str, Any]]]:
             if kind == "ground truth" and entry["passes_sanity"] is not None:
                 ok = entry["passes_sanity"] == 1.0
                 sec.bullets.append(
-                    Bullet(f"The ground-truth mask scored as a map on {model} ({ds}) "
-                           + ("passes the sanity rule: the scores can tell a right map from a wrong one."
-                              if ok else "fails the sanity rule: a score the oracle cannot pass is broken; do not read it."),
-                           (run_id,))
-                )  # fmt: skip
+                    Bullet(
+                        f"The ground-truth mask scored as a map on {model} ({ds}) "
+                        + (
+                            "passes the sanity rule: the scores can tell a right map from a wrong one."
+                            if ok
+                            else "fails the sanity rule: a score the oracle cannot pass is broken; do not read it."
+                        ),
+                        (run_id,),
+                    )
+                )
     sec.tables.append(
         Table(
             "xai_scores",
             "Explanation scores per model and method, with the sanity baselines (mean over images [95 % CI])",
-            ["Data set", "Model", "Source", "Kind", *(s.replace("_", " ") + (" ↓" if s in LOWER_IS_BETTER else "")
-                                                       for s in scores), "Verdict", "Run"],
+            [
+                "Data set",
+                "Model",
+                "Source",
+                "Kind",
+                *(s.replace("_", " ") + (" ↓" if s in LOWER_IS_BETTER else "") for s in scores),
+                "Verdict",
+                "Run",
+            ],
             rows,
         )
-    )  # fmt: skip
+    )
     return sec, interp
 
 
@@ -1064,10 +1190,13 @@ def section_saliency(interp: Mapping[str, Mapping[str, Any]], workdir: Path, max
             continue
         runs = ", ".join(r.info.run_id[:8] for r in models.values())
         sec.figures.append(
-            Figure(f"{dataset}: {len(drawn)} images", figure_uri(fig, GRID_DPI),
-                   f"Saliency maps of {len(drawn)} test images across models and methods",
-                   f"Images {', '.join(drawn)}; interpret runs {runs}.")
-        )  # fmt: skip
+            Figure(
+                f"{dataset}: {len(drawn)} images",
+                figure_uri(fig, GRID_DPI),
+                f"Saliency maps of {len(drawn)} test images across models and methods",
+                f"Images {', '.join(drawn)}; interpret runs {runs}.",
+            )
+        )
     if not interp:
         sec.notes.append("No finished interpret run: no saliency maps to show.")
     return sec
@@ -1081,14 +1210,29 @@ def section_problems(exp: Experiment, interp: Mapping[str, Mapping[str, Any]]) -
     for run in exp.runs:
         kind = _tag(run, tracking.TAG_KIND)
         if kind in CELL_KINDS and run.info.status != "FINISHED":
-            rows.append([f"{kind} run {run.info.status.lower()}", _tag(run, tracking.TAG_DATASET, "?"),
-                         _tag(run, tracking.TAG_MODEL, "?"), _pct(_frac(run)),
-                         "did not finish: its metrics are not in this report", RunRef(run.info.run_id)])  # fmt: skip
+            rows.append(
+                [
+                    f"{kind} run {run.info.status.lower()}",
+                    _tag(run, tracking.TAG_DATASET, "?"),
+                    _tag(run, tracking.TAG_MODEL, "?"),
+                    _pct(_frac(run)),
+                    "did not finish: its metrics are not in this report",
+                    RunRef(run.info.run_id),
+                ]
+            )
     tested_sources = {_tag(r, tracking.TAG_SOURCE_RUN) for r in exp.test_runs()}
     for run in exp.finished("train"):
         if run.info.run_id not in tested_sources:
-            rows.append(["trained, not tested", _tag(run, tracking.TAG_DATASET, "?"), _tag(run, tracking.TAG_MODEL, "?"),
-                         _pct(_frac(run)), f"medattn test --run-id {run.info.run_id}", RunRef(run.info.run_id)])  # fmt: skip
+            rows.append(
+                [
+                    "trained, not tested",
+                    _tag(run, tracking.TAG_DATASET, "?"),
+                    _tag(run, tracking.TAG_MODEL, "?"),
+                    _pct(_frac(run)),
+                    f"medattn test --run-id {run.info.run_id}",
+                    RunRef(run.info.run_id),
+                ]
+            )
     for dataset in exp.datasets:
         cells = {(c.model, c.perc): c for c in exp.cells if c.dataset == dataset}
         models = sorted({m for m, _ in cells}, key=_model_order)
@@ -1098,16 +1242,40 @@ def section_problems(exp: Experiment, interp: Mapping[str, Mapping[str, Any]]) -
             for perc in fractions:
                 cell = cells.get((model, perc))
                 if cell is None:
-                    rows.append(["cell not tested", dataset, model, _pct(perc),
-                                 "other models were tested at this fraction; this one has no finished test run", ""])  # fmt: skip
+                    rows.append(
+                        [
+                            "cell not tested",
+                            dataset,
+                            model,
+                            _pct(perc),
+                            "other models were tested at this fraction; this one has no finished test run",
+                            "",
+                        ]
+                    )
                 elif len(cell.runs) < most:
-                    rows.append(["fewer seeds", dataset, model, _pct(perc),
-                                 f"{len(cell.runs)} of {most} seeds tested", RunRef(cell.run_ids[0])])  # fmt: skip
+                    rows.append(
+                        [
+                            "fewer seeds",
+                            dataset,
+                            model,
+                            _pct(perc),
+                            f"{len(cell.runs)} of {most} seeds tested",
+                            RunRef(cell.run_ids[0]),
+                        ]
+                    )
             backbone = compare.plain_backbone(model)
             for perc in fractions:
                 if (model, perc) in cells and backbone is not None and (backbone, perc) not in cells:
-                    rows.append(["no paired ΔAUC", dataset, model, _pct(perc),
-                                 f"its plain backbone {backbone} was not tested at this fraction", RunRef(cells[(model, perc)].run_ids[0])])  # fmt: skip
+                    rows.append(
+                        [
+                            "no paired ΔAUC",
+                            dataset,
+                            model,
+                            _pct(perc),
+                            f"its plain backbone {backbone} was not tested at this fraction",
+                            RunRef(cells[(model, perc)].run_ids[0]),
+                        ]
+                    )
             explained = interp.get(dataset, {})
             if model not in explained:
                 rows.append(["not explained", dataset, model, "", "no finished interpret run of this model", ""])
@@ -1128,13 +1296,25 @@ def section_problems(exp: Experiment, interp: Mapping[str, Mapping[str, Any]]) -
 def section_runs(exp: Experiment) -> Table:
     """The run index every number links to."""
     rows = [
-        [RunRef(r.info.run_id), _tag(r, tracking.TAG_KIND, "?"), r.info.run_name or "", r.info.status,
-         _tag(r, tracking.TAG_DATASET), _tag(r, tracking.TAG_MODEL), _pct(_frac(r)) if _tag(r, tracking.TAG_PERC_TRAIN) else "",
-         _params(r).get("seed", "") if _tag(r, tracking.TAG_KIND) == "train" else exp.seeds.get(_tag(r, tracking.TAG_SOURCE_RUN), ""),
-         _tag(r, tracking.TAG_SOURCE_RUN),
-         dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M") if r.info.start_time else ""]
-        for r in exp.runs if _tag(r, tracking.TAG_KIND) != "report"
-    ]  # fmt: skip
+        [
+            RunRef(r.info.run_id),
+            _tag(r, tracking.TAG_KIND, "?"),
+            r.info.run_name or "",
+            r.info.status,
+            _tag(r, tracking.TAG_DATASET),
+            _tag(r, tracking.TAG_MODEL),
+            _pct(_frac(r)) if _tag(r, tracking.TAG_PERC_TRAIN) else "",
+            _params(r).get("seed", "")
+            if _tag(r, tracking.TAG_KIND) == "train"
+            else exp.seeds.get(_tag(r, tracking.TAG_SOURCE_RUN), ""),
+            RunRef(_tag(r, tracking.TAG_SOURCE_RUN)) if _tag(r, tracking.TAG_SOURCE_RUN) else "",
+            dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+            if r.info.start_time
+            else "",
+        ]
+        for r in exp.runs
+        if _tag(r, tracking.TAG_KIND) != "report"
+    ]
     return Table(
         "runs",
         "Every run of the experiment (the numbers above link here)",

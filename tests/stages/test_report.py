@@ -3,9 +3,16 @@ cells are listed, the clinical sections follow what the runs logged, bad input i
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+import shutil
+import subprocess
+import tempfile
 from html.parser import HTMLParser
+from pathlib import Path
 
+import matplotlib.image as mpimg
 import mlflow
 import numpy as np
 import pandas as pd
@@ -13,7 +20,6 @@ import pytest
 from mlflow.entities import Metric, Param
 
 from medattn import tracking
-from medattn.config import CompareConfig
 from medattn.errors import MedattnError
 from medattn.metrics import roc_auc
 from medattn.stages import compare
@@ -110,10 +116,14 @@ def _train_run(client, exp: str, model: str, seed: int, *, lr: str = "0.001") ->
     params = {"seed": seed, "lr": lr, "epochs": 2, "duplicates": "group", "head": "pool"}
     _log(client, rid, {"duplicate_groups": 2.0, "duplicate_images": 5.0}, params)
     labels = {"train": [0, 1, 1, 0, 0, 0], "val": [0, 1], "test": [0, 1, 0, 0, 1]}
-    for split, y in labels.items():
-        frame = pd.DataFrame({"image_id": [f"{split}{i}" for i in range(len(y))], "label": y})
-        client.log_text(rid, frame.to_csv(index=False), f"{tracking.SPLITS_DIR}/{split}.csv")
-    client.log_text(rid, f"parameters: {PARAMS:,}\ntrainable: {PARAMS:,}\n\nResNet(...)\n", tracking.MODEL_SUMMARY)
+    with tempfile.TemporaryDirectory() as tmp:  # one upload for the manifests and the summary
+        folder = Path(tmp)
+        (folder / tracking.SPLITS_DIR).mkdir()
+        for split, y in labels.items():
+            frame = pd.DataFrame({"image_id": [f"{split}{i}" for i in range(len(y))], "label": y})
+            frame.to_csv(folder / tracking.SPLITS_DIR / f"{split}.csv", index=False)
+        (folder / tracking.MODEL_SUMMARY).write_text(f"parameters: {PARAMS:,}\ntrainable: {PARAMS:,}\n\nResNet(...)\n")
+        client.log_artifacts(rid, tmp)
     client.set_terminated(rid)
     return rid
 
@@ -181,10 +191,12 @@ def tiny(mlflow_store, fake_interpret_run):
     ids = np.array([f"img{i}" for i in range(N)])
     y = (np.arange(N) % 3 == 0).astype(int)
     tests: dict[str, list[str]] = {}
+    frames: dict[tuple[str, float], dict[int, pd.DataFrame]] = {}
     for model, signal, seeds in (("resnet50", 0.5, (0, 1)), ("se_resnet50", 1.5, (0, 1)), ("densenet121", 1.0, (0,))):
         for seed in seeds:
             source = _train_run(client, exp, model, seed)
             p1 = 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(0, 1, N))))
+            frames.setdefault((model, 1.0), {})[seed] = _frame(ids, y, p1)
             tests.setdefault(model, []).append(_test_run(client, exp, model, source, _frame(ids, y, p1), clinical=True))
     failed_source = _train_run(client, exp, "cbam_resnet50", 0)
     failed = _test_run(
@@ -215,9 +227,10 @@ def tiny(mlflow_store, fake_interpret_run):
         }
         _log(client, fake.run_id, xai)
         interp[model] = fake.run_id
-    return {"exp": exp, "tests": tests, "failed": failed, "untested": untested, "interp": interp}
+    return {"exp": exp, "tests": tests, "failed": failed, "untested": untested, "interp": interp, "frames": frames}
 
 
+@functools.cache
 def _metrics(run_id: str) -> dict[str, float]:
     return mlflow.MlflowClient().get_run(run_id).data.metrics
 
@@ -250,10 +263,11 @@ def test_report_numbers_are_the_runs_metrics_and_the_page_is_self_contained(tiny
     assert results["se_resnet50"]["Test AUC"] == f"{np.mean(se):.3f} ± {np.std(se, ddof=1):.3f} (2 seeds)"
     assert results["se_resnet50"]["Seeds"] == "2"
     assert results["densenet121"]["Oracle AUC (ceiling)"] == "0.930 [0.900, 0.960]"
-    # the paired ΔAUC is the one medattn compare logs
-    cmp = compare.compare(CompareConfig(experiment="tiny-report"))
+    # the paired ΔAUC is the one medattn compare computes from the same predictions (both seeds per side)
+    expected = compare.paired_table(tiny["frames"]).set_index("variant").loc["se_resnet50"]
     delta = next(n for n in page.numbers if n["data-metric"] == "delta_auc")
-    assert float(delta["data-value"]) == pytest.approx(_metrics(cmp.run_id)["delta_auc_se_resnet50_vs_resnet50"])
+    assert float(delta["data-value"]) == pytest.approx(expected["delta_auc"])
+    assert float(delta["data-ci-low"]) == pytest.approx(expected["ci_low"])
     assert set(delta["data-runs"].split()) == {*tiny["tests"]["se_resnet50"], *tiny["tests"]["resnet50"]}
     assert "SE on ResNet-50: ΔAUC" in html
     # parameter counts from the models' summaries, split sizes and class balance from the manifests
@@ -433,3 +447,86 @@ def test_paper_results_are_shipped_with_the_package():
     assert value[("aptos2019", "densenet121", 1.0, "accuracy")] == 0.976
     assert value[("isic2020", "deit_tiny", 1.0, "auc")] == 0.845
     assert ("aptos2019", "densenet121", 1.0, "auc") not in value.index
+
+
+# ---- a real browser: the page renders, the results table shows, the PDF prints -------------
+HEADLINE_RGB = np.array([0x0F, 0x51, 0x32]) / 255  # the results table's header (--headline in the template's CSS)
+
+
+@pytest.mark.chromium
+@pytest.mark.skipif(report_stage.find_chromium() is None, reason="needs headless Chromium (apt-get install chromium)")
+def test_page_renders_in_chromium_and_prints_to_pdf(tiny, tmp_path):
+    pypdf = pytest.importorskip("pypdf")
+    res = report(ReportConfig(experiment="tiny-report", out=str(tmp_path / "r.html"), pdf=True))
+    binary = report_stage.find_chromium()
+    shot = tmp_path / "results.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            report_stage.chromium_command(
+                binary, Path(profile), "--window-size=1280,3000", f"--screenshot={shot}", res.path.as_uri()
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        dom = subprocess.run(
+            report_stage.chromium_command(binary, Path(profile), "--dump-dom", res.path.as_uri()),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        ).stdout.decode()
+    image = mpimg.imread(shot)[..., :3]
+    assert image.shape[:2] == (3000, 1280)
+    assert image.std() > 0.05  # a rendered page, not a blank one
+    headline = np.abs(image - HEADLINE_RGB).max(axis=-1) < 0.03
+    rows = np.flatnonzero(headline.sum(axis=1) > 400)  # pixel rows where the header band spans the table
+    assert len(rows) >= 15, "the results table's header is not drawn in the first 3000 pixels"
+    rendered = Page(dom)
+    models = {r["Model"] for r in rendered.rows("results")}
+    assert models == {"resnet50", "se_resnet50", "densenet121"}
+    # the PDF: at least one page, with the results in it
+    reader = pypdf.PdfReader(res.pdf)
+    assert len(reader.pages) >= 1
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert "Results on the test split" in text and "densenet121" in text
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", str(res.pdf)], capture_output=True, text=True, check=True).stdout
+        assert int(re.search(r"^Pages:\s+(\d+)", info, flags=re.MULTILINE)[1]) == len(reader.pages)
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id)}
+    assert tracking.REPORT_PDF in logged
+
+
+# ---- --paper on a real-format APTOS 2019 experiment -----------------------------------------
+@pytest.mark.slow
+def test_paper_puts_the_original_numbers_next_to_a_real_format_aptos_experiment(mlflow_store, tmp_path, tiny_train):
+    from medattn.config import TestConfig
+    from medattn.data.testing import write_fake_aptos
+    from medattn.stages.evaluate import test as test_stage
+    from medattn.stages.train import resolve_train_config, train
+
+    data = write_fake_aptos(tmp_path / "aptos", n=40, seed=1)  # train.csv + train_images/<id_code>.png
+    cfg = resolve_train_config(
+        {**tiny_train, "dataset": "APTOS", "data_dir": str(data), "pretrained": "none", "experiment": "aptos-paper"}
+    )
+    trained = train(cfg, progress=False)
+    tested = test_stage(TestConfig(run_id=trained.run_id, n_boot=50), progress=False)
+    res = report(ReportConfig(experiment="aptos-paper", out=str(tmp_path / "paper.html"), paper=True))
+    html = res.path.read_text()
+    page = Page(html)
+    rows = {(r["Model"], r["% train"]): r for r in page.rows("paper_aptos2019")}
+    assert len(rows) == 7 * 4  # every model × fraction the original published for APTOS 2019
+    mine = rows[("deit_tiny", "100 %")]
+    acc, auc = tested.metrics["test_accuracy"], tested.metrics["test_auc"]
+    assert (mine["Original accuracy"], mine["Original AUC"]) == ("0.971", "0.994")
+    assert (mine["Your accuracy"], mine["Your AUC"]) == (f"{acc:.3f}", f"{auc:.3f}")
+    assert mine["Δ accuracy"] == f"{acc - 0.971:+.3f}".replace("-", "\N{MINUS SIGN}")
+    assert mine["Your cell"] == "tested"
+    mine_nums = [n for n in page.numbers if n.get("data-runs") == tested.run_id and n["data-metric"] == "test_accuracy"]
+    assert mine_nums and all(float(n["data-value"]) == acc for n in mine_nums)
+    others = [r for k, r in rows.items() if k != ("deit_tiny", "100 %")]
+    assert all(r["Your accuracy"] == "not run" and r["Your cell"] == "not run" for r in others)
+    assert rows[("densenet121", "100 %")]["Original AUC"] == "not published"
+    assert rows[("cbam_resnet50", "1 %")]["Original accuracy"] == "0.751"
+    assert "seed 42" in html and "majority rate on ISIC 2020" in html
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id, tracking.REPORT_TABLES_DIR)}
+    assert "tables/paper_aptos2019.csv" in logged
