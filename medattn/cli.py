@@ -899,6 +899,9 @@ def _demo_report(result: api.DemoResult) -> None:
             f"comparison figures (low-data plot, explanation scores, saliency grid) in compare run {result.compare_run_id}"
         )
     _done("demo", result.parent_run_id, result.tracking_uri)
+    if result.report is not None:
+        typer.echo(f"report: {result.report}")
+        typer.echo(f"open it with: {api.open_command(result.report)}")
 
 
 @app.command()

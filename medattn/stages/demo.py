@@ -38,7 +38,11 @@ from medattn.stages.evaluate import test
 from medattn.stages.figures import figures
 from medattn.stages.interpret import interpret
 from medattn.stages.promote import PromoteResult, promote
+from medattn.stages.report import ReportConfig, report
 from medattn.stages.train import train
+
+#: Where the demo writes its report page (in the working directory).
+DEMO_REPORT = "demo_report.html"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class DemoResult:
     promoted: PromoteResult | None = None
     compare_run_id: str | None = None
     verdicts: list[str] = field(default_factory=list)  # one sentence per attention type (issue 12.3)
+    report: Path | None = None  # the experiment's report page (demo_report.html)
 
 
 def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
@@ -172,6 +177,7 @@ def demo(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     seeds: Sequence[int] | None = None,
+    report_out: str | Path | None = DEMO_REPORT,
 ) -> DemoResult:
     """Synthesise the demo set; per variant train, test, explain and draw figures; promote the best;
     compare the variants.
@@ -182,7 +188,8 @@ def demo(
     attention variant's paired ΔAUC against its plain backbone; the demo ends by printing one
     verdict sentence per attention type. With ``seeds`` (``--seeds 0,1,2``; ``None``: ``cfg.seeds``)
     every variant is trained and tested once per seed (the first seed's model is explained), and the
-    verdicts add the mean ± sd across seeds.
+    verdicts add the mean ± sd across seeds. Last, the experiment's report page is written to
+    ``report_out`` (``None``: none) and logged to a ``report`` run (:func:`medattn.stages.report.report`).
     """
     uri = tracking.connect(cfg.tracking_uri)
     base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
@@ -225,6 +232,9 @@ def demo(
     compared = compare(CompareConfig(experiment=ctx["experiment"], tracking_uri=uri))
     for sentence in compared.verdicts:
         echo(sentence)
+    page = None
+    if report_out is not None:
+        page = report(ReportConfig(experiment=ctx["experiment"], out=str(report_out), tracking_uri=uri)).path
     return DemoResult(
         parent_id,
         table,
@@ -236,4 +246,5 @@ def demo(
         promoted,
         compared.run_id,
         compared.verdicts,
+        page,
     )

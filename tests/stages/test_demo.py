@@ -39,6 +39,11 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     out = res.output
     assert "Test performance per variant" in out and "Explanation scores" in out
     assert "champion: (not set) → version 1" in out and "models:/medattn-demo@champion" in out
+    page = tmp_path / "demo_report.html"  # the demo ends with the experiment's report page and how to open it
+    assert page.is_file() and 'id="results"' in page.read_text()
+    lines = out.splitlines()
+    at = lines.index(f"report: {page}")
+    assert lines[at + 1] == f"open it with: python -m webbrowser {page.as_uri()}"
 
     parent_id = [ln for ln in out.splitlines() if ln.startswith("Logged demo run")][0].split()[3]
     children = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
