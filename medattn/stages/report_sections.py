@@ -133,6 +133,7 @@ class Table:
     caption: str
     columns: list[str]
     rows: list[list[Any]]
+    layout: str = "rows"  # "pairs": a two-column (name, value) table drawn as a compact grid of pairs
 
     def frame(self) -> pd.DataFrame:
         """The table as numbers: a :class:`Num` column becomes its value, and ``_sd``, ``_ci_low``,
@@ -550,6 +551,7 @@ def _settings_tables(exp: Experiment, train: Sequence[Any]) -> list[Table]:
             "Settings every training run shares" + ("" if differ else " (no setting differs between the cells)"),
             ["Setting", "Value"],
             [[k, first.get(k, "")] for k in same],
+            layout="pairs",
         )
     )
     return tables
@@ -1062,7 +1064,7 @@ def section_xai(exp: Experiment) -> tuple[Section, dict[str, dict[str, Any]]]:
             kind = _source_kind(source)
             if kind == "method" and entry["passes_sanity"] is not None:
                 sec.bullets.append(
-                    Bullet(f"{source} on {model} ({ds}): {_verdict_text(entry, source)} the sanity rule.", (run_id,))
+                    Bullet(_method_verdict(source, model, ds, entry), (run_id,))
                 )
             if kind == "ground truth" and entry["passes_sanity"] is not None:
                 ok = entry["passes_sanity"] == 1.0
