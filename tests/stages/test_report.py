@@ -426,9 +426,13 @@ def test_a_failed_write_leaves_neither_page_nor_temp_file(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
 
 
-def test_cli_prints_the_page_and_how_to_open_it(cli, plain, tmp_path):
+def test_cli_prints_the_page_and_how_to_open_it(cli, plain, tmp_path, monkeypatch):
+    private = tmp_path / "tmpdir"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     out = tmp_path / "cli.html"
     res = cli(["report", "--experiment", "plain", "--out", out])
+    assert list(private.iterdir()) == []  # downloads, the logged copies: nothing stays in the temp folder
     assert f"Wrote {out}" in res.output
     assert f"open it with: python -m webbrowser {out.as_uri()}" in res.output
     assert res.run_id and mlflow.MlflowClient().get_run(res.run_id).data.tags[tracking.TAG_KIND] == "report"
@@ -460,17 +464,16 @@ def test_page_renders_in_chromium_and_prints_to_pdf(tiny, tmp_path):
     res = report(ReportConfig(experiment="tiny-report", out=str(tmp_path / "r.html"), pdf=True))
     binary = report_stage.find_chromium()
     shot = tmp_path / "results.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            report_stage.chromium_command(
-                binary, Path(profile), "--window-size=1280,3000", f"--screenshot={shot}", res.path.as_uri()
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    with tempfile.TemporaryDirectory() as profile:  # one browser start: the screenshot and the rendered DOM
         dom = subprocess.run(
-            report_stage.chromium_command(binary, Path(profile), "--dump-dom", res.path.as_uri()),
+            report_stage.chromium_command(
+                binary,
+                Path(profile),
+                "--window-size=1280,3000",
+                f"--screenshot={shot}",
+                "--dump-dom",
+                res.path.as_uri(),
+            ),
             check=True,
             capture_output=True,
             timeout=120,
