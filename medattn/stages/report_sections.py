@@ -800,6 +800,41 @@ def section_paper(exp: Experiment) -> tuple[Section, list[Table]]:
 
 
 # ---- paired ΔAUC, low-data curves -----------------------------------------------------------
+def _paired_rows(cells: Mapping[tuple[str, float], Cell], files: _Artifacts) -> pd.DataFrame:
+    """:func:`medattn.stages.compare.paired_table` of one data set's cells (their ``predictions.csv``)."""
+    pairs = {k for k in cells if (compare.plain_backbone(k[0]), k[1]) in cells}
+    needed = pairs | {(compare.plain_backbone(m), p) for m, p in pairs}
+    frames = {
+        k: {
+            s: files.csv(r.info.run_id, tracking.PREDICTIONS)
+            for s, r in zip(cells[k].seeds, cells[k].runs, strict=True)
+        }
+        for k in needed
+    }
+    frames = {k: {s: f for s, f in v.items() if f is not None} for k, v in frames.items()}
+    return compare.paired_table({k: v for k, v in frames.items() if v})
+
+
+def _paired_cells(dataset: str, row: Mapping[str, Any], ids: tuple[str, ...]) -> list[Any]:
+    """One row of the paired table on the page."""
+    delta = Num(row["delta_auc"], ids, "delta_auc", ci_low=row["ci_low"], ci_high=row["ci_high"], signed=True)
+    seeds: Any = "one seed"
+    if row["n_seed_pairs"] > 1:
+        pairs = int(row["n_seed_pairs"])
+        seeds = Num(row["seed_delta_mean"], ids, "seed_delta_auc", sd=row["seed_delta_sd"], signed=True, seeds=pairs)
+    return [
+        dataset,
+        row["variant"],
+        row["backbone"],
+        _pct(row["perc_train"]),
+        Num(row["n_images"], ids, "n_images", digits=0),
+        f"{row['n_seeds_variant']} / {row['n_seeds_backbone']}",
+        delta,
+        Num(row["p_value"], ids, "p_value", digits=-2),
+        seeds,
+    ]
+
+
 def section_paired(exp: Experiment, files: _Artifacts) -> Section:
     """ΔAUC of each attention variant against its plain backbone (paired bootstrap on the shared
     test images, as ``medattn compare`` computes it), the forest plot and one verdict per row."""
@@ -813,52 +848,16 @@ def section_paired(exp: Experiment, files: _Artifacts) -> Section:
     forest_rows, rows = [], []
     for dataset in exp.datasets:
         cells = {(c.model, c.perc): c for c in exp.cells if c.dataset == dataset}
-        pairs = {k: c for k, c in cells.items() if (compare.plain_backbone(k[0]), k[1]) in cells}
-        if not pairs:
-            continue
-        needed = {
-            k: c for k, c in cells.items() if k in pairs or any(k == (compare.plain_backbone(m), p) for m, p in pairs)
-        }
-        frames = {
-            k: {s: files.csv(r.info.run_id, tracking.PREDICTIONS) for s, r in zip(c.seeds, c.runs, strict=True)}
-            for k, c in needed.items()
-        }
-        frames = {k: {s: f for s, f in v.items() if f is not None} for k, v in frames.items()}
-        table = compare.paired_table({k: v for k, v in frames.items() if v})
-        for row in table.to_dict("records"):
-            variant, backbone = cells[(row["variant"], row["perc_train"])], cells[(row["backbone"], row["perc_train"])]
-            ids = variant.run_ids + backbone.run_ids
-            delta = Num(row["delta_auc"], ids, "delta_auc", ci_low=row["ci_low"], ci_high=row["ci_high"], signed=True)
-            seeds = (
-                Num(
-                    row["seed_delta_mean"],
-                    ids,
-                    "seed_delta_auc",
-                    sd=row["seed_delta_sd"],
-                    signed=True,
-                    seeds=int(row["n_seed_pairs"]),
-                )
-                if row["n_seed_pairs"] > 1
-                else "one seed"
+        for row in _paired_rows(cells, files).to_dict("records"):
+            ids = (
+                cells[(row["variant"], row["perc_train"])].run_ids + cells[(row["backbone"], row["perc_train"])].run_ids
             )
-            rows.append(
-                [
-                    dataset,
-                    row["variant"],
-                    row["backbone"],
-                    _pct(row["perc_train"]),
-                    Num(row["n_images"], ids, "n_images", digits=0),
-                    f"{row['n_seeds_variant']} / {row['n_seeds_backbone']}",
-                    delta,
-                    Num(row["p_value"], ids, "p_value", digits=-2),
-                    seeds,
-                ]
-            )
+            rows.append(_paired_cells(dataset, row, ids))
             sec.bullets.append(Bullet(compare.verdict(row), ids))
+            label = f"{row['variant']} vs {row['backbone']}"
             forest_rows.append(
                 {
-                    "label": f"{row['variant']} vs {row['backbone']}"
-                    + ("" if row["perc_train"] >= 1 else f" ({_pct(row['perc_train'])})"),
+                    "label": label + ("" if row["perc_train"] >= 1 else f" ({_pct(row['perc_train'])})"),
                     "delta": row["delta_auc"],
                     "ci_low": row["ci_low"],
                     "ci_high": row["ci_high"],
@@ -1063,9 +1062,7 @@ def section_xai(exp: Experiment) -> tuple[Section, dict[str, dict[str, Any]]]:
             rows.append([ds, model, source, _source_kind(source), *nums, _verdict_text(entry, source), RunRef(run_id)])
             kind = _source_kind(source)
             if kind == "method" and entry["passes_sanity"] is not None:
-                sec.bullets.append(
-                    Bullet(_method_verdict(source, model, ds, entry), (run_id,))
-                )
+                sec.bullets.append(Bullet(_method_verdict(source, model, ds, entry), (run_id,)))
             if kind == "ground truth" and entry["passes_sanity"] is not None:
                 ok = entry["passes_sanity"] == 1.0
                 sec.bullets.append(
@@ -1131,6 +1128,57 @@ def section_saliency(interp: Mapping[str, Mapping[str, Any]], workdir: Path, max
 
 
 # ---- failed, missing and untested cells -----------------------------------------------------
+def _grid_gaps(exp: Experiment, dataset: str, explained: Mapping[str, Any]) -> list[list[Any]]:
+    """Problem rows of one data set's models × fractions grid: cells not tested, fewer seeds than the
+    others, attention variants without their backbone, models never explained."""
+    rows: list[list[Any]] = []
+    cells = {(c.model, c.perc): c for c in exp.cells if c.dataset == dataset}
+    models = sorted({m for m, _ in cells}, key=_model_order)
+    fractions = sorted({p for _, p in cells})
+    most = max((len(c.runs) for c in cells.values()), default=0)
+    for model in models:
+        for perc in fractions:
+            cell = cells.get((model, perc))
+            if cell is None:
+                rows.append(
+                    [
+                        "cell not tested",
+                        dataset,
+                        model,
+                        _pct(perc),
+                        "other models were tested at this fraction; this one has no finished test run",
+                        "",
+                    ]
+                )
+            elif len(cell.runs) < most:
+                rows.append(
+                    [
+                        "fewer seeds",
+                        dataset,
+                        model,
+                        _pct(perc),
+                        f"{len(cell.runs)} of {most} seeds tested",
+                        RunRef(cell.run_ids[0]),
+                    ]
+                )
+        backbone = compare.plain_backbone(model)
+        for perc in fractions:
+            if (model, perc) in cells and backbone is not None and (backbone, perc) not in cells:
+                rows.append(
+                    [
+                        "no paired ΔAUC",
+                        dataset,
+                        model,
+                        _pct(perc),
+                        f"its plain backbone {backbone} was not tested at this fraction",
+                        RunRef(cells[(model, perc)].run_ids[0]),
+                    ]
+                )
+        if model not in explained:
+            rows.append(["not explained", dataset, model, "", "no finished interpret run of this model", ""])
+    return rows
+
+
 def section_problems(exp: Experiment, interp: Mapping[str, Mapping[str, Any]]) -> Section:
     """Every run that did not finish and every cell that is missing a stage, listed (never left out)."""
     sec = Section("problems", "Failed, missing and untested cells")
@@ -1162,51 +1210,7 @@ def section_problems(exp: Experiment, interp: Mapping[str, Mapping[str, Any]]) -
                 ]
             )
     for dataset in exp.datasets:
-        cells = {(c.model, c.perc): c for c in exp.cells if c.dataset == dataset}
-        models = sorted({m for m, _ in cells}, key=_model_order)
-        fractions = sorted({p for _, p in cells})
-        most = max((len(c.runs) for c in cells.values()), default=0)
-        for model in models:
-            for perc in fractions:
-                cell = cells.get((model, perc))
-                if cell is None:
-                    rows.append(
-                        [
-                            "cell not tested",
-                            dataset,
-                            model,
-                            _pct(perc),
-                            "other models were tested at this fraction; this one has no finished test run",
-                            "",
-                        ]
-                    )
-                elif len(cell.runs) < most:
-                    rows.append(
-                        [
-                            "fewer seeds",
-                            dataset,
-                            model,
-                            _pct(perc),
-                            f"{len(cell.runs)} of {most} seeds tested",
-                            RunRef(cell.run_ids[0]),
-                        ]
-                    )
-            backbone = compare.plain_backbone(model)
-            for perc in fractions:
-                if (model, perc) in cells and backbone is not None and (backbone, perc) not in cells:
-                    rows.append(
-                        [
-                            "no paired ΔAUC",
-                            dataset,
-                            model,
-                            _pct(perc),
-                            f"its plain backbone {backbone} was not tested at this fraction",
-                            RunRef(cells[(model, perc)].run_ids[0]),
-                        ]
-                    )
-            explained = interp.get(dataset, {})
-            if model not in explained:
-                rows.append(["not explained", dataset, model, "", "no finished interpret run of this model", ""])
+        rows += _grid_gaps(exp, dataset, interp.get(dataset, {}))
     if rows:
         sec.tables.append(
             Table(
