@@ -43,7 +43,7 @@ IDENTITY_PARAMS = frozenset(
 )
 #: Resolution of inlined figures (the figures are drawn at 100 dpi; the page shows them smaller).
 FIGURE_DPI = 80
-GRID_DPI = 55
+GRID_DPI = 50
 
 #: Caveats of the original project's numbers, shown with ``--paper``.
 PAPER_CAVEATS = (
@@ -199,9 +199,13 @@ def _snake(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", text.lower().replace("%", "pct").replace("Δ", "delta_")).strip("_")
 
 
-def figure_uri(fig, dpi: int = FIGURE_DPI) -> str:
-    """A matplotlib figure as a ``data:image/png;base64,`` URI."""
+def figure_uri(fig, dpi: int = FIGURE_DPI, *, photo: bool = False) -> str:
+    """A matplotlib figure as a ``data:`` URI: PNG for plots, JPEG (quality 85) for ``photo`` figures
+    such as saliency grids, whose noisy heat maps PNG compresses to megabytes."""
     buf = io.BytesIO()
+    if photo:
+        fig.savefig(buf, format="jpeg", dpi=dpi, pil_kwargs={"quality": 85, "optimize": True})
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     fig.savefig(buf, format="png", dpi=dpi)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -1104,9 +1108,9 @@ def section_saliency(interp: Mapping[str, Mapping[str, Any]], workdir: Path, max
     )
     for dataset, models in interp.items():
         try:
-            indexes = [set(tracking.SaliencyReader(r.info.run_id, workdir).index()["id"]) for r in models.values()]
-            first = tracking.SaliencyReader(next(iter(models.values())).info.run_id, workdir).index()["id"]
-            common = [i for i in dict.fromkeys(first) if all(i in ix for ix in indexes)][:max_images]
+            indexes = [tracking.SaliencyReader(r.info.run_id, workdir).index()["id"] for r in models.values()]
+            first, explained = indexes[0], [set(ix) for ix in indexes]
+            common = [i for i in dict.fromkeys(first) if all(i in ix for ix in explained)][:max_images]
             fig, drawn = compare._grid_across_models(models, common, workdir, 0.5, f"{dataset}: models × methods")
         except MedattnError:
             fig, drawn = None, []
@@ -1117,7 +1121,7 @@ def section_saliency(interp: Mapping[str, Mapping[str, Any]], workdir: Path, max
         sec.figures.append(
             Figure(
                 f"{dataset}: {len(drawn)} images",
-                figure_uri(fig, GRID_DPI),
+                figure_uri(fig, GRID_DPI, photo=True),
                 f"Saliency maps of {len(drawn)} test images across models and methods",
                 f"Images {', '.join(drawn)}; interpret runs {runs}.",
             )

@@ -278,7 +278,9 @@ def test_report_numbers_are_the_runs_metrics_and_the_page_is_self_contained(tiny
     assert datasets["Near-duplicate handling"].startswith("group: 2 groups of near-duplicates (5 images)")
     assert "lr" in page.tables["settings_differ"][0]  # DeiT was trained with another lr
     # self-contained: every image inlined, nothing loaded from any host
-    assert len(page.images) >= 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) >= 2 and all(
+        src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in page.images
+    )
     assert not [r for r in page.resources if not r.startswith("data:")]
     assert "http://" not in html and "https://" not in html
     # failed, missing and untested cells are listed
