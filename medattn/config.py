@@ -479,6 +479,30 @@ def check_alpha(alpha: float) -> None:
         raise ConfigError(f"--alpha-overlay must lie in [0, 1], got {alpha}.")
 
 
+def parse_batch_sizes(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``"8,16,32"`` → ``(8, 16, 32)`` (sorted, duplicates removed).
+
+    Raises:
+        ConfigError: no entry is a positive integer, or some entry is not one.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text if not isinstance(text, int) else [text])
+    sizes: set[int] = set()
+    for item in items:
+        raw = str(item).strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"--batch-sizes entry {raw!r} is not an integer; give e.g. 8,16,32,64.") from None
+        if value <= 0:
+            raise ConfigError(f"--batch-sizes entry {value} is not positive; give e.g. 8,16,32,64.")
+        sizes.add(value)
+    if not sizes:
+        raise ConfigError("--batch-sizes holds no valid batch size; give e.g. 8,16,32,64.")
+    return tuple(sorted(sizes))
+
+
 def parse_seeds(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
     """``--seeds 0,1,2`` as a tuple of distinct integers (``None`` or empty: not given).
 

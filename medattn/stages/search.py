@@ -59,7 +59,16 @@ import torch
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
 from medattn import tracking
-from medattn.config import TrackingPart, TrainConfig, at_least, build_train_config, check_metric, check_mode, set_field
+from medattn.config import (
+    TrackingPart,
+    TrainConfig,
+    at_least,
+    build_train_config,
+    check_metric,
+    check_mode,
+    parse_batch_sizes,
+    set_field,
+)
 from medattn.errors import ConfigError, MedattnError
 from medattn.metrics import metric_mode
 from medattn.stages.common import data_index
@@ -76,33 +85,7 @@ from medattn.tracking import (
 
 #: ``search --storage`` default (relative to the working directory).
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-
-
 DEFAULT_BATCH_SIZES = (8, 16, 32, 64)
-
-
-def parse_batch_sizes(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """``"8,16,32"`` → ``(8, 16, 32)`` (sorted, duplicates removed).
-
-    Raises:
-        ConfigError: no entry is a positive integer, or some entry is not one.
-    """
-    items = text.split(",") if isinstance(text, str) else list(text if not isinstance(text, int) else [text])
-    sizes: set[int] = set()
-    for item in items:
-        raw = str(item).strip()
-        if not raw:
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"--batch-sizes entry {raw!r} is not an integer; give e.g. 8,16,32,64.") from None
-        if value <= 0:
-            raise ConfigError(f"--batch-sizes entry {value} is not positive; give e.g. 8,16,32,64.")
-        sizes.add(value)
-    if not sizes:
-        raise ConfigError("--batch-sizes holds no valid batch size; give e.g. 8,16,32,64.")
-    return tuple(sorted(sizes))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,28 +101,24 @@ class SearchConfig(TrackingPart):
             ``None`` or empty: ``$OPTUNA_STORAGE``, else :data:`DEFAULT_STORAGE` (so that a
             database password need not be passed through ``mlflow run -P``, which logs it).
         study_name: default ``medattn-<dataset>-<model>-<metric>``.
-        n_jobs: parallel trials in threads of this process (use an RDB storage and several
-            processes for more workers).
+        n_jobs: parallel trials in threads of this process (more: several processes, one RDB storage).
         metric: per-epoch metric the trials are ranked and pruned by.
         mode: ``max`` or ``min``; default from the metric (``min`` for losses).
         epochs: epochs per trial (default: the config file's, else the train default).
         config_file: an ``experiments/*.yaml`` file with the fixed training options.
-        lr_min: lower end of the log-uniform learning-rate range.
-        lr_max: upper end of the log-uniform learning-rate range.
+        lr_min, lr_max: the ends of the log-uniform learning-rate range.
         batch_sizes: categorical batch-size choices (sorted, duplicates removed).
         img_size: image side (default: the config file's, else the train default).
         device: ``auto``, ``cpu`` or ``cuda:N`` (default: the config file's, else auto).
         experiment: MLflow experiment (default ``medattn-<dataset>``).
         tracking_uri: MLflow tracking URI.
         seed: seed of the TPE sampler (training seeds come from the config).
-        prune_startup_trials: MedianPruner ``n_startup_trials``.
-        prune_warmup_epochs: MedianPruner ``n_warmup_steps`` (epochs before pruning may happen).
+        prune_startup_trials, prune_warmup_epochs: MedianPruner ``n_startup_trials``, ``n_warmup_steps`` (epochs).
         heartbeat_s: seconds between the heartbeats of a running trial in the storage; a trial
             silent for twice that is failed and retried by the next worker (0: no heartbeat).
         trial_retries: how often a trial whose worker died is retried.
         log_models: log each trial's model to MLflow (checkpoints are always logged).
-        train_overrides: further ``medattn train`` options fixed for every trial (e.g.
-            ``{"nr_layers": 1}``); they win over the config file.
+        train_overrides: ``medattn train`` options fixed for every trial (``{"nr_layers": 1}``), over the config file.
     """
 
     dataset: str = "demo"
