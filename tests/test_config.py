@@ -53,7 +53,7 @@ def test_flat_roundtrip():
         ({"epochs": 0}, "--epochs must be positive"),
         ({"lr": -1}, "--lr must be positive"),
         ({"resize": "direct"}, "did you mean 'direct_resize'"),
-        ({"select_metric": "auc"}, "--select-metric must name a logged metric"),
+        ({"select_metric": "auc"}, "unknown per-epoch metric .auc. for --select-metric; did you mean .val_auc."),
         ({"resume": "abc", "ckpt": "x.pt"}, "not both"),
         ({"epochs": "many"}, "not a valid int"),
     ],

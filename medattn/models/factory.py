@@ -21,7 +21,7 @@ from medattn.errors import ConfigError
 from medattn.models.cnn import densenet121, resnet50, zero_init_residual
 from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
-from medattn.registry import Registry
+from medattn.registry import Registry, choose
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Mo
     return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry.for_kind("model")
 """All models by canonical name; the original project's spellings are aliases."""
 
 _RESNET_PLACEMENT = "in every bottleneck, after bn3 and before the residual add (16 blocks, reduction 16)"
@@ -175,15 +175,8 @@ def resolve_head(name: str, head: str) -> str:
         ConfigError: unknown model name or head value.
     """
     spec = MODELS.get(name)
-    head = _choice(head, HEAD_CHOICES, "head", "--head")
+    head = choose(head, HEAD_CHOICES, what="head", option="--head")
     return spec.paper_head if head == PAPER_HEAD else head
-
-
-def _choice(value: str, choices: tuple[str, ...], what: str, option: str) -> str:
-    key = str(value).strip().lower()
-    if key not in choices:
-        raise ConfigError(f"unknown {what} {value!r} for {option}; choose one of: {', '.join(choices)}.")
-    return key
 
 
 def create_model(
@@ -266,8 +259,8 @@ def create_model_with_report(
     spec = MODELS.get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    pretrained = _choice(pretrained, PRETRAINED, "pretrained weights", "--pretrained")
-    init = _choice(init, INITS, "init", "--init")
+    pretrained = choose(pretrained, PRETRAINED, what="pretrained weights", option="--pretrained")
+    init = choose(init, INITS, what="init", option="--init")
     head = resolve_head(spec.name, head)
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")

@@ -100,10 +100,7 @@ def _family(arch: str) -> str:
             return family
     # The model registry is filled by models.factory, which imports this module: look it up by kind
     # (medattn.registry) instead of importing factory back.
-    models = lookup("model")
-    if models is None:
-        raise ConfigError(f"unknown architecture {arch!r}; use one of {', '.join(BACKBONE_HEADS)}.")
-    return models.get(arch).backbone
+    return lookup("model").get(arch).backbone
 
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
