@@ -2,7 +2,9 @@
 
 Each registry entry is a :class:`ModelSpec` (architecture, attention block, placement, how to
 build it). The builders take attention as a parameter (``resnet50(attn="cbam")``), so an entry
-is one line; tests are parametrized over ``MODELS.names()`` and cover new entries for free.
+is one :meth:`MODELS.add <medattn.registry.Registry.add>` call, here or in a new module of this
+package (found without an import: see ``docs/extending.md``); the tests are parametrized over
+``MODELS.names()`` and cover new entries for free.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class ModelSpec:
         architecture: human name of the backbone (``ResNet-50``).
         backbone: weights family (``resnet50``, ``densenet121``, ``deit_tiny``).
         attention: attention block name, ``None`` for the plain CNNs, ``self-attention`` for DeiT.
-        placement: where the attention sits (SPEC §3).
+        placement: where the attention sits, in words (shown by ``medattn models``).
         scratch_in_paper: the original project trained it from scratch (``init="paper"``).
         build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module``.
         paper_head: the head the original project gave this family, what ``head="paper"`` builds:
@@ -61,7 +63,18 @@ class ModelSpec:
     paper_head: str = "pool"
 
 
-def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
+def cnn_builder(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
+    """The :attr:`ModelSpec.build` of a CNN: ``builder`` (:func:`~medattn.models.cnn.resnet50`,
+    :func:`~medattn.models.cnn.densenet121`) with the attention block registered as ``attn``.
+
+    Args:
+        builder: ``builder(num_classes, attn=, head=, img_size=)``.
+        attn: a name in :data:`~medattn.models.attention.ATTENTION`, or ``None`` for the plain CNN.
+
+    Returns:
+        ``build(num_classes, *, head, img_size, nr_layers) -> nn.Module`` (``nr_layers`` unused).
+    """
+
     def build(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
         del nr_layers  # only the ViT has a depth option, as in the original project
         return builder(num_classes, attn=attn, head=head, img_size=img_size)
@@ -85,11 +98,11 @@ _DENSENET_PLACEMENT = "after each of the 4 dense blocks, before the transition /
 for _spec, _aliases in (
     (
         ModelSpec(
-            "densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn(densenet121, None), "flatten"
+            "densenet121", "DenseNet-121", "densenet121", None, "none", False, cnn_builder(densenet121, None), "flatten"
         ),
         ("DenseNet121",),
     ),
-    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, _cnn(resnet50, None)), ("ResNet50",)),
+    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, cnn_builder(resnet50, None)), ("ResNet50",)),
     (
         ModelSpec(
             "se_densenet121",
@@ -98,13 +111,15 @@ for _spec, _aliases in (
             "se",
             f"SE {_DENSENET_PLACEMENT}",
             True,
-            _cnn(densenet121, "se"),
+            cnn_builder(densenet121, "se"),
             "flatten",
         ),
         ("SEDenseNet121",),
     ),
     (
-        ModelSpec("se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, _cnn(resnet50, "se")),
+        ModelSpec(
+            "se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, cnn_builder(resnet50, "se")
+        ),
         ("SEResNet50",),
     ),
     (
@@ -115,14 +130,20 @@ for _spec, _aliases in (
             "cbam",
             f"CBAM {_DENSENET_PLACEMENT}",
             True,
-            _cnn(densenet121, "cbam"),
+            cnn_builder(densenet121, "cbam"),
             "flatten",
         ),
         ("CBAMDenseNet121",),
     ),
     (
         ModelSpec(
-            "cbam_resnet50", "ResNet-50", "resnet50", "cbam", f"CBAM {_RESNET_PLACEMENT}", True, _cnn(resnet50, "cbam")
+            "cbam_resnet50",
+            "ResNet-50",
+            "resnet50",
+            "cbam",
+            f"CBAM {_RESNET_PLACEMENT}",
+            True,
+            cnn_builder(resnet50, "cbam"),
         ),
         ("CBAMResNet50",),
     ),
@@ -325,6 +346,7 @@ __all__ = [
     "HEAD_CHOICES",
     "PAPER_HEAD",
     "canonical_model_name",
+    "cnn_builder",
     "count_parameters",
     "create_model",
     "create_model_with_report",
