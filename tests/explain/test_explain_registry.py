@@ -15,29 +15,41 @@ from torch import nn
 
 from medattn.explain import EXPLAINERS, attribute
 from medattn.explain.evaluation import randomize_weights
-from medattn.models import MODELS, create_model
+from medattn.models import MODELS, DenseNet, create_model
 
 IMG = 32
 TARGET = torch.tensor([1, 0])
 
 
+def _tiny_models() -> list[nn.Module]:
+    """Small members of the model zoo's families, so that every method runs in seconds: DeiT with
+    one block (first: the cheapest, for methods that explain any model), and a DenseNet with one
+    layer per dense block and CBAM after each (every leaf type of the CNNs: Add, GateMul,
+    ChannelPool, both gates)."""
+    torch.manual_seed(0)
+    return [
+        create_model("deit_tiny", 2, img_size=32, nr_layers=1).eval(),
+        DenseNet((1, 1, 1, 1), num_classes=2, attn="cbam", img_size=32).eval(),
+    ]
+
+
 @pytest.fixture(scope="module")
-def zoo() -> dict[str, nn.Module]:
-    """Built on demand, one per name: 32 px, 2 classes, two DeiT blocks."""
-    return {}
+def zoo() -> list[nn.Module]:
+    """The tiny models, then (built on demand) every registered model, for a method that needs one."""
+    return _tiny_models()
 
 
-def _model_for(method: str, zoo: dict[str, nn.Module]) -> nn.Module:
-    """The first registered model ``method`` applies to, trying one model per backbone first (cheap)."""
-    names = MODELS.names()
-    first_per_backbone = list({MODELS.get(n).backbone: n for n in reversed(names)}.values())[::-1]
+def _model_for(method: str, zoo: list[nn.Module]) -> nn.Module:
+    """The first model ``method`` applies to: a tiny one, else a registered model at 32 px."""
     explainer = EXPLAINERS.get(method)
-    for name in [*first_per_backbone, *names]:
-        if name not in zoo:
-            torch.manual_seed(0)
-            zoo[name] = create_model(name, 2, img_size=IMG, nr_layers=2)
-        if explainer.applies_to(zoo[name]):
-            return zoo[name]
+    for model in zoo:
+        if explainer.applies_to(model):
+            return model
+    for name in MODELS.names():
+        torch.manual_seed(0)
+        zoo.append(create_model(name, 2, img_size=32, nr_layers=1))
+        if explainer.applies_to(zoo[-1]):
+            return zoo[-1]
     pytest.fail(f"{method} applies to no registered model")
 
 
@@ -66,7 +78,7 @@ class Explained:
 
 
 @pytest.fixture(scope="module", params=EXPLAINERS.names())
-def explained(request: pytest.FixtureRequest, zoo: dict[str, nn.Module]) -> Explained:
+def explained(request: pytest.FixtureRequest, zoo: list[nn.Module]) -> Explained:
     """One method's maps of two images, twice, on a model in train mode; snapshots around the first call."""
     model = _model_for(request.param, zoo).train()
     x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
@@ -82,9 +94,10 @@ def test_maps_have_one_map_per_image(explained: Explained) -> None:
     assert maps.shape[0] == 2
     # (B, C, H, W) with one or three channels at the image size, or a (B, g, g) patch grid
     if maps.dim() == 4:
-        assert maps.shape[1] in (1, 3) and maps.shape[-2:] == (IMG, IMG), maps.shape
+        assert maps.shape[1] in (1, 3) and maps.shape[-2:] == explained.x.shape[-2:], maps.shape
     else:
-        assert maps.dim() == 3 and maps.shape[1] == maps.shape[2] and IMG % maps.shape[1] == 0, maps.shape
+        assert maps.dim() == 3 and maps.shape[1] == maps.shape[2], maps.shape
+        assert explained.x.shape[-1] % maps.shape[1] == 0, maps.shape
     assert maps.abs().sum() > 0
 
 
