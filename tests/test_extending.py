@@ -69,10 +69,21 @@ def test_copying_the_examples_in_is_enough(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(copy), os.environ.get("PYTHONPATH", "")]),
         "MEDATTN_COPY": str(copy),
     }
-    args = [*REGISTRY_TESTS, "-k", "scse or saliency", "-v", "-p", "no:xdist", "-p", "no:cacheprovider"]
+    # absolute test paths and another working directory: Python puts the working directory first
+    # on sys.path, which would import the repository's package instead of the copy
+    args = [
+        *(str(REPO / t) for t in REGISTRY_TESTS),
+        "-k",
+        "scse or saliency",
+        "-v",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:cacheprovider",
+    ]
     args += ["--basetemp", str(tmp_path / "pytest"), "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SCRIPT, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
