@@ -120,8 +120,10 @@ def test_paper_head_builds_and_runs_deit() -> None:
 
 
 def test_unknown_head_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match="pool, flatten, paper"):
+    with pytest.raises(ConfigError, match="did you mean 'paper'"):
         create_model("resnet50", NUM_CLASSES, head="papr")
+    with pytest.raises(ConfigError, match="choose one of: pool, flatten, paper"):
+        create_model("resnet50", NUM_CLASSES, head="xyz")
 
 
 def test_paper_config_file_builds_deit() -> None:
