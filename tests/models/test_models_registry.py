@@ -96,8 +96,11 @@ def test_explainable_without_leftover_hooks(small: torch.nn.Module) -> None:
         if method == "lrp":
             head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
             expected = before.gather(1, target[:, None])[:, 0] - head.bias[target].detach()
+            # 1 %: LRP runs on a copy with BatchNorm folded into the convolutions, whose float32 logits
+            # differ from the model's by up to ~0.4 % at initialisation (scse_resnet50; float64 agrees
+            # to 1e-4); a wrong rule misses by far more
             torch.testing.assert_close(
-                maps.sum(dim=(1, 2, 3)), expected, rtol=1e-3, atol=max(1e-4 * before.abs().max().item(), 1e-5)
+                maps.sum(dim=(1, 2, 3)), expected, rtol=1e-2, atol=max(1e-3 * before.abs().max().item(), 1e-5)
             )
     assert _hooks(model) == []
     assert all(p.grad is None for p in model.parameters())
