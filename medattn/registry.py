@@ -8,9 +8,11 @@ the same kind of sentence.
 
 Where the entries come from (:data:`PROVIDERS`): each registry kind names the package that fills
 it. The first look-up in a registry (a name, the list of names, membership) imports that package;
-for the models, attention blocks and explanation methods it then imports *every module* of the
-package (:mod:`pkgutil`) and every module that an installed distribution declares as an entry
-point of the kind's group (``medattn.models`` / ``medattn.explainers``). So:
+for the models, attention blocks and explanation methods it then imports every module of the
+package (:mod:`pkgutil`) whose source registers something (names ``MODELS.``/``ATTENTION.``, or
+``@register``/``EXPLAINERS.``; the others, which may import timm, torchvision or captum, load when
+used), and every module that an installed distribution declares as an entry point of the kind's
+group (``medattn.models`` / ``medattn.explainers``). So:
 
 - a new file in ``medattn/models/`` or ``medattn/explain/`` that registers itself is found without
   editing any other file (see ``docs/extending.md``);
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,23 +52,32 @@ class Provider:
 
     Attributes:
         package: the package that creates and fills the registry (imported on first look-up).
-        discover: also import every module of ``package`` (a new file registers itself).
+        discover: also import the modules of ``package`` that register entries (a new file
+            registers itself): those whose source contains one of ``marks``.
+        marks: what the source of a registering module contains (the registries' names, the
+            ``@register`` decorator). Modules without one (builders, rule tables) are left to
+            load when they are used, so that listing names never imports timm, torchvision or
+            captum.
         group: entry-point group through which other installed distributions add entries.
     """
 
     package: str
     discover: bool = False
+    marks: tuple[str, ...] = ()
     group: str | None = None
 
 
 #: Registry kind -> the package that fills it. Models and attention blocks share one provider
 #: (a new attention block file usually registers its model variants too).
+_MODELS = Provider("medattn.models", discover=True, marks=("MODELS.", "ATTENTION."), group="medattn.models")
 PROVIDERS: dict[str, Provider] = {
     "dataset": Provider("medattn.data"),
     "resize mode": Provider("medattn.data"),
-    "attention block": Provider("medattn.models", discover=True, group="medattn.models"),
-    "model": Provider("medattn.models", discover=True, group="medattn.models"),
-    "explanation method": Provider("medattn.explain", discover=True, group="medattn.explainers"),
+    "attention block": _MODELS,
+    "model": _MODELS,
+    "explanation method": Provider(
+        "medattn.explain", discover=True, marks=("@register", "EXPLAINERS."), group="medattn.explainers"
+    ),
 }
 
 # The registry of every kind in PROVIDERS, once its package has created it.
@@ -94,13 +107,27 @@ def load(provider: Provider) -> None:
             package = importlib.import_module(provider.package)
             if provider.discover:
                 for module in pkgutil.iter_modules(package.__path__, prefix=f"{provider.package}."):
-                    importlib.import_module(module.name)
+                    if module.name not in sys.modules and _registers(module.name, provider.marks):
+                        importlib.import_module(module.name)
             if provider.group:
                 for point in entry_points(group=provider.group):
                     _load_entry_point(point, provider.group)
         except BaseException:
             _LOADED.discard(provider)  # a failed load is retried, never left half done
             raise
+
+
+def _registers(name: str, marks: tuple[str, ...]) -> bool:
+    """Whether the source of module ``name`` contains one of ``marks`` (read, not imported)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return True  # a compiled or namespace module: import it to find out
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            text = source.read()
+    except OSError:
+        return True
+    return any(mark in text for mark in marks)
 
 
 def _load_entry_point(point: Any, group: str) -> None:

@@ -10,18 +10,16 @@ package (found without an import: see ``docs/extending.md``); the tests are para
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from medattn import config
 from medattn.errors import ConfigError
-from medattn.models.cnn import densenet121, resnet50, zero_init_residual
-from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
 from medattn.registry import Registry, choose
 
@@ -63,20 +61,29 @@ class ModelSpec:
     paper_head: str = "pool"
 
 
-def cnn_builder(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
-    """The :attr:`ModelSpec.build` of a CNN: ``builder`` (:func:`~medattn.models.cnn.resnet50`,
-    :func:`~medattn.models.cnn.densenet121`) with the attention block registered as ``attn``.
+def cnn_builder(family: str, attn: str | None) -> Callable[..., nn.Module]:
+    """The :attr:`ModelSpec.build` of a ``resnet50`` or ``densenet121`` variant with attention block ``attn``.
 
     Args:
-        builder: ``builder(num_classes, attn=, head=, img_size=)``.
+        family: ``resnet50`` or ``densenet121`` (:func:`medattn.models.cnn.resnet50` / ``densenet121``).
         attn: a name in :data:`~medattn.models.attention.ATTENTION`, or ``None`` for the plain CNN.
 
     Returns:
-        ``build(num_classes, *, head, img_size, nr_layers) -> nn.Module`` (``nr_layers`` unused).
+        ``build(num_classes, *, head, img_size, nr_layers) -> nn.Module`` (``nr_layers`` unused);
+        torchvision is imported when it builds, not before.
+
+    Raises:
+        ValueError: another ``family`` (a programming error in a model module).
     """
+    if family not in ("resnet50", "densenet121"):
+        raise ValueError(f"cnn_builder builds resnet50 or densenet121, not {family!r}")
 
     def build(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
         del nr_layers  # only the ViT has a depth option, as in the original project
+        # torchvision loads when a CNN is built, not when the names are listed (the command line's --help)
+        from medattn.models import cnn
+
+        builder = cnn.resnet50 if family == "resnet50" else cnn.densenet121
         return builder(num_classes, attn=attn, head=head, img_size=img_size)
 
     return build
@@ -87,6 +94,9 @@ def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Mo
         raise ConfigError(
             f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool."
         )
+    # timm loads when the ViT is built, not when the names are listed (the command line's --help)
+    from medattn.models.vit import deit_tiny
+
     return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
 
 
@@ -98,11 +108,18 @@ _DENSENET_PLACEMENT = "after each of the 4 dense blocks, before the transition /
 for _spec, _aliases in (
     (
         ModelSpec(
-            "densenet121", "DenseNet-121", "densenet121", None, "none", False, cnn_builder(densenet121, None), "flatten"
+            "densenet121",
+            "DenseNet-121",
+            "densenet121",
+            None,
+            "none",
+            False,
+            cnn_builder("densenet121", None),
+            "flatten",
         ),
         ("DenseNet121",),
     ),
-    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, cnn_builder(resnet50, None)), ("ResNet50",)),
+    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, cnn_builder("resnet50", None)), ("ResNet50",)),
     (
         ModelSpec(
             "se_densenet121",
@@ -111,14 +128,20 @@ for _spec, _aliases in (
             "se",
             f"SE {_DENSENET_PLACEMENT}",
             True,
-            cnn_builder(densenet121, "se"),
+            cnn_builder("densenet121", "se"),
             "flatten",
         ),
         ("SEDenseNet121",),
     ),
     (
         ModelSpec(
-            "se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, cnn_builder(resnet50, "se")
+            "se_resnet50",
+            "ResNet-50",
+            "resnet50",
+            "se",
+            f"SE {_RESNET_PLACEMENT}",
+            False,
+            cnn_builder("resnet50", "se"),
         ),
         ("SEResNet50",),
     ),
@@ -130,7 +153,7 @@ for _spec, _aliases in (
             "cbam",
             f"CBAM {_DENSENET_PLACEMENT}",
             True,
-            cnn_builder(densenet121, "cbam"),
+            cnn_builder("densenet121", "cbam"),
             "flatten",
         ),
         ("CBAMDenseNet121",),
@@ -143,7 +166,7 @@ for _spec, _aliases in (
             "cbam",
             f"CBAM {_RESNET_PLACEMENT}",
             True,
-            cnn_builder(resnet50, "cbam"),
+            cnn_builder("resnet50", "cbam"),
         ),
         ("CBAMResNet50",),
     ),
@@ -288,6 +311,9 @@ def create_model_with_report(
 
     # Build first: option errors (sizes, head) should not wait for a download.
     model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers)
+    # torchvision's ResNet classes load with the CNN builders (see cnn_builder)
+    from medattn.models.cnn import zero_init_residual
+
     if zero_init_residual_branches and not zero_init_residual(model):
         raise config.zero_init_error(spec.name)
     state, source = None, ""
@@ -308,7 +334,9 @@ def is_vit(model: nn.Module) -> bool:
     """Whether ``model`` (possibly wrapped by DDP or ``torch.compile``) is a vision transformer."""
     inner = getattr(model, "_orig_mod", model)
     inner = getattr(inner, "module", inner)
-    return isinstance(inner, VisionTransformer)
+    # Without timm loaded no ViT can exist; looking it up in sys.modules keeps timm out of CNN-only runs.
+    vision_transformer = sys.modules.get("timm.models.vision_transformer")
+    return vision_transformer is not None and isinstance(inner, vision_transformer.VisionTransformer)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -342,7 +370,6 @@ def model_table() -> list[dict]:
 __all__ = [
     "MODELS",
     "ModelSpec",
-    "DeiT",
     "HEAD_CHOICES",
     "PAPER_HEAD",
     "canonical_model_name",
