@@ -7,8 +7,8 @@
 - :mod:`medattn.explain.evaluation`: deletion/insertion AUC, pointing game, relevance mass inside
   a mask, and the same scores for random maps.
 
-Every module of this package is imported on the first look-up in :data:`EXPLAINERS`
-(:mod:`medattn.registry`), so a new file that registers an explainer needs no import here.
+Every module of this package that registers an explainer (``@register``) is imported on the first
+look-up in :data:`EXPLAINERS` (:mod:`medattn.registry`), so a new such file needs no import here.
 """
 
 from medattn.explain.base import EXPLAINERS, Explainer, attribute, methods_for
