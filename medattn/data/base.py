@@ -102,7 +102,7 @@ class DatasetSpec:
     supports_uncertain: bool = False
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS: Registry[DatasetSpec] = Registry.for_kind("dataset")
 
 
 @dataclass(frozen=True)

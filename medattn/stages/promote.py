@@ -49,7 +49,7 @@ class PromoteConfig(TrackingPart):
 
     def __post_init__(self) -> None:  # noqa: D105
         base = self.metric[len("best_") :] if self.metric.startswith("best_") else self.metric
-        check_metric(base, shown=self.metric, what="a metric medattn train logs")
+        check_metric(base, shown=self.metric)
         check_mode(self.mode, base)
         alias = self.alias.strip()
         if (

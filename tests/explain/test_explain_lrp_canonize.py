@@ -1,4 +1,4 @@
-"""LRP's BatchNorm canonization (issue 13, item 8) and the documented rule table (item 7)."""
+"""LRP's BatchNorm canonization and the documented rule table."""
 
 from __future__ import annotations
 
