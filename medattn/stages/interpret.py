@@ -180,7 +180,7 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
     with ``_`` in metric names (``transformer-lrp`` → ``xai_transformer_lrp_...``).
 
     Returns:
-        An :class:`InterpretResult`.
+        InterpretResult: the interpret run's id and what it logged.
     """
     uri = tracking.connect(cfg.tracking_uri)
     split = cfg.split
