@@ -2,7 +2,7 @@
 
 Each function takes a frozen config (:mod:`medattn.config`, checked in its constructor), does the
 work, tracks it in MLflow through :mod:`medattn.tracking`, and returns a plain result object; the
-CLI only parses options and prints results (STYLE habit 4). User mistakes are raised as
+CLI only parses options and prints results, so the Python API and the CLI behave alike. User mistakes are raised as
 :class:`~medattn.errors.MedattnError` *before* any MLflow run starts, so bad input never leaves a
 run behind. No stage imports this module.
 

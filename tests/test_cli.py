@@ -311,7 +311,7 @@ EXPECTED_COMMANDS = {
 
 
 def test_every_command_and_option_is_explained(cli, monkeypatch):
-    """SPEC §4: every command has ``--help`` with every option explained."""
+    """Every command has ``--help`` with every option explained."""
     monkeypatch.setenv("COLUMNS", "400")  # rich shortens option names that do not fit the terminal
     commands = _commands(typer.main.get_command(app))
     assert set(commands) == EXPECTED_COMMANDS

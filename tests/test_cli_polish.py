@@ -1,4 +1,4 @@
-"""Typer polish (issue 14.7): shell completion, the fixed choices of every option listed in
+"""Typer polish: shell completion, the fixed choices of every option listed in
 ``--help`` from their one source (and offered by completion), ``--quiet`` without progress bars."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every choice list of the data layer has one source in :mod:`medattn.config` (issue 15)."""
+"""Every choice list of the data layer has one source in :mod:`medattn.config`."""
 
 from __future__ import annotations
 
