@@ -281,7 +281,8 @@ def _apply_duplicates(spec: DatasetSpec, table: Table, root: Path, policy: str, 
     frame = table.frame
     split_before = _split_of_layout(spec, frame, seed)
     if spec.has_patients:
-        # Issue 13 item 6: a layout that puts one patient in two splits is a problem, before any move.
+        # A layout that puts one patient in two splits leaks that patient into the test split: a problem,
+        # reported before any near-duplicate move.
         table.problems += patient_leak_problems(frame.assign(split=split_before))
     if policy == "ignore" or not len(frame):
         frame["split"] = split_before

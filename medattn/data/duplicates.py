@@ -1,4 +1,4 @@
-"""Near-duplicate images (issue 20): fingerprints, groups, and what the splits do with them.
+"""Near-duplicate images: fingerprints, groups, and what the splits do with them.
 
 Public medical image sets hold the same picture more than once (re-exported, re-encoded, re-cropped);
 Cassidy et al., *Analysis of the ISIC image datasets*, Medical Image Analysis 75 (2022) found such
@@ -435,7 +435,7 @@ def split_units(patients: Sequence[str], group: np.ndarray) -> np.ndarray:
     """The unit a split must keep whole: a duplicate group joined with its images' patients.
 
     Each unit is named by the smallest patient id in it, so without duplicates every unit is
-    exactly its patient and the seeded splits are the ones medattn made before issue 20.
+    exactly its patient and the seeded splits are the ones ``--duplicates ignore`` makes.
 
     Returns:
         str array ``(N,)``.

@@ -25,7 +25,7 @@ every blob of both classes is blended with the fundus at opacity ``U(1 − 0.5·
 blobs, hence faint rings). Small positives come from the shared size distribution. Difficulty 0
 gives crisp rings with large cores; 1 makes many positives nearly invisible.
 
-Version 1 (the demo set before issue 12) drew bright blobs in class 1 only; its label
+Version 1 (the demo set of earlier medattn versions) drew bright blobs in class 1 only; its label
 is decidable from the presence of one yellow pixel. It is kept for comparison only
 (``version=1``; ``difficulty`` has no effect on it).
 

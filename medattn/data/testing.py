@@ -1,4 +1,4 @@
-"""Tiny data folders in the real on-disk formats of SPEC §2, for tests and dry runs.
+"""Tiny data folders in the real on-disk formats of the data sets (``docs/datasets.md``), for tests and dry runs.
 
 Each writer draws small random images (tens of pixels) with a given generator seed and returns
 the folder, so tests of any stage can run the real readers without the real data. The demo set

@@ -1,5 +1,5 @@
 """The ``figures`` stage: an interpret run's maps and its training history drawn as figures and
-logged to that interpret run under ``figures/`` (SPEC §5, "figures").
+logged to that interpret run under ``figures/`` (``medattn figures``).
 
 A training run id is accepted too, or a model URI of one: its latest finished interpret run (tag
 ``medattn.source_run``) is used. Nothing here needs the data folder: every input is an MLflow tag or artifact.

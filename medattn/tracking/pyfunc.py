@@ -1,4 +1,4 @@
-"""The registered model as an MLflow pyfunc: images in, class probabilities with class names out (issue 14.3).
+"""The registered model as an MLflow pyfunc: images in, class probabilities with class names out.
 
 What a user has is an image, not an ImageNet-normalised float tensor at the training size. The
 logged model therefore takes a DataFrame whose ``image`` column holds, per row, encoded PNG/JPEG

@@ -1,8 +1,9 @@
 """The tracking store and the runs of every stage: connect, start / resume / nest, log, read back.
 
-Default store (SPEC §1): ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
+Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
 experiments are created with an explicit artifact location next to the database, because MLflow
-fixes it at creation time from whatever the working directory was (docs/mlflow-notes.md §1).
+fixes it at creation time from whatever the working directory was (a store created from another
+directory would put later artifacts there).
 ``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` point anywhere else.
 
 ``MLFLOW_RUN_ID`` (set by ``mlflow run``) is read in one place, :func:`project_run_id`: a
@@ -112,11 +113,11 @@ def connect(uri: str | None = None) -> str:
         MedattnError: the store cannot be reached or opened.
     """
     resolved = resolve_tracking_uri(uri)
-    check_uri_has_no_secret(resolved)  # issue 19: credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD
+    check_uri_has_no_secret(resolved)  # credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD, never the URI
     if urlparse(resolved).scheme in ("http", "https"):
         _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
     try:
-        open_store(resolved)  # issue 17: of many processes, one at a time creates or repairs a sqlite store
+        open_store(resolved)  # of many processes, one at a time creates or repairs a sqlite store
     except (MlflowException, OSError, ConnectionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise auth_error(exc, resolved) or MedattnError(
@@ -138,7 +139,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     location = (root / name).as_uri() if root is not None else None
     try:
         return retry_locked(client.create_experiment)(name, artifact_location=location)
-    except MlflowException as exc:  # issue 17: parallel runs in a fresh store create it together
+    except MlflowException as exc:  # parallel runs in a fresh store create it together
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return client.get_experiment_by_name(name).experiment_id
@@ -209,7 +210,7 @@ def project_experiment_name(uri: str | None = None) -> str | None:
 
     ``mlflow run`` without ``--experiment-name`` puts its run in the Default experiment; the
     ``promote`` and ``compare`` entry points then look there, where the project's training runs
-    went, instead of in ``medattn-demo`` (issue 14.1).
+    went, instead of in ``medattn-demo``.
     """
     run_id = os.environ.get(ENV_RUN_ID)
     if not run_id:
@@ -320,7 +321,7 @@ def log_params(params: Mapping[str, Any]) -> dict[str, str]:
     ``split=validation``, a relative storage path) before medattn starts, and MLflow refuses to
     change a param. A key already logged with the same string is left alone; one logged with
     another string keeps it, and medattn's normalised value goes under ``resolved.<key>``
-    (issue 14.1; the resolved config is also the run's ``config.yaml``).
+    (the resolved config is also the run's ``config.yaml``).
 
     Returns:
         What was logged now, ``{key: value as a string}``.
@@ -347,7 +348,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None, *, model_
 
     With ``model_id``, a metric the run already holds with the same value (``best_val_*``, logged at
     the best epoch) is attached to the model at that point's step and time, which the store keeps
-    once: the run's history shows it once, not again at step 0 (issue 14.4).
+    once: the run's history shows it once, not again at step 0.
     """
     values = finite(metrics)
     if model_id is None:
@@ -481,7 +482,7 @@ def download(run_id: str, artifact_path: str, dst: str | Path) -> Path:
 def run_config(run_id: str) -> dict[str, Any]:
     """The resolved flat config a training run logged as ``config.yaml``."""
     get_run(run_id)
-    with tempfile.TemporaryDirectory(prefix="medattn-config-") as tmp:  # issue 14.5: nothing left in TMPDIR
+    with tempfile.TemporaryDirectory(prefix="medattn-config-") as tmp:  # nothing left in TMPDIR
         return yaml.safe_load(download(run_id, CONFIG_FILE, tmp).read_text()) or {}
 
 

@@ -67,7 +67,7 @@ class SaliencyWriter:
         index.to_csv(self.workdir / SALIENCY_INDEX, index=False)
         per_image_scores.to_csv(self.workdir / XAI_CSV, index=False)
         log_artifacts(self.workdir)
-        shutil.rmtree(self.workdir, ignore_errors=True)  # issue 14.5: logged, so nothing stays in TMPDIR
+        shutil.rmtree(self.workdir, ignore_errors=True)  # logged, so nothing stays in TMPDIR
         return index
 
 
@@ -77,7 +77,7 @@ class SaliencyReader:
     def __init__(self, run_id: str, workdir: Path | None = None) -> None:
         self.run_id = run_id
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="medattn-saliency-"))
-        if workdir is None:  # issue 14.5: its own download cache goes with the reader (or at exit)
+        if workdir is None:  # its own download cache goes with the reader (or at exit): nothing stays in TMPDIR
             weakref.finalize(self, shutil.rmtree, self.workdir, True)
 
     def index(self) -> pd.DataFrame:
