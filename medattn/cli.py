@@ -67,7 +67,7 @@ class _Group(TyperGroup):
             with tracking.auth_errors():  # a server's 401 / 403 as one sentence (issue 19)
                 return super().invoke(ctx)
         except MedattnError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {tracking.redact_secrets(str(exc))}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -370,7 +370,8 @@ GpuIdOpt = Annotated[int | None, typer.Option("--gpu-id", "--gpu_id", help="Use 
 def _done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) -> None:
     """The final line of every command: what was logged where and how to look at it."""
     exp = f" in experiment {tracking.experiment_name_of(experiment_id)!r}" if experiment_id is not None else ""
-    typer.echo(f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}")
+    line = f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}"
+    typer.echo(tracking.redact_secrets(line))  # a database password in the URI is never printed
 
 
 _TrainDatasetOpt = Annotated[
@@ -1013,8 +1014,10 @@ def grid_cmd(
         return
     results = api.grid(config, overrides, echo=typer.echo, seeds=seed_list)
     typer.echo(
-        f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
-        f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
+        tracking.redact_secrets(
+            f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
+            f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
+        )
     )
 
 
@@ -1191,10 +1194,12 @@ def search_cmd(
         typer.echo("no trial of the study has completed yet.")
     exp = tracking.experiment_name_of(result.experiment_id)
     typer.echo(
-        f"Logged search run {result.parent_run_id} with {len(result.trial_run_ids)} nested trial "
-        f"run{'' if len(result.trial_run_ids) == 1 else 's'} in experiment "
-        f"{exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
-        f"view it with: {tracking.ui_command(result.tracking_uri)}"
+        tracking.redact_secrets(
+            f"Logged search run {result.parent_run_id} with {len(result.trial_run_ids)} nested trial "
+            f"run{'' if len(result.trial_run_ids) == 1 else 's'} in experiment "
+            f"{exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
+            f"view it with: {tracking.ui_command(result.tracking_uri)}"
+        )
     )
 
 
@@ -1250,8 +1255,11 @@ def promote_cmd(
     )
     what = "Set" if result.changed else "Kept"
     typer.echo(
-        f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
-        f"{result.tracking_uri}; load it with {result.model_uri}; view it with: {tracking.ui_command(result.tracking_uri)}"
+        tracking.redact_secrets(
+            f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
+            f"{result.tracking_uri}; load it with {result.model_uri}; view it with: "
+            f"{tracking.ui_command(result.tracking_uri)}"
+        )
     )
 
 

@@ -55,6 +55,7 @@ from medattn.data.base import (
     read_csv,
     require_dir,
 )
+from medattn.data.io import ImageReadError, open_image
 from medattn.data.splits import patient_split
 from medattn.errors import ConfigError, DataError
 
@@ -316,9 +317,9 @@ def load_mask(path: Path | str, size: int) -> np.ndarray:
         bool array ``(size, size)``, True on lesion pixels.
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             m = im.convert("L").resize((size, size), Image.NEAREST)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, ImageReadError) as exc:
         raise DataError(f"cannot read mask {path} ({exc}); re-create the demo set with `medattn data synth`.") from None
     return np.asarray(m) > 127
 

@@ -29,9 +29,10 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from medattn.errors import MedattnError
-from medattn.tracking.auth import auth_error, check_uri_has_no_secret
+from medattn.tracking.auth import auth_error, check_uri_has_no_secret, redact_secrets, redact_url, redact_value
 from medattn.tracking.names import (
     CONFIG_FILE,
     ENV_EXPERIMENT_ID,
@@ -97,7 +98,7 @@ def _probe_http(uri: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise MedattnError(
-            f"cannot reach the MLflow tracking server {uri!r} ({str(reason)[:120] or type(exc).__name__}); "
+            f"cannot reach the MLflow tracking server {redact_url(uri)!r} ({str(reason)[:120] or type(exc).__name__}); "
             "start it or check --tracking-uri and MLFLOW_TRACKING_URI."
         ) from None
 
@@ -117,11 +118,14 @@ def connect(uri: str | None = None) -> str:
         _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
     try:
         open_store(resolved)  # issue 17: of many processes, one at a time creates or repairs a sqlite store
-    except (MlflowException, OSError, ConnectionError) as exc:
+    except (MlflowException, OSError, ConnectionError, SQLAlchemyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (install the database driver the URI names)" if isinstance(exc, ImportError) else ""
         raise auth_error(exc, resolved) or MedattnError(
-            f"cannot reach the MLflow tracking store {resolved!r} ({first[:160]}); check --tracking-uri "
-            "or MLFLOW_TRACKING_URI."
+            redact_secrets(
+                f"cannot reach the MLflow tracking store {redact_url(resolved)!r} ({first[:160]}){hint}; check "
+                "--tracking-uri or MLFLOW_TRACKING_URI."
+            )
         ) from None
     return resolved
 
@@ -331,7 +335,7 @@ def log_params(params: Mapping[str, Any]) -> dict[str, str]:
     for key, value in params.items():
         if value is None and have.get(key) == "":
             continue  # an MLproject parameter left at its empty default: "not given" already
-        text = "None" if value is None else str(value)
+        text = "None" if value is None else redact_secrets(str(value))  # no password is ever logged
         if have.get(key, text) != text:
             key = resolved_param(key)
         if key not in have:
@@ -421,8 +425,9 @@ def set_description(text: str, run_id: str | None = None) -> None:
 @retry_locked
 def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
     """Set tags on the active run, or on ``run_id``."""
+    tags = {k: redact_secrets(str(v)) for k, v in tags.items()}  # no password is ever logged
     if run_id is None:
-        mlflow.set_tags(dict(tags))
+        mlflow.set_tags(tags)
         return
     client = mlflow.MlflowClient()
     for k, v in tags.items():
@@ -430,13 +435,13 @@ def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    """Log ``text`` as an artifact of the active run."""
-    mlflow.log_text(text, artifact_file)
+    """Log ``text`` as an artifact of the active run (passwords in URIs redacted)."""
+    mlflow.log_text(redact_secrets(text), artifact_file)
 
 
 def log_yaml(data: Mapping[str, Any], artifact_file: str) -> None:
-    """Log a mapping as a YAML artifact of the active run."""
-    mlflow.log_text(yaml.safe_dump(dict(data), sort_keys=True), artifact_file)
+    """Log a mapping as a YAML artifact of the active run (passwords in URIs redacted)."""
+    mlflow.log_text(yaml.safe_dump(redact_value(dict(data)), sort_keys=True), artifact_file)
 
 
 def log_figure(fig: Figure, artifact_file: str, *, run_id: str | None = None) -> None:
