@@ -111,13 +111,14 @@ def open_image(source: str | Path | BinaryIO) -> Image.Image:
         ImageReadError: the file is missing or not an image.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             im = Image.open(source)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
         raise ImageTooLargeError(
-            f"{_describe(source)} declares more pixels than Pillow's decompression-bomb limit; it is refused "
-            "unread (replace the file or remove its row)."
+            f"{_describe(source)} declares more pixels than Pillow's decompression-bomb limit, far above "
+            f"medattn's pixel budget of {PIXEL_BUDGET / 1e6:.0f} Mpx; it is refused unread: replace the file or "
+            "remove its row."
         ) from None
     except DECODE_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
@@ -125,13 +126,17 @@ def open_image(source: str | Path | BinaryIO) -> Image.Image:
             f"cannot decode {_describe(source)} ({reason}); replace the file or remove its row from the labels."
         ) from None
     width, height = im.size
-    if width * height > PIXEL_BUDGET:
+    bomb_warning = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+    if width * height > PIXEL_BUDGET or bomb_warning:  # Pillow's warning is an error here too
         im.close()
         raise ImageTooLargeError(
             f"{_describe(source)} declares {width}×{height} pixels ({width * height / 1e6:.0f} Mpx), above "
             f"medattn's pixel budget of {PIXEL_BUDGET / 1e6:.0f} Mpx (a decompression bomb, or a scan to "
             "downsample first); it is refused unread: replace the file or remove its row."
         )
+    for warning in caught:  # anything else Pillow warned about is passed on as it was
+        if not issubclass(warning.category, Image.DecompressionBombWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return im
 
 
