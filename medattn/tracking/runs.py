@@ -103,6 +103,40 @@ def _probe_http(uri: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
+DB_PROBE_TIMEOUT_S = 5
+"""Seconds ``connect`` waits for a database tracking store to accept a connection."""
+
+
+def _probe_database(uri: str) -> None:
+    """Fail fast when a database tracking store (PostgreSQL, MySQL, ...) does not accept a connection.
+
+    MLflow retries an unreachable database with exponential backoff for about 100 s before raising;
+    one direct connection attempt here turns that into one sentence at once.
+
+    Raises:
+        MedattnError: the driver is missing or the database refuses or does not answer.
+    """
+    import sqlalchemy  # MLflow's own dependency; imported here only for database stores
+
+    args = {"connect_timeout": DB_PROBE_TIMEOUT_S} if uri.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (install the database driver the URI names)" if isinstance(exc, ImportError) else ""
+        raise MedattnError(
+            redact_secrets(
+                f"cannot reach the MLflow tracking store {redact_url(uri)!r} ({first[:160]}){hint}; check "
+                "--tracking-uri or MLFLOW_TRACKING_URI."
+            )
+        ) from None
+
+
 def connect(uri: str | None = None) -> str:
     """Point MLflow at the store and check that it answers.
 
@@ -114,8 +148,11 @@ def connect(uri: str | None = None) -> str:
     """
     resolved = resolve_tracking_uri(uri)
     check_uri_has_no_secret(resolved)  # issue 19: credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD
-    if urlparse(resolved).scheme in ("http", "https"):
+    scheme = urlparse(resolved).scheme
+    if scheme in ("http", "https"):
         _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
+    elif scheme not in ("", "file", "sqlite", "databricks", "databricks-uc", "uc"):
+        _probe_database(resolved)  # and an unreachable database for about 100 s
     try:
         open_store(resolved)  # issue 17: of many processes, one at a time creates or repairs a sqlite store
     except (MlflowException, OSError, ConnectionError, SQLAlchemyError, ImportError) as exc:

@@ -12,10 +12,8 @@ import io
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +24,10 @@ from PIL import Image
 from medattn.data import decode_image, load_index, write_synthetic
 from medattn.data.ids import id_problem, safe_name
 from medattn.data.io import PIXEL_BUDGET, ImageTooLargeError, open_image
-from medattn.data.testing import write_fake_mimic_folders
+from medattn.data.testing import write_png_bomb
 
-BOMB_SIDE = 13000  # 169 Mpx: above the pixel budget, below Pillow's own DecompressionBombError (179 Mpx)
+BOMB_SIDE = 13000  # write_png_bomb's default: 169 Mpx, above the budget, below Pillow's own error (179 Mpx)
 RSS_MARGIN_KB = 200 * 1024
-
-
-def write_png_bomb(path: Path, side: int = BOMB_SIDE) -> Path:
-    """A valid greyscale PNG of ``side`` × ``side`` black pixels (about 170 KB for 13000).
-
-    Written chunk by chunk with zlib (not through PIL) so that the test itself never holds the
-    169 MB of pixels it declares.
-    """
-    comp = zlib.compressobj(6)
-    row = b"\0" * (side + 1)  # filter byte + pixels
-    data = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
-    return path
 
 
 # ---- pickle -------------------------------------------------------------------------------------
