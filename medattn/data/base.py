@@ -239,6 +239,13 @@ def label_problems(
     ]
 
 
+def checked(ids, paths, expected, safe) -> tuple[list[str], list, list]:
+    """``ids``, ``paths`` and ``expected`` of the rows whose id passed :func:`medattn.data.ids.id_problems`
+    (refused ids are already problems of their own, not missing files)."""
+    rows = [(i, p, e) for i, p, e, ok in zip(ids, paths, expected, safe, strict=True) if ok]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
 def missing_problems(
     source: Path, ids: Sequence[str], paths: Sequence[str | None], expected: Sequence[Path]
 ) -> list[str]:

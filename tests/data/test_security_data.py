@@ -180,3 +180,24 @@ def test_data_check_names_a_bomb_without_decoding_it(tmp_path):
     assert not base["problems"]
     assert [p for p in attacked["problems"] if str(victim) in p and "pixel budget" in p], attacked["problems"]
     assert attacked["rss_kb"] - base["rss_kb"] <= RSS_MARGIN_KB, (attacked["rss_kb"], base["rss_kb"])
+
+
+@pytest.mark.parametrize(
+    ("dataset", "fixture", "csv", "column"),
+    [
+        ("aptos2019", "aptos_dir", "train.csv", "id_code"),
+        ("isic2020", "isic_dir", "train.csv", "image_name"),
+        ("demo", "demo_dir", "labels.csv", "image_id"),
+    ],
+)
+def test_every_data_set_names_ids_that_leave_its_folder(request, cli, dataset, fixture, csv, column):
+    folder = request.getfixturevalue(fixture)
+    table = pd.read_csv(folder / csv, dtype=str)
+    table.loc[0, column], table.loc[1, column] = "../../outside", "/etc/hostname"
+    table.to_csv(folder / csv, index=False)
+    result = cli(["data", "check", "--dataset", dataset, "--data-dir", folder], exit_code=2)
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    for bad in ("../../outside", "/etc/hostname"):
+        named = [ln for ln in errors if repr(bad) in ln]
+        assert len(named) == 1 and "outside the data folder" in named[0], result.output
+    assert not [ln for ln in errors if "does not exist" in ln and "outside" in ln]
