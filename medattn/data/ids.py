@@ -45,8 +45,10 @@ def id_problem(value: str, *, relative_path: bool = False) -> str | None:
         return "contains a NUL character"
     if "\\" in text:
         return "contains a backslash"
-    if text.startswith("/") or PureWindowsPath(text).drive:
+    if text.startswith("/"):
         return "is an absolute path"
+    if PureWindowsPath(text).drive:
+        return "is an absolute path or names a drive"
     parts = PurePosixPath(text).parts
     if ".." in parts:
         return "contains a '..' component"

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medattn.data import decode_image, load_index, write_synthetic
+from medattn.data import build_loader, decode_image, load_index, write_synthetic
 from medattn.data.ids import id_problem, safe_name
 from medattn.data.io import PIXEL_BUDGET, ImageTooLargeError, open_image
 from medattn.data.testing import write_png_bomb
@@ -201,3 +201,18 @@ def test_every_data_set_names_ids_that_leave_its_folder(request, cli, dataset, f
         named = [ln for ln in errors if repr(bad) in ln]
         assert len(named) == 1 and "outside the data folder" in named[0], result.output
     assert not [ln for ln in errors if "does not exist" in ln and "outside" in ln]
+
+
+def test_prepare_workers_and_loader_workers_refuse_the_bomb_too(tmp_path, cli, one_error_line):
+    folder = write_synthetic(tmp_path / "demo", n=12, img_size=32, seed=0)
+    victim = sorted((folder / "images").glob("*.png"))[0]
+    write_png_bomb(victim)
+    result = cli(
+        ["data", "prepare", "--dataset", "demo", "--data-dir", folder, "--img-size", "16", "--workers", "2"], 2
+    )
+    one_error_line(result, str(victim), "pixel budget of 50 Mpx")
+    index = load_index("demo", folder, duplicates="ignore")
+    split = index.frame.loc[index.frame["path"] == str(victim), "split"].iloc[0]
+    loader = build_loader(index, split, img_size=16, batch_size=4, num_workers=1)
+    with pytest.raises(ImageTooLargeError, match="pixel budget of 50 Mpx"):
+        list(loader)
