@@ -68,9 +68,9 @@ def redact_url(url: str) -> str:
     except ValueError:  # an unparsable URL (a bad port...): redact it as text
         return redact_secrets(url)
     if password is None:
-        return url
+        return redact_secrets(url)  # a password holding '/' is not parsed by urlsplit, but by SQLAlchemy
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact_secrets(urlunsplit(parts._replace(netloc=netloc)))
 
 
 # ``scheme://user:password@`` anywhere in a text (a URI inside a message, a param, a YAML dump).

@@ -143,6 +143,7 @@ def test_redaction_covers_every_scheme():
         f"mysql+pymysql://a:{SECRET}@h:3306/x",
         f"mssql://a:{SECRET}@h/x",
         f"https://a:{SECRET}@mlflow.example",
+        f"postgresql://a:{SECRET}/with/slashes@db/x",
     ):
         text = tracking.redact_secrets(f"cannot reach {uri!r} (refused)")
         assert SECRET not in text and ":***@" in text
