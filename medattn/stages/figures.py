@@ -91,10 +91,10 @@ def _draw_maps(reader: tracking.SaliencyReader, index, methods: list[str], alpha
         labels.append(f"{image_id}\nlabel {first['label']}, pred {first['prediction']}")
         tracking.log_figure(
             plots.image_figure(image, title=f"{image_id} (label {first['label']})"),
-            f"{tracking.ORIGINAL_DIR}/{image_id}.png",
+            tracking.original_artifact(image_id),
             run_id=rid,
         )
-        logged.append(f"{tracking.ORIGINAL_DIR}/{image_id}.png")
+        logged.append(tracking.original_artifact(image_id))
         row: list[np.ndarray | None] = []
         for method in methods:
             entry = by_key.get((image_id, method))

@@ -82,7 +82,8 @@ def resolve_train_config(
         return build_train_config(overrides, config_file=config_file)
     tracking.connect(overrides.get("tracking_uri"))
     logged = with_legacy_defaults(tracking.run_config(resume))  # a run of an older version resumes as it was
-    base = {k: v for k, v in logged.items() if k not in ("resume", "ckpt")}
+    # where the run goes is the caller's choice, never the logged config's (it could name another server)
+    base = {k: v for k, v in logged.items() if k not in ("resume", "ckpt", "tracking_uri")}
     return build_train_config({**base, **overrides, "resume": resume})
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from medattn.data.ids import safe_name
+
 # ---- artifacts of a training run ------------------------------------------------------------
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -27,6 +29,7 @@ TEST_FIGURES_DIR = "figures"
 SALIENCY_DIR = "saliency"  # saliency/<method>/<image_id>.npy
 INPUTS_DIR = "inputs"  # inputs/<image_id>.png (the model's view of the image)
 SALIENCY_INDEX = "saliency/index.csv"
+SALIENCY_ID_MAP = "saliency/id_map.csv"  # id,name of every image id whose file name had to change (safe_name)
 FIGURES_DIR = "figures"
 ORIGINAL_DIR = "figures/original"  # figures/original/<image_id>.png
 GRID_FIGURE = "figures/grid.png"
@@ -125,8 +128,14 @@ def epoch_ckpt(epoch: int) -> str:
 
 
 def heat_map_artifact(method: str, image_id: str) -> str:
-    """Artifact path of one blended heat map, ``figures/<method>/<image_id>.png``."""
-    return f"{FIGURES_DIR}/{method}/{image_id}.png"
+    """Artifact path of one blended heat map, ``figures/<method>/<image_id>.png`` (both made file-safe by
+    :func:`medattn.data.ids.safe_name`: they come from an index that may have been written by anyone)."""
+    return f"{FIGURES_DIR}/{safe_name(method)}/{safe_name(image_id)}.png"
+
+
+def original_artifact(image_id: str) -> str:
+    """Artifact path of one explained image as drawn by ``figures``, ``figures/original/<image_id>.png`` (file-safe)."""
+    return f"{ORIGINAL_DIR}/{safe_name(image_id)}.png"
 
 
 def cases_csv(case: str) -> str:
