@@ -23,6 +23,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "--ckpt": ("--modelckpt",),
 }
 
+
 def option(name: str, *short: str, help: str, **kwargs: Any) -> Any:
     """``typer.Option(name, *short, *aliases, help=help, **kwargs)`` with the aliases of :data:`ALIASES`.
 
