@@ -504,8 +504,8 @@ def test_page_renders_in_chromium_and_prints_to_pdf(tiny, tmp_path):
 # ---- --paper on a real-format APTOS 2019 experiment -----------------------------------------
 @pytest.mark.slow
 def test_paper_puts_the_original_numbers_next_to_a_real_format_aptos_experiment(mlflow_store, tmp_path, tiny_train):
-    from medattn.config import TestConfig
     from medattn.data.testing import write_fake_aptos
+    from medattn.stages.evaluate import TestConfig
     from medattn.stages.evaluate import test as test_stage
     from medattn.stages.train import resolve_train_config, train
 
