@@ -17,8 +17,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.entities import Metric, Param
 
+import medattn
 from medattn import tracking
 from medattn.errors import MedattnError
 from medattn.metrics import roc_auc
@@ -533,5 +535,9 @@ def test_paper_puts_the_original_numbers_next_to_a_real_format_aptos_experiment(
     assert rows[("densenet121", "100 %")]["Original AUC"] == "not published"
     assert rows[("cbam_resnet50", "1 %")]["Original accuracy"] == "0.751"
     assert "seed 42" in html and "majority rate on ISIC 2020" in html
+    # the real runs carry the versions they were made with, and the page lists them
+    versions = {r["Software"]: r for r in page.rows("versions")}
+    assert versions["medattn"]["Runs made with"] == f"{medattn.__version__} (2 runs)"
+    assert versions["torch"]["Runs made with"] == f"{torch.__version__} (2 runs)"
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id, tracking.REPORT_TABLES_DIR)}
     assert "tables/paper_aptos2019.csv" in logged
