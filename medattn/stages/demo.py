@@ -123,6 +123,7 @@ class DemoResult:
     promoted: PromoteResult | None = None
     compare_run_id: str | None = None
     verdicts: list[str] = field(default_factory=list)  # one sentence per attention type (compare's paired ΔAUC)
+    report: Path | None = None  # the experiment's report page (demo_report.html)
 
 
 def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
