@@ -171,6 +171,26 @@ KEY_ALIASES = {
 }
 
 
+#: Keys a file may never set: where runs and trials are stored is where the team's credentials
+#: (``MLFLOW_TRACKING_USERNAME/PASSWORD``, a database password) are sent, so only the person running
+#: the command chooses it, on the command line or in the environment.
+STORE_KEYS = {
+    "tracking_uri": "--tracking-uri or MLFLOW_TRACKING_URI",
+    "storage": "--storage or OPTUNA_STORAGE",
+}
+
+
+def _refuse_store_key(path: Path, key: str) -> None:
+    """Refuse a file's ``tracking_uri`` / ``storage`` key (see :data:`STORE_KEYS`)."""
+    name = _key(key).lower()
+    for store_key, how in STORE_KEYS.items():
+        if name == store_key or name.replace("_", "") == store_key.replace("_", ""):
+            raise ConfigError(
+                f"config file {str(path)!r} sets {key!r}, but a file never chooses where runs go (the team's "
+                f"credentials would be sent there); remove it and pass the store with {how}."
+            )
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read an experiment YAML file into a flat mapping with canonical (underscore) keys.
 
@@ -181,7 +201,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         The mapping, keys normalised; a ``grid`` entry (used by ``medattn grid``) is kept as is.
 
     Raises:
-        ConfigError: the file is missing, not YAML, not a mapping, or has unknown keys.
+        ConfigError: the file is missing, not YAML, not a mapping, has unknown keys, or sets
+            ``tracking_uri`` / ``storage`` (:data:`STORE_KEYS`; also inside ``grid``).
     """
     p = Path(path)
     if not p.is_file():
@@ -196,6 +217,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of option names to values.")
     known = _all_keys()
     out: dict[str, Any] = {}
+    grid = raw.get("grid")
+    for k in [*raw, *(grid if isinstance(grid, Mapping) else ())]:
+        _refuse_store_key(p, str(k))
     for k, v in raw.items():
         key = KEY_ALIASES.get(_key(k), _key(k))
         if key == "grid":

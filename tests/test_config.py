@@ -91,7 +91,8 @@ def test_paper_grid_settings():
     isic = load_yaml(REPO / "experiments/paper/isic2020.yaml")
     aptos = load_yaml(REPO / "experiments/paper/aptos2019.yaml")
     assert isic["class_weights"] is True and aptos["class_weights"] is False
-    # head "paper": resolved per family by the model factory (DenseNets flatten, ResNets pool)
+    # head "paper": resolved per family by the model factory (DenseNets flatten, ResNets pool), as the
+    # original project did
     assert isic["head"] == "paper" and isic["init"] == "paper" and isic["select_metric"] == "val_loss"
 
 

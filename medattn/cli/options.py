@@ -23,6 +23,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "--ckpt": ("--modelckpt",),
 }
 
+
 def option(name: str, *short: str, help: str, **kwargs: Any) -> Any:
     """``typer.Option(name, *short, *aliases, help=help, **kwargs)`` with the aliases of :data:`ALIASES`.
 
@@ -92,7 +93,8 @@ def done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) -> 
     from medattn import tracking
 
     exp = f" in experiment {tracking.experiment_name_of(experiment_id)!r}" if experiment_id is not None else ""
-    typer.echo(f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}")
+    line = f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}"
+    typer.echo(tracking.redact_secrets(line))  # a database password in the URI is never printed
 
 
 QuietOpt = Annotated[

@@ -8,7 +8,7 @@ version, and the version is tagged with the metric and the variant. Promotion is
 the alias already points at the best run's version, nothing changes. Everyone then loads
 ``models:/medattn-<dataset>@champion``.
 
-Ties (issue 12.4): runs with the same value of the metric (several variants at AUC 1.000 on an easy
+Ties: runs with the same value of the metric (several variants at AUC 1.000 on an easy
 split) are not decided by the order of the search. The stated secondary metric
 (:func:`tie_break_metric`: the lowest ``val_loss``; the highest ``val_auc`` when ranking by
 ``val_loss``) decides among them; runs still tied keep the current champion, else the earliest run
