@@ -32,6 +32,7 @@ from medattn.config import (
     SPLIT_ALIASES,
     TARGETS,
     UNCERTAIN,
+    check_subgroups,
     parse_batch_sizes,
 )
 from medattn.data import check_data, prepare_cache, write_synthetic
@@ -735,6 +736,31 @@ SourceDataDirOpt = Annotated[
 ]
 
 
+# clinical evaluation options of test (docs/evaluation.md)
+_SubgroupsOpt = Annotated[
+    str,
+    typer.Option(
+        "--subgroups",
+        help="Comma-separated subgroup attributes: sex, age (20-year bands), site. ISIC 2020 reads sex, age_approx and "
+        "anatom_site_general_challenge; MIMIC-CXR sex and age from --patients-csv; the demo set the sex/age/site "
+        "columns of its labels.csv.",
+    ),
+]
+_PatientsCsvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--patients-csv", help="MIMIC-CXR only: MIMIC-IV's hosp/patients.csv.gz, for the sex and age subgroups."
+    ),
+]
+_MinSubgroupPositivesOpt = Annotated[
+    int,
+    typer.Option(
+        "--min-subgroup-positives",
+        help="A subgroup with fewer positives (or negatives) is reported as too small, without metrics.",
+    ),
+]
+
+
 @app.command("test")
 def test_cmd(
     run_id: Annotated[str | None, typer.Option("--run-id", help="Training run whose logged model is tested.")] = None,
@@ -759,9 +785,17 @@ def test_cmd(
     ] = None,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
+    subgroups: _SubgroupsOpt = "",
+    patients_csv: _PatientsCsvOpt = None,
+    min_subgroup_positives: _MinSubgroupPositivesOpt = 10,
 ) -> None:
     """Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and
     confusion-matrix figures, logged to a new run tagged with its source run.
+
+    Every run also logs calibration (test_ece, test_brier, figures/reliability.png) and, for binary
+    tasks, sensitivity/specificity at operating points whose thresholds are chosen on the validation
+    split (test_sens_at_spec90, ...; params threshold_spec90, ...); --subgroups adds per-subgroup
+    metrics (docs/evaluation.md).
 
     The metrics are named test_* whatever --split is; the split is the run's param and its tag
     medattn.split (medattn compare only reads test runs of the test split)."""
@@ -779,6 +813,9 @@ def test_cmd(
         tracking_uri=tracking_uri,
         experiment=experiment,
         n_boot=n_boot,
+        subgroups=check_subgroups(subgroups),
+        patients_csv=given(patients_csv),
+        min_subgroup_positives=min_subgroup_positives,
     )
     result = api.test(cfg, progress=not quiet)
     m = result.metrics
@@ -788,7 +825,68 @@ def test_cmd(
         f"balanced accuracy {m.get('test_balanced_accuracy', float('nan')):.4f}, "
         f"sensitivity {m.get('test_sensitivity', float('nan')):.4f}, specificity {m.get('test_specificity', float('nan')):.4f}"
     )
+    typer.echo(_clinical_line(m))
     _done("test", result.run_id, result.tracking_uri)
+
+
+# ---- clinical evaluation: test's subgroup options and the calibrate command ----------------------
+def _clinical_line(m: dict[str, float]) -> str:
+    """``ECE 0.081 [..], Brier 0.17, sensitivity at 90 % specificity 0.62 [..] (threshold from val)``."""
+    nan = float("nan")
+    text = (
+        f"ECE {m.get('test_ece', nan):.4f} [{m.get('test_ece_ci_low', nan):.4f}, {m.get('test_ece_ci_high', nan):.4f}]"
+    )
+    text += f", Brier {m.get('test_brier', nan):.4f}"
+    if "test_ece_change" in m:
+        text += f" (ECE {m['test_ece_change']:+.4f} against the uncalibrated model)"
+    if "test_sens_at_spec90" in m:
+        text += f", sensitivity at 90 % specificity {m['test_sens_at_spec90']:.4f} (threshold chosen on val)"
+    return text
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Training run whose logged model is calibrated.")
+    ] = None,
+    model_uri: SourceModelUriOpt = None,
+    data_dir: SourceDataDirOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Inference batch size.")] = 64,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")] = 0,
+    device: DeviceOpt = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register the calibrated model as a new model version.")
+    ] = True,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="Experiment of the calibrate run. (default: the training run's)")
+    ] = None,
+    tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Temperature-scale a trained model: fit one temperature on the validation split (minimum NLL),
+    log it as a param of a new calibrate run with the validation ECE before and after, and log the
+    calibrated model as a new model version. Test it with medattn test --run-id <calibrate run> to
+    see the test ECE change."""
+    cfg = api.CalibrateConfig(
+        run_id=given(run_id),
+        model_uri=given(model_uri),
+        split="val",
+        data_dir=data_dir,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device or "auto",
+        register=register,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+    )
+    result = api.calibrate(cfg, progress=not quiet)
+    m = result.metrics
+    version = f" as {result.registered_name} version {result.version}" if result.version else ""
+    typer.echo(
+        f"temperature {result.temperature:.4f}: validation ECE {m['val_ece_before']:.4f} -> {m['val_ece_after']:.4f}, "
+        f"NLL {m['val_nll_before']:.4f} -> {m['val_nll_after']:.4f}; model logged{version}"
+    )
+    _done("calibrate", result.run_id, result.tracking_uri)
 
 
 # issue 12: the demo set's difficulty and the interpret caps, as aliases to keep the commands short

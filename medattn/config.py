@@ -489,12 +489,44 @@ class TestConfig(SourcePart, RuntimePart):
     batch_size: int = 64
     num_workers: int = 0
     n_boot: int = 1000
+    # clinical evaluation (docs/evaluation.md): subgroup attributes, MIMIC-IV patients table, minimum positives
+    subgroups: tuple[str, ...] = ()
+    patients_csv: str | None = None
+    min_subgroup_positives: int = 10
 
     def __post_init__(self) -> None:  # noqa: D105
         super().__post_init__()
         _positive("batch_size", self.batch_size)
         _at_least("num_workers", self.num_workers, 0, "0 or more")
         _at_least("n_boot", self.n_boot, 0, "0 or more")
+        _set(self, "subgroups", check_subgroups(self.subgroups))
+        _at_least("min_subgroup_positives", self.min_subgroup_positives, 1, "at least 1")
+
+
+#: Subgroup attributes ``medattn test --subgroups`` knows (each data set documents where it reads them).
+SUBGROUP_ATTRIBUTES = ("sex", "age", "site")
+
+
+def check_subgroups(names: str | Sequence[str]) -> tuple[str, ...]:
+    """``"sex,age"`` or ``("sex", "age")`` → ``("sex", "age")``: known attributes, each once, in order.
+
+    Raises:
+        ConfigError: an attribute outside :data:`SUBGROUP_ATTRIBUTES` (with a "did you mean").
+    """
+    items = names.split(",") if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        if item not in SUBGROUP_ATTRIBUTES:
+            close = difflib.get_close_matches(item, SUBGROUP_ATTRIBUTES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"unknown subgroup column {item!r} in --subgroups; {hint}choose from {', '.join(SUBGROUP_ATTRIBUTES)}."
+            )
+        if item not in out:
+            out.append(item)
+    return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)

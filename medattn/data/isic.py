@@ -3,7 +3,8 @@
 Layout: ``train.csv`` or ``ISIC_2020_Training_GroundTruth*.csv`` with the columns
 ``image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target``
 and images ``jpeg/train/<image_name>.jpg`` (or ``train/``, or a pre-resized ``train_resized/``, which
-is preferred when present). Task: ``target``. Split: patient-level 60/20/20, each near-duplicate
+is preferred when present). Task: ``target``. Per-image metadata for subgroups: ``sex``,
+``age`` (``age_approx``) and ``site`` (``anatom_site_general_challenge``). Split: patient-level 60/20/20, each near-duplicate
 group joined with its patients (:mod:`medattn.data.duplicates`); the release's own list of
 duplicates, ``ISIC_2020_Training_Duplicates.csv`` (``image_name_1,image_name_2``), is read when it
 lies in the folder.
@@ -23,6 +24,7 @@ from medattn.data.base import (
     first_existing,
     label_problems,
     match_images,
+    metadata_of,
     missing_problems,
     parse_int_labels,
     read_csv,
@@ -74,7 +76,10 @@ def read_isic(data_dir: Path, opts: ReadOptions) -> Table:
     paths = match_images(folder, list(ids), IMAGE_EXTS)
     problems += missing_problems(csv, list(ids), paths, [folder / f"{i}.jpg" for i in ids])
     keep = ok & ~no_patient & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
-    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"]})[keep]
+    meta = metadata_of(raw, {"age": "age_approx", "site": "anatom_site_general_challenge"})
+    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"], **meta})[
+        keep
+    ]
     return Table(frame=frame, num_classes=2, class_names=("benign", "melanoma"), problems=problems)
 
 

@@ -50,6 +50,7 @@ from medattn.data.base import (
     Table,
     label_problems,
     match_images,
+    metadata_of,
     missing_problems,
     parse_int_labels,
     read_csv,
@@ -347,6 +348,7 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
             "label": labels,
             "patient_id": raw["patient_id"].astype(str),
             "mask_path": masks,
+            **metadata_of(raw),  # sex / age / site columns of labels.csv, when it has them
         }
     )[ok & present]
     return Table(frame=frame, num_classes=2, class_names=("no lesion", "lesion"), problems=problems)
