@@ -75,7 +75,7 @@ def equal_mass_bins(p: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
     """Bin index per probability, the bins' edges at the quantiles of ``p`` (equal mass).
 
     The same rule as scikit-learn's ``calibration_curve(strategy="quantile")`` (edges
-    ``np.percentile(p, linspace(0, 100, n_bins + 1))``, a value on an inner edge goes right), so
+    ``np.percentile(p, linspace(0, 100, n_bins + 1))``, bin ``b`` holding ``edge_b < p <= edge_b+1``), so
     the ECE's bins are the reliability diagram's. Tied probabilities share a bin, so with many
     ties some bins are empty and others hold more than ``N / n_bins`` values.
 
