@@ -162,32 +162,6 @@ def demo_with_site(demo_dir, tmp_path) -> Path:
     return copy
 
 
-@pytest.mark.slow
-def test_site_subgroups_on_a_demo_table_with_a_site_column_and_bad_input(
-    mlflow_store, train_tiny, demo_with_site, cli, one_error_line, runs_in_store, tmp_path
-):
-    source = train_tiny().run_id
-    run_id = cli(
-        ["test", "--run-id", source, "--data-dir", demo_with_site, "--subgroups", "site", "--n-boot", "20",
-         "--min-subgroup-positives", "1"]
-    ).run_id  # fmt: skip
-    table = pd.read_csv(tracking.download(run_id, clinical_stage.SUBGROUPS_CSV, tmp_path))
-    assert sorted(table["group"]) == ["site_a", "site_b", "site_c"]
-    assert table["n"].sum() == mlflow.get_run(run_id).data.metrics["test_n_images"]
-
-    before = runs_in_store()
-    cases = [
-        (["--subgroups", "sex,ethnicity"], ["unknown subgroup column 'ethnicity'", "sex, age, site"]),
-        (["--subgroups", "sexx"], ["did you mean 'sex'"]),
-        (["--subgroups", "sex"], ["has no 'sex' per image"]),  # the plain demo set carries no metadata
-        (["--patients-csv", "patients.csv.gz"], ["--patients-csv applies to mimic-cxr only"]),
-    ]
-    for extra, needles in cases:
-        res = cli(["test", "--run-id", source, "--n-boot", "5", *extra], exit_code=None)
-        one_error_line(res, *needles)
-    assert runs_in_store() == before  # no run started, none left RUNNING
-
-
 def test_mimic_sex_and_age_come_from_the_mimic_iv_patients_table(tmp_path):
     from medattn.data.testing import write_fake_mimic_jpg
 
@@ -212,9 +186,34 @@ def test_mimic_sex_and_age_come_from_the_mimic_iv_patients_table(tmp_path):
 
 # ---- temperature scaling end to end -------------------------------------------------------------
 @pytest.mark.slow
-def test_calibrate_logs_a_new_model_version_whose_test_runs_show_the_ece_change(mlflow_store, train_tiny, cli):
+def test_demo_site_subgroups_bad_input_and_calibrate(
+    mlflow_store, train_tiny, demo_with_site, cli, one_error_line, runs_in_store, tmp_path
+):
+    """One tiny model on the demo set: ``--subgroups site`` on a labels.csv with a site column, the bad
+    subgroup options (one sentence, exit 2, no run), then ``medattn calibrate`` and a test of its version."""
     source = train_tiny().run_id
-    plain = mlflow.get_run(cli(["test", "--run-id", source, "--n-boot", "10"]).run_id).data.metrics
+    run_id = cli(
+        ["test", "--run-id", source, "--data-dir", demo_with_site, "--subgroups", "site", "--n-boot", "20",
+         "--min-subgroup-positives", "1"]
+    ).run_id  # fmt: skip
+    table = pd.read_csv(tracking.download(run_id, clinical_stage.SUBGROUPS_CSV, tmp_path))
+    assert sorted(table["group"]) == ["site_a", "site_b", "site_c"]
+    assert table["n"].sum() == mlflow.get_run(run_id).data.metrics["test_n_images"]
+
+    before = runs_in_store()
+    cases = [
+        (["--subgroups", "sex,ethnicity"], ["unknown subgroup column 'ethnicity'", "sex, age, site"]),
+        (["--subgroups", "sexx"], ["did you mean 'sex'"]),
+        (["--subgroups", "sex"], ["has no 'sex' per image"]),  # the plain demo set carries no metadata
+        (["--patients-csv", "patients.csv.gz"], ["--patients-csv applies to mimic-cxr only"]),
+    ]
+    for extra, needles in cases:
+        res = cli(["test", "--run-id", source, "--n-boot", "5", *extra], exit_code=None)
+        one_error_line(res, *needles)
+    assert runs_in_store() == before  # no run started, none left RUNNING
+
+    # temperature scaling: a new model version whose test runs show the ECE change
+    plain = mlflow.get_run(run_id).data.metrics  # the site run above: the same model and test images
     res = cli(["calibrate", "--run-id", source])
     assert "temperature" in res.output
     cal = mlflow.get_run(res.run_id)
