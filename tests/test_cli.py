@@ -307,6 +307,7 @@ EXPECTED_COMMANDS = {
     "demo",
     "grid",
     "bench",
+    "calibrate",
 }
 
 
