@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medattn import clinical, plots, tracking
+from medattn.config import SUBGROUP_ATTRIBUTES
 from medattn.data.base import DataIndex
 from medattn.data.mimic_cxr import read_patients
 from medattn.errors import ConfigError, DataError
@@ -76,6 +78,17 @@ def subgroup_values(
         fn = clinical.age_group if name == "age" else clinical.slug
         out[name] = [fn(v) for v in frame[name]]
     return out
+
+
+def table_subgroups(data_dir: str | Path, label_file: str = "labels.csv") -> tuple[str, ...]:
+    """The subgroup attributes (sex, age, site) whose columns a data folder's label table carries
+    (the demo set's ``labels.csv``: a generator that writes a ``site`` column makes the demo report it)."""
+    path = Path(data_dir) / label_file
+    try:
+        columns = set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError):
+        return ()
+    return tuple(a for a in SUBGROUP_ATTRIBUTES if a in columns)
 
 
 # =============================================================================================

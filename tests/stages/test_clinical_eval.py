@@ -290,3 +290,9 @@ def test_compare_adds_paired_delta_ece_and_delta_sensitivity_at_the_validation_t
         assert metrics[key] == pytest.approx(delta)
         assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
     assert clinical_stage.PAIRED_CLINICAL_CSV in res.artifacts
+
+
+def test_the_demo_reports_the_subgroups_its_label_table_carries(demo_dir, demo_with_site):
+    assert clinical_stage.table_subgroups(demo_with_site) == ("site",)
+    assert clinical_stage.table_subgroups(demo_dir) == ()
+    assert clinical_stage.table_subgroups(demo_dir / "missing") == ()
