@@ -107,6 +107,23 @@ def _validation_pass(cfg: TestConfig, index, loaded: LoadedModel, model, device,
     return val.y_true, val.scores
 
 
+def _run_params(cfg: TestConfig, loaded: LoadedModel) -> dict:
+    """The params of a test run: its source, split, model, data and bootstrap settings."""
+    tcfg = loaded.config
+    return {
+        "source_run_id": loaded.source_run_id,
+        "model_uri": cfg.model_uri,
+        "checkpoint": loaded.checkpoint,
+        "split": cfg.split,
+        "model": tcfg.model.model,
+        "dataset": tcfg.data.dataset,
+        "img_size": tcfg.data.img_size,
+        "perc_train": tcfg.data.perc_train,
+        "n_boot": cfg.n_boot,
+        "temperature": loaded.temperature,
+    }
+
+
 def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
     """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test").
 
@@ -145,20 +162,7 @@ def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = 
         tags=source_tags("test", loaded, split),
         parent_run_id=parent_run_id,
     ) as run_id:
-        tracking.log_params(
-            {
-                "source_run_id": loaded.source_run_id,
-                "model_uri": cfg.model_uri,
-                "checkpoint": loaded.checkpoint,
-                "split": split,
-                "model": tcfg.model.model,
-                "dataset": tcfg.data.dataset,
-                "img_size": tcfg.data.img_size,
-                "perc_train": tcfg.data.perc_train,
-                "n_boot": cfg.n_boot,
-                "temperature": loaded.temperature,
-            }
-        )
+        tracking.log_params(_run_params(cfg, loaded))
         raw = engine.evaluate(
             model, loader, nn.CrossEntropyLoss(), device, amp=False, desc=f"test {split}", progress=progress
         )
