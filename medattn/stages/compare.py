@@ -29,8 +29,12 @@ from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
 from medattn.stages import clinical
 
-#: Test metrics put in the comparison table (those a run lacks are left empty).
-TABLE_METRICS = ("auc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "loss")
+#: Test metrics put in the comparison table (those a run lacks are left empty); the calibration and
+#: operating-point ones are docs/evaluation.md's.
+TABLE_METRICS = (
+    "auc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "loss",
+    "ece", "brier", "sens_at_spec90", "spec_at_sens90",
+)  # fmt: skip
 
 
 # =============================================================================================

@@ -249,6 +249,7 @@ def _fake_test_run(client, exp, model, seed, frame, thresholds):
     for name, value in thresholds.items():
         client.log_param(test.info.run_id, name, str(value))
     client.log_metric(test.info.run_id, "test_auc", 0.5)
+    client.log_metric(test.info.run_id, "test_ece", hand_ece(frame["label"].to_numpy(), frame["prob_1"].to_numpy()))
     client.log_text(test.info.run_id, frame.to_csv(index=False), tracking.PREDICTIONS)
     client.set_terminated(test.info.run_id)
 
@@ -290,6 +291,9 @@ def test_compare_adds_paired_delta_ece_and_delta_sensitivity_at_the_validation_t
         assert metrics[key] == pytest.approx(delta)
         assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
     assert clinical_stage.PAIRED_CLINICAL_CSV in res.artifacts
+    # the comparison table carries the calibration column (the newest seed's run per variant)
+    ece = dict(zip(res.table["model"], res.table["test_ece"], strict=True))
+    assert ece["se_resnet50"] == pytest.approx(hand_ece(y, probs[("se_resnet50", 1)]))
 
 
 def test_the_demo_reports_the_subgroups_its_label_table_carries(demo_dir, demo_with_site):
