@@ -18,6 +18,7 @@ from medattn import tracking
 from medattn.config import CompareConfig
 from medattn.data import load_index
 from medattn.data.testing import write_fake_isic
+from medattn.errors import DataError
 from medattn.metrics import paired_bootstrap
 from medattn.stages import clinical as clinical_stage
 from medattn.stages import compare
@@ -178,8 +179,6 @@ def test_mimic_sex_and_age_come_from_the_mimic_iv_patients_table(tmp_path):
     sex_of = dict(zip(subjects, patients["gender"].map({"F": "female", "M": "male"}), strict=True))
     assert groups["sex"] == [sex_of[s] for s in frame["patient_id"]]
     assert set(groups["age"]) <= {"0_39", "40_59", "60_79", "80_plus"}
-    from medattn.errors import DataError
-
     with pytest.raises(DataError, match="--patients-csv"):
         clinical_stage.subgroup_values(index, frame, ("sex",), None)
 
@@ -300,3 +299,19 @@ def test_the_demo_reports_the_subgroups_its_label_table_carries(demo_dir, demo_w
     assert clinical_stage.table_subgroups(demo_with_site) == ("site",)
     assert clinical_stage.table_subgroups(demo_dir) == ()
     assert clinical_stage.table_subgroups(demo_dir / "missing") == ()
+
+
+def test_any_label_table_with_a_site_column_gives_site_subgroups(tmp_path):
+    """APTOS has no metadata of its own; a site column added to its train.csv is read like the demo's."""
+    from medattn.data.testing import write_fake_aptos
+
+    root = write_fake_aptos(tmp_path / "aptos", n=40)
+    csv = pd.read_csv(root / "train.csv", dtype=str)
+    csv["site"] = ["Clinic/North" if i % 2 else "clinic south" for i in range(len(csv))]
+    csv.to_csv(root / "train.csv", index=False)
+    index = load_index("aptos2019", root)
+    frame = index.split("test")
+    groups = clinical_stage.subgroup_values(index, frame, ("site",))
+    assert set(groups["site"]) == {"clinic_north", "clinic_south"}
+    with pytest.raises(DataError, match="has no 'age' per image"):
+        clinical_stage.subgroup_values(index, frame, ("age",))
