@@ -233,6 +233,18 @@ def test_demo_site_subgroups_bad_input_and_calibrate(
     assert m.metrics["test_ece_uncalibrated"] == pytest.approx(plain["test_ece"])
     assert m.metrics["test_ece_change"] == pytest.approx(m.metrics["test_ece"] - plain["test_ece"])
     assert "ECE" in tested.output and "against the uncalibrated model" in tested.output
+    # the served version applies the temperature too: medattn test's calibrated probabilities
+    row = _preds(tested.run_id, tmp_path / "cal").iloc[0]
+    served = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").predict(
+        pd.DataFrame({"image": [str(demo_with_site / "images" / f"{row['id']}.png")]})
+    )
+    assert served["prob_lesion"][0] == pytest.approx(row["prob_1"], abs=1e-5)
+    uncalibrated = _preds(run_id, tmp_path / "uncal").set_index("id").loc[row["id"], "prob_1"]
+    assert abs(uncalibrated - row["prob_1"]) > 1e-4  # so the check above tells the two apart
+    # a calibrated model is not calibrated again: one sentence, exit 2, no run
+    before = runs_in_store()
+    one_error_line(cli(["calibrate", "--run-id", res.run_id], exit_code=None), "already temperature-scaled")
+    assert runs_in_store() == before
 
 
 # ---- compare: paired ΔECE and Δsensitivity at the operating points ------------------------------
