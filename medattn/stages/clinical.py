@@ -22,7 +22,7 @@ from medattn import clinical, plots, tracking
 from medattn.config import SUBGROUP_ATTRIBUTES
 from medattn.data.base import DataIndex
 from medattn.data.mimic_cxr import read_patients
-from medattn.errors import ConfigError, DataError
+from medattn.errors import ConfigError, DataError, MedattnError
 from medattn.metrics import paired_bootstrap, roc_auc
 
 RELIABILITY_FIGURE = "figures/reliability.png"
@@ -295,6 +295,35 @@ def log_paired_clinical(
     return [PAIRED_CLINICAL_CSV]
 
 
+SUBGROUPS_BY_MODEL_CSV = "subgroups_by_model.csv"
+
+
+def log_subgroups_by_model(runs: Mapping[str, Any], workdir: Path) -> list[str]:
+    """Log ``subgroups_by_model.csv``: the ``subgroups.csv`` of each model's test run side by side.
+
+    Args:
+        runs: ``{model: test run}`` (compare's newest run of the largest training fraction per model);
+            runs tested without ``--subgroups`` are left out.
+        workdir: where the tables are downloaded (the caller removes it).
+
+    Returns:
+        The artifacts logged: ``[subgroups_by_model.csv]``, or none when no run has subgroups.
+    """
+    frames = []
+    for model, run in runs.items():
+        try:
+            table = pd.read_csv(tracking.download(run.info.run_id, SUBGROUPS_CSV, workdir / run.info.run_id))
+        except MedattnError:
+            continue  # tested without --subgroups
+        frames.append(table.assign(model=model, run_id=run.info.run_id))
+    if not frames:
+        return []
+    table = pd.concat(frames, ignore_index=True)
+    table = table[["model", *[c for c in table.columns if c != "model"]]]
+    tracking.log_text(table.to_csv(index=False), SUBGROUPS_BY_MODEL_CSV)
+    return [SUBGROUPS_BY_MODEL_CSV]
+
+
 __all__ = [
     "RELIABILITY_FIGURE",
     "SUBGROUPS_CSV",
@@ -303,6 +332,7 @@ __all__ = [
     "evaluate_clinical",
     "log_clinical",
     "log_paired_clinical",
+    "log_subgroups_by_model",
     "paired_clinical_rows",
     "subgroup_values",
     "thresholds_of",

@@ -515,7 +515,8 @@ def compare(cfg: CompareConfig) -> CompareResult:
     ``delta_auc_<variant>_vs_<backbone>`` with ``_ci_low``, ``_ci_high``, ``_p`` (paired bootstrap on
     the shared test images, :func:`paired_table`), ``paired_auc.csv`` and ``figures/forest_auc.png``, and the
     same pairs' ΔECE and Δsensitivity at 90 % / 95 % specificity (``delta_ece_<v>_vs_<b>``,
-    ``delta_sens_at_spec90_<v>_vs_<b>``, ... and ``paired_clinical.csv``). With ``cases``: ``cases/<case>.csv`` (id, label, one prediction column per
+    ``delta_sens_at_spec90_<v>_vs_<b>``, ... and ``paired_clinical.csv``); the test runs' subgroup
+    tables side by side as ``subgroups_by_model.csv``. With ``cases``: ``cases/<case>.csv`` (id, label, one prediction column per
     model) and, for the selected ids that every interpret run explained, ``figures/cases_<case>.png``.
     Models for the explanation and case parts are each variant's run of the largest fraction.
 
@@ -560,6 +561,6 @@ def compare(cfg: CompareConfig) -> CompareResult:
         if case_frame is not None:
             artifacts += _log_cases(cfg, selected, case_frame, interp, workdir)
         paired, paired_artifacts = _log_paired(exp_id, test_runs, workdir)
-        artifacts += paired_artifacts
+        artifacts += paired_artifacts + clinical.log_subgroups_by_model(latest_per_model(test_runs), workdir)
     shutil.rmtree(workdir, ignore_errors=True)  # issue 14.5: the downloads are read; nothing stays in TMPDIR
     return CompareResult(run_id, cfg.experiment, table, xai, selected, artifacts, uri, paired)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from medattn import tracking
+from medattn import clinical, tracking
 from medattn.config import CompareConfig
 from medattn.data import load_index
 from medattn.data.testing import write_fake_isic
@@ -262,6 +262,12 @@ def _fake_test_run(client, exp, model, seed, frame, thresholds):
     client.log_metric(test.info.run_id, "test_auc", 0.5)
     client.log_metric(test.info.run_id, "test_ece", hand_ece(frame["label"].to_numpy(), frame["prob_1"].to_numpy()))
     client.log_text(test.info.run_id, frame.to_csv(index=False), tracking.PREDICTIONS)
+    if model == "se_resnet50":  # only this variant was tested with --subgroups
+        table = clinical.subgroup_table(
+            frame["label"].to_numpy(), frame[["prob_0", "prob_1"]].to_numpy(), {"sex": ["female", "male"] * 30},
+            min_positives=5, n_boot=0,
+        )  # fmt: skip
+        client.log_text(test.info.run_id, table.to_csv(index=False), clinical_stage.SUBGROUPS_CSV)
     client.set_terminated(test.info.run_id)
 
 
@@ -305,6 +311,15 @@ def test_compare_adds_paired_delta_ece_and_delta_sensitivity_at_the_validation_t
     # the comparison table carries the calibration column (the newest seed's run per variant)
     ece = dict(zip(res.table["model"], res.table["test_ece"], strict=True))
     assert ece["se_resnet50"] == pytest.approx(hand_ece(y, probs[("se_resnet50", 1)]))
+    # the subgroup tables side by side (the variant tested with --subgroups only)
+    by_model = pd.read_csv(tracking.download(res.run_id, clinical_stage.SUBGROUPS_BY_MODEL_CSV, "downloads"))
+    assert by_model[["model", "attribute", "group"]].values.tolist() == [
+        ["se_resnet50", "sex", "female"],
+        ["se_resnet50", "sex", "male"],
+    ]
+    female = np.arange(n) % 2 == 0
+    p_last = probs[("se_resnet50", 1)]
+    assert by_model.loc[0, "auc"] == pytest.approx(roc_auc_score(y[female], p_last[female]))
 
 
 def test_the_demo_reports_the_subgroups_its_label_table_carries(demo_dir, demo_with_site):
