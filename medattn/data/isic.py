@@ -3,11 +3,11 @@
 Layout: ``train.csv`` or ``ISIC_2020_Training_GroundTruth*.csv`` with the columns
 ``image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target``
 and images ``jpeg/train/<image_name>.jpg`` (or ``train/``, or a pre-resized ``train_resized/``, which
-is preferred when present). Task: ``target``. Per-image metadata for subgroups: ``sex``,
-``age`` (``age_approx``) and ``site`` (``anatom_site_general_challenge``). Split: patient-level 60/20/20, each near-duplicate
+is preferred when present). Task: ``target``. Split: patient-level 60/20/20, each near-duplicate
 group joined with its patients (:mod:`medattn.data.duplicates`); the release's own list of
 duplicates, ``ISIC_2020_Training_Duplicates.csv`` (``image_name_1,image_name_2``), is read when it
-lies in the folder.
+lies in the folder. Per-image metadata for subgroups: ``sex``, ``age`` (``age_approx``) and
+``site`` (``anatom_site_general_challenge``).
 """
 
 from __future__ import annotations
