@@ -6,9 +6,10 @@ STAMP  := $(VENV)/.medattn-installed
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact versions the suite and the demo were run with (pyproject.toml: ranges).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)

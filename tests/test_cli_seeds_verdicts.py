@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from medattn import api, tracking
-from medattn.config import DemoConfig, parse_seeds
+from medattn.config import parse_seeds
 from medattn.errors import ConfigError
 from medattn.metrics import roc_auc
 from medattn.stages import compare, grid
 from medattn.stages import demo as demo_stage
+from medattn.stages.demo import DemoConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

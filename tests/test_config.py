@@ -4,18 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from medattn.config import (
-    FiguresConfig,
-    InterpretConfig,
-    TestConfig,
-    build_train_config,
-    config_from_flat,
-    load_yaml,
-    parse_batch_sizes,
-    split_name,
-)
+from medattn.config import build_train_config, config_from_flat, load_yaml, parse_batch_sizes, split_name
 from medattn.errors import ConfigError
+from medattn.stages.evaluate import TestConfig
+from medattn.stages.figures import FiguresConfig
 from medattn.stages.grid import grid_cells
+from medattn.stages.interpret import InterpretConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import TrackingUriOpt, choices, given, option, registry_choices
-from medattn.config import MODES, PromoteConfig
+from medattn.config import MODES
 from medattn.metrics import EPOCH_METRIC_NAMES
+from medattn.stages.promote import PromoteConfig
 
 app = typer.Typer(add_completion=False)
 C = PromoteConfig

@@ -16,8 +16,9 @@ from medattn.cli.options import (
     option,
     registry_choices,
 )
-from medattn.config import DUPLICATES, MODES, DataConfig, SearchConfig, parse_batch_sizes
+from medattn.config import DUPLICATES, MODES, DataConfig, parse_batch_sizes
 from medattn.metrics import EPOCH_METRIC_NAMES
+from medattn.stages.search import SearchConfig
 
 app = typer.Typer(add_completion=False)
 C = SearchConfig  # every default below is the config class's

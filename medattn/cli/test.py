@@ -20,7 +20,8 @@ from medattn.cli.options import (
     given,
     option,
 )
-from medattn.config import SPLIT_ALIASES, TestConfig, check_subgroups
+from medattn.config import SPLIT_ALIASES, check_subgroups
+from medattn.stages.evaluate import TestConfig
 
 app = typer.Typer(add_completion=False)
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from medattn.config import SPLITS as CONFIG_SPLITS
 from medattn.config import SUBGROUP_ATTRIBUTES, split_name
@@ -429,6 +428,9 @@ def low_data_subsample(
     # train_test_split refuses to stratify when a class has one image or a side is smaller than
     # the number of classes; then a plain random subsample is the only honest option.
     can_stratify = counts.min() >= 2 and n_keep >= len(counts) and len(train_idx) - n_keep >= len(counts)
+    # scikit-learn loads on first use: the command line reads the data set names without it (~1 s)
+    from sklearn.model_selection import train_test_split
+
     keep, _ = train_test_split(
         train_idx, train_size=n_keep, stratify=labels if can_stratify else None, random_state=seed
     )

@@ -49,10 +49,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.fft import dctn
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from medattn.config import DUPLICATES
 from medattn.data.io import DECODE_ERRORS
@@ -120,6 +116,9 @@ def fingerprints_from_thumbnails(thumbs: np.ndarray) -> np.ndarray:
     Returns:
         float32 ``(N, 64)``, each row of unit length (all-zero rows for flat images).
     """
+    # scipy loads on first use: the command line reads the data set names without it
+    from scipy.fft import dctn
+
     coeffs = dctn(np.asarray(thumbs, dtype=np.float32), type=2, norm="ortho", axes=(1, 2))
     flat = coeffs.reshape(len(coeffs), -1)[:, _ZIGZAG]
     norm = np.linalg.norm(flat, axis=1, keepdims=True)
@@ -297,6 +296,9 @@ def near_duplicate_pairs(fps: np.ndarray, max_distance: float = MAX_DISTANCE) ->
     # Orthonormal principal axes: the projection never increases a distance (no pair is missed).
     _, _, vt = np.linalg.svd(centred[:: max(1, len(x) // 20000)], full_matrices=False)
     projected = centred @ vt[: min(_SEARCH_DIMS, vt.shape[0])].T
+    # scipy loads on first use: the command line reads the data set names without it
+    from scipy.spatial import cKDTree
+
     cand = cKDTree(projected).query_pairs(r=max_distance, output_type="ndarray").astype(np.int64)
     if len(cand):
         dist = np.linalg.norm(x[cand[:, 0]] - x[cand[:, 1]], axis=1)
@@ -350,6 +352,10 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.empty(0, dtype=np.int64)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    # scipy loads on first use: the command line reads the data set names without it
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components  # (with coo_matrix, above)
+
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
 

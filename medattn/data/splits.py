@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from medattn.errors import DataError
 
@@ -60,6 +59,9 @@ def stratified_image_split(
     if len(frame) < _MIN_UNITS * 2:
         raise DataError(f"only {len(frame)} usable images, too few for a train/val/test split; add images.")
     labels = frame["label"].to_numpy(dtype=np.int64)
+    # scikit-learn loads on first use: the command line reads the data set names without it (~1 s)
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(frame))
     trainval, test = train_test_split(
         idx, test_size=test_size, stratify=_stratify(labels, test_size), random_state=seed
@@ -90,6 +92,9 @@ def patient_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.2, v
         raise DataError(
             f"only {len(np.unique(groups))} patients, too few for a patient-level train/val/test split; add patients."
         )
+    # scikit-learn loads on first use: the command line reads the data set names without it (~1 s)
+    from sklearn.model_selection import GroupShuffleSplit
+
     idx = np.arange(len(frame))
     outer = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     trainval, test = next(outer.split(idx, groups=groups))

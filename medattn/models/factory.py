@@ -8,18 +8,16 @@ is one line; tests are parametrized over ``MODELS.names()`` and cover new entrie
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from medattn import config
 from medattn.errors import ConfigError
-from medattn.models.cnn import densenet121, resnet50, zero_init_residual
-from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
 from medattn.registry import Registry
 
@@ -61,9 +59,15 @@ class ModelSpec:
     paper_head: str = "pool"
 
 
-def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
+def _cnn(family: str, attn: str | None) -> Callable[..., nn.Module]:
+    """The builder of a ``resnet50`` or ``densenet121`` variant with attention block ``attn``."""
+
     def build(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
         del nr_layers  # only the ViT has a depth option, as in the original project
+        # torchvision loads when a CNN is built, not when the names are listed (the command line's --help)
+        from medattn.models import cnn
+
+        builder = cnn.resnet50 if family == "resnet50" else cnn.densenet121
         return builder(num_classes, attn=attn, head=head, img_size=img_size)
 
     return build
@@ -74,6 +78,9 @@ def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Mo
         raise ConfigError(
             f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool."
         )
+    # timm loads when the ViT is built, not when the names are listed (the command line's --help)
+    from medattn.models.vit import deit_tiny
+
     return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
 
 
@@ -85,11 +92,11 @@ _DENSENET_PLACEMENT = "after each of the 4 dense blocks, before the transition /
 for _spec, _aliases in (
     (
         ModelSpec(
-            "densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn(densenet121, None), "flatten"
+            "densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn("densenet121", None), "flatten"
         ),
         ("DenseNet121",),
     ),
-    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, _cnn(resnet50, None)), ("ResNet50",)),
+    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, _cnn("resnet50", None)), ("ResNet50",)),
     (
         ModelSpec(
             "se_densenet121",
@@ -98,13 +105,15 @@ for _spec, _aliases in (
             "se",
             f"SE {_DENSENET_PLACEMENT}",
             True,
-            _cnn(densenet121, "se"),
+            _cnn("densenet121", "se"),
             "flatten",
         ),
         ("SEDenseNet121",),
     ),
     (
-        ModelSpec("se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, _cnn(resnet50, "se")),
+        ModelSpec(
+            "se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, _cnn("resnet50", "se")
+        ),
         ("SEResNet50",),
     ),
     (
@@ -115,14 +124,20 @@ for _spec, _aliases in (
             "cbam",
             f"CBAM {_DENSENET_PLACEMENT}",
             True,
-            _cnn(densenet121, "cbam"),
+            _cnn("densenet121", "cbam"),
             "flatten",
         ),
         ("CBAMDenseNet121",),
     ),
     (
         ModelSpec(
-            "cbam_resnet50", "ResNet-50", "resnet50", "cbam", f"CBAM {_RESNET_PLACEMENT}", True, _cnn(resnet50, "cbam")
+            "cbam_resnet50",
+            "ResNet-50",
+            "resnet50",
+            "cbam",
+            f"CBAM {_RESNET_PLACEMENT}",
+            True,
+            _cnn("resnet50", "cbam"),
         ),
         ("CBAMResNet50",),
     ),
@@ -274,6 +289,9 @@ def create_model_with_report(
 
     # Build first: option errors (sizes, head) should not wait for a download.
     model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers)
+    # torchvision's ResNet classes load with the CNN builders (see _cnn)
+    from medattn.models.cnn import zero_init_residual
+
     if zero_init_residual_branches and not zero_init_residual(model):
         raise config.zero_init_error(spec.name)
     state, source = None, ""
@@ -294,7 +312,9 @@ def is_vit(model: nn.Module) -> bool:
     """Whether ``model`` (possibly wrapped by DDP or ``torch.compile``) is a vision transformer."""
     inner = getattr(model, "_orig_mod", model)
     inner = getattr(inner, "module", inner)
-    return isinstance(inner, VisionTransformer)
+    # Without timm loaded no ViT can exist; looking it up in sys.modules keeps timm out of CNN-only runs.
+    vision_transformer = sys.modules.get("timm.models.vision_transformer")
+    return vision_transformer is not None and isinstance(inner, vision_transformer.VisionTransformer)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -328,7 +348,6 @@ def model_table() -> list[dict]:
 __all__ = [
     "MODELS",
     "ModelSpec",
-    "DeiT",
     "HEAD_CHOICES",
     "PAPER_HEAD",
     "canonical_model_name",

@@ -20,7 +20,7 @@ from torch import nn
 
 from medattn import checkpoint as ckpt_io
 from medattn import clinical, engine, tracking
-from medattn.config import RuntimePart, SourcePart, _at_least, _positive
+from medattn.config import RuntimePart, SourcePart, at_least, positive
 from medattn.errors import ConfigError, MedattnError
 from medattn.runtime import resolve_device
 from medattn.stages.common import data_index, make_loader
@@ -43,8 +43,8 @@ class CalibrateConfig(SourcePart, RuntimePart):
             )
         if self.split != "val":
             raise ConfigError("the temperature is fitted on the validation split only; drop --split.")
-        _positive("batch_size", self.batch_size)
-        _at_least("num_workers", self.num_workers, 0, "0 or more")
+        positive("batch_size", self.batch_size)
+        at_least("num_workers", self.num_workers, 0, "0 or more")
 
 
 @dataclass(frozen=True)

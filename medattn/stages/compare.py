@@ -22,12 +22,35 @@ import numpy as np
 import pandas as pd
 
 from medattn import plots, tracking
-from medattn.config import CASES, CompareConfig
+from medattn.config import TrackingPart, at_least, check_alpha
 from medattn.errors import ConfigError, MedattnError
 from medattn.explain.evaluation import HIGHER_IS_BETTER
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
 from medattn.stages import clinical
+
+#: Choices of ``compare --cases``.
+CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig(TrackingPart):
+    """Options of ``medattn compare``."""
+
+    experiment: str = "medattn-demo"
+    metric: str = "test_auc"
+    cases: str | None = None
+    max_images: int = 4
+    alpha_overlay: float = 0.5
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if self.cases is not None and self.cases not in CASES:
+            raise ConfigError(f"--cases must be one of {', '.join(CASES)}, got {self.cases!r}.")
+        at_least("max_images", self.max_images, 1, "at least 1")
+        if not self.metric.startswith("test_"):
+            raise ConfigError(f"--metric must be a test metric such as test_auc, got {self.metric!r}.")
+        check_alpha(self.alpha_overlay)
+
 
 #: Test metrics put in the comparison table (those a run lacks are left empty); the calibration and
 #: operating-point ones are docs/evaluation.md's.

@@ -9,12 +9,35 @@ import pandas as pd
 from torch import nn
 
 from medattn import clinical, engine, plots, tracking
-from medattn.config import SourcePart, TestConfig
+from medattn.config import RuntimePart, SourcePart, at_least, check_subgroups, positive, set_field
 from medattn.errors import MedattnError
 from medattn.metrics import test_metrics
 from medattn.runtime import resolve_device
 from medattn.stages import clinical as clinical_stage
 from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestConfig(SourcePart, RuntimePart):
+    """Options of ``medattn test``; exactly one of ``run_id``, ``model_uri``, ``ckpt``."""
+
+    __test__ = False  # not a pytest class
+
+    batch_size: int = 64
+    num_workers: int = 0
+    n_boot: int = 1000
+    # clinical evaluation (docs/evaluation.md): subgroup attributes, MIMIC-IV patients table, minimum positives
+    subgroups: tuple[str, ...] = ()
+    patients_csv: str | None = None
+    min_subgroup_positives: int = 10
+
+    def __post_init__(self) -> None:  # noqa: D105
+        super().__post_init__()
+        positive("batch_size", self.batch_size)
+        at_least("num_workers", self.num_workers, 0, "0 or more")
+        at_least("n_boot", self.n_boot, 0, "0 or more")
+        set_field(self, "subgroups", check_subgroups(self.subgroups))
+        at_least("min_subgroup_positives", self.min_subgroup_positives, 1, "at least 1")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ START_TIMEOUT_S = 240.0
 
 WORKER_A = """
 import sys
-from medattn.config import SearchConfig
+from medattn.stages.search import SearchConfig
 from medattn.errors import ConfigError
 from medattn.stages import search
 search.search(SearchConfig(dataset="demo", model="deit_tiny", data_dir=sys.argv[1], img_size=32, epochs=500,
