@@ -15,7 +15,6 @@ import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from medattn import clinical, tracking
-from medattn.config import CompareConfig
 from medattn.data import load_index
 from medattn.data.testing import write_fake_isic
 from medattn.errors import DataError
@@ -287,7 +286,7 @@ def test_compare_adds_paired_delta_ece_and_delta_sensitivity_at_the_validation_t
             frame = pd.DataFrame({"id": ids, "label": y, "score": p1, "prediction": (p1 > 0.5).astype(int),
                                   "prob_0": 1 - p1, "prob_1": p1})  # fmt: skip
             _fake_test_run(client, exp, model, seed, frame, thresholds[(model, seed)])
-    res = compare.compare(CompareConfig(experiment="paired-clinical"))
+    res = compare.compare(compare.CompareConfig(experiment="paired-clinical"))
     metrics = mlflow.get_run(res.run_id).data.metrics
 
     def two(model):
