@@ -17,13 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medattn demo
 
-# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the suite,
-# one pytest-xdist worker per core; a file's tests stay on one worker, so its module fixtures run once.
+# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the docs site
+# (mkdocs.yml; --strict fails on a broken link, anchor or docstring; built offline into the ignored site/),
+# then the suite, one pytest-xdist worker per core; a file's tests stay on one worker, so its module
+# fixtures run once.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(PY) -m pytest -q -n auto --dist loadfile
 
 clean:
-	rm -rf mlruns mlflow.db optuna.db demo_data .pytest_cache
+	rm -rf mlruns mlflow.db optuna.db demo_data .pytest_cache site

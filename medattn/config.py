@@ -27,6 +27,7 @@ import yaml
 from medattn import registry
 from medattn.errors import ConfigError
 from medattn.metrics import EPOCH_METRIC_NAMES, metric_mode
+from medattn.registry import choose
 
 RESIZE_MODES = ("direct_resize", "resizeshortest_randomcrop")
 HEADS = ("pool", "flatten", "paper")  # models.factory.HEAD_CHOICES must match (tests check)
@@ -123,9 +124,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges and canonicalise names (the Python API and the CLI reject the same things)."""
-        data, model = _check_train(self)
+        data, model, optim = _check_train(self)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "model", model)
+        object.__setattr__(self, "optim", optim)
 
     def flat(self) -> dict[str, Any]:
         """All options as one flat mapping (the MLflow params and ``config.yaml``)."""
@@ -169,6 +171,26 @@ KEY_ALIASES = {
 }
 
 
+#: Keys a file may never set: where runs and trials are stored is where the team's credentials
+#: (``MLFLOW_TRACKING_USERNAME/PASSWORD``, a database password) are sent, so only the person running
+#: the command chooses it, on the command line or in the environment.
+STORE_KEYS = {
+    "tracking_uri": "--tracking-uri or MLFLOW_TRACKING_URI",
+    "storage": "--storage or OPTUNA_STORAGE",
+}
+
+
+def _refuse_store_key(path: Path, key: str) -> None:
+    """Refuse a file's ``tracking_uri`` / ``storage`` key (see :data:`STORE_KEYS`)."""
+    name = _key(key).lower()
+    for store_key, how in STORE_KEYS.items():
+        if name == store_key or name.replace("_", "") == store_key.replace("_", ""):
+            raise ConfigError(
+                f"config file {str(path)!r} sets {key!r}, but a file never chooses where runs go (the team's "
+                f"credentials would be sent there); remove it and pass the store with {how}."
+            )
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read an experiment YAML file into a flat mapping with canonical (underscore) keys.
 
@@ -179,7 +201,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         The mapping, keys normalised; a ``grid`` entry (used by ``medattn grid``) is kept as is.
 
     Raises:
-        ConfigError: the file is missing, not YAML, not a mapping, or has unknown keys.
+        ConfigError: the file is missing, not YAML, not a mapping, has unknown keys, or sets
+            ``tracking_uri`` / ``storage`` (:data:`STORE_KEYS`; also inside ``grid``).
     """
     p = Path(path)
     if not p.is_file():
@@ -194,6 +217,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of option names to values.")
     known = _all_keys()
     out: dict[str, Any] = {}
+    grid = raw.get("grid")
+    for k in [*raw, *(grid if isinstance(grid, Mapping) else ())]:
+        _refuse_store_key(p, str(k))
     for k, v in raw.items():
         key = KEY_ALIASES.get(_key(k), _key(k))
         if key == "grid":
@@ -272,22 +298,31 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
-    """Check a training config; returns its data and model parts with canonical names.
+def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig, OptimConfig]:
+    """Check a training config; returns its data, model and optim parts with canonical names.
 
-    Dataset and model names are canonicalised by their registries (:func:`medattn.registry.canonical`).
+    Dataset and model names are canonicalised by their registries (:func:`medattn.registry.canonical`),
+    the fixed choices by the same look-up (:func:`medattn.registry.choose`).
     """
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.tracking
-    _choice("resize", d.resize, RESIZE_MODES)
-    _choice("uncertain", d.uncertain, UNCERTAIN)
-    _choice("data_pipeline", d.data_pipeline, DATA_PIPELINES)
-    duplicates = str(d.duplicates).strip().lower()
-    _choice("duplicates", duplicates, DUPLICATES)
-    _choice("head", m.head, HEADS)
-    _choice("init", m.init, INITS)
-    if m.pretrained is not None:
-        _choice("pretrained", m.pretrained, PRETRAINED)
-    _choice("scheduler", o.scheduler, SCHEDULERS)
+    d = dataclasses.replace(
+        d,
+        resize=_choice("resize", d.resize, RESIZE_MODES),
+        uncertain=_choice("uncertain", d.uncertain, UNCERTAIN),
+        data_pipeline=_choice("data_pipeline", d.data_pipeline, DATA_PIPELINES),
+        duplicates=_choice("duplicates", d.duplicates, DUPLICATES),
+    )
+    m = dataclasses.replace(
+        m,
+        head=_choice("head", m.head, HEADS),
+        init=_choice("init", m.init, INITS),
+        pretrained=None if m.pretrained is None else _choice("pretrained", m.pretrained, PRETRAINED),
+    )
+    o = dataclasses.replace(
+        o,
+        scheduler=_choice("scheduler", o.scheduler, SCHEDULERS),
+        select_metric=check_metric(o.select_metric, option="--select-metric"),
+    )
     if not 0.0 < d.perc_train <= 1.0:
         raise ConfigError(f"--perc-train must be in (0, 1], got {d.perc_train}.")
     positive("img_size", d.img_size)
@@ -298,22 +333,14 @@ def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig]:
         raise ConfigError(f"--lr must be positive, got {o.lr}.")
     at_least("num_workers", d.num_workers, 0, "0 or more")
     at_least("save_freq", t.save_freq, 0, "0 (off) or more")
-    if o.select_metric not in EPOCH_METRIC_NAMES:
-        close = difflib.get_close_matches(o.select_metric, EPOCH_METRIC_NAMES, n=1)
-        raise ConfigError(
-            f"--select-metric must name a logged metric such as val_loss or val_auc, got {o.select_metric!r}"
-            + (f"; did you mean {close[0]!r}?" if close else ".")
-        )
     if cfg.resume and cfg.ckpt:
         raise ConfigError("give either --resume RUN_ID or --ckpt PATH, not both.")
     # the seed required both flags; --perc-train < 1 implies the low-data regimen here
     low = d.low_data_regimen or d.perc_train < 1.0
-    data = dataclasses.replace(
-        d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low, duplicates=duplicates
-    )
+    data = dataclasses.replace(d, dataset=registry.canonical("dataset", d.dataset), low_data_regimen=low)
     model = registry.canonical("model", m.model)
     _check_zero_init(cfg, model, data.dataset)
-    return data, dataclasses.replace(m, model=model)
+    return data, dataclasses.replace(m, model=model), o
 
 
 def _check_zero_init(cfg: TrainConfig, model: str, dataset: str) -> None:
@@ -332,10 +359,8 @@ def _check_zero_init(cfg: TrainConfig, model: str, dataset: str) -> None:
 
 
 def zero_init_applies(model: str) -> bool:
-    """Whether ``--zero-init-residual`` applies to ``model``: a ResNet-50 variant (True while the
-    model registry is not loaded, as the other registry checks)."""
-    models = registry.lookup("model")
-    return models is None or getattr(models.get(model), "backbone", None) == "resnet50"
+    """Whether ``--zero-init-residual`` applies to ``model``: a ResNet-50 variant."""
+    return getattr(registry.lookup("model").get(model), "backbone", None) == "resnet50"
 
 
 def zero_init_error(model: str) -> ConfigError:
@@ -346,22 +371,18 @@ def zero_init_error(model: str) -> ConfigError:
     )
 
 
-def check_metric(metric: str, *, shown: str | None = None, what: str = "a metric medattn train logs per epoch") -> str:
-    """``metric`` if medattn train logs it per epoch (:data:`~medattn.metrics.EPOCH_METRIC_NAMES`).
+def check_metric(metric: str, *, shown: str | None = None, option: str = "--metric") -> str:
+    """The canonical name of a metric medattn train logs per epoch (:data:`~medattn.metrics.EPOCH_METRIC_NAMES`).
 
     Args:
-        metric: the name to check.
-        shown: the spelling the user gave (default ``metric``).
-        what: how the error sentence describes the expected metric.
+        metric: the name to check (``Val-AUC`` -> ``val_auc``).
+        shown: the spelling the user gave, for the error message (default ``metric``).
+        option: the option that took it, for the error message.
 
     Raises:
-        ConfigError: an unknown name, with a suggestion.
+        ConfigError: an unknown name, with a suggestion (:func:`medattn.registry.choose`).
     """
-    if metric not in EPOCH_METRIC_NAMES:
-        close = difflib.get_close_matches(metric, EPOCH_METRIC_NAMES, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "use e.g. val_auc or val_loss."
-        raise ConfigError(f"--metric {shown or metric!r} is not {what}; {hint}")
-    return metric
+    return choose(metric, EPOCH_METRIC_NAMES, what="per-epoch metric", option=option, shown=shown)
 
 
 def check_mode(mode: str | None, metric: str) -> str:
@@ -377,11 +398,9 @@ def at_least(name: str, value: float, low: float, what: str) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}.")
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"choose one of {', '.join(choices)}."
-        raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not valid; {hint}")
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """The canonical spelling of option ``--name``'s ``value`` (:func:`medattn.registry.choose`)."""
+    return choose(value, choices, what=name.replace("_", " "), option=f"--{name.replace('_', '-')}")
 
 
 def positive(name: str, value: int) -> None:
@@ -414,11 +433,8 @@ def with_legacy_defaults(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def split_name(name: str) -> str:
-    """Canonical split name (``validation`` → ``val``); ConfigError otherwise."""
-    key = str(name).strip().lower()
-    if key not in SPLIT_ALIASES:
-        raise ConfigError(f"unknown split {name!r}; choose train, validation or test.")
-    return SPLIT_ALIASES[key]
+    """Canonical split name (``validation`` → ``val``; :data:`SPLIT_ALIASES`); ConfigError otherwise."""
+    return choose(name, SPLIT_ALIASES, what="split")
 
 
 # =============================================================================================
@@ -463,15 +479,10 @@ class SourcePart:
 
 
 def saliency_choice(value: str) -> str:
-    """``all`` or the canonical name of an explanation method (``--saliency-maps``)."""
-    choice = value.strip().lower().replace("_", "-")
-    if choice == "all":
-        return choice
-    reg = registry.lookup("explanation method")
-    if reg is not None and choice in reg:
-        return reg.canonical(choice)
-    names = ["all", *(reg.names() if reg is not None else [])]
-    raise ConfigError(f"--saliency-maps must be one of {', '.join(n.upper() for n in names)}, got {value!r}.")
+    """``all`` or the canonical name of an explanation method (``--saliency-maps``; any case)."""
+    methods = registry.lookup("explanation method")
+    spellings = {"all": "all", **{n: n for n in methods.names()}}
+    return choose(value, spellings, what="method", option="--saliency-maps")
 
 
 def check_alpha(alpha: float) -> None:

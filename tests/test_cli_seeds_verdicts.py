@@ -1,4 +1,4 @@
-"""The command line of issue 12.3/12.4: ``--seeds`` on train, grid and demo; ``compare`` prints one
+"""The command line of seeds, verdicts and ties: ``--seeds`` on train, grid and demo; ``compare`` prints one
 verdict per attention variant; ``promote`` says how it broke a tie."""
 
 from __future__ import annotations

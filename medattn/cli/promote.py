@@ -70,6 +70,9 @@ def promote_cmd(
     )
     what = "Set" if result.changed else "Kept"
     typer.echo(
-        f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
-        f"{result.tracking_uri}; load it with {result.model_uri}; view it with: {tracking.ui_command(result.tracking_uri)}"
+        tracking.redact_secrets(
+            f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
+            f"{result.tracking_uri}; load it with {result.model_uri}; view it with: "
+            f"{tracking.ui_command(result.tracking_uri)}"
+        )
     )

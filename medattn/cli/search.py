@@ -226,7 +226,9 @@ def _report(result, metric: str) -> None:
     exp = tracking.experiment_name_of(result.experiment_id)
     trials = len(result.trial_run_ids)
     typer.echo(
-        f"Logged search run {result.parent_run_id} with {trials} nested trial run{'' if trials == 1 else 's'} in "
-        f"experiment {exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
-        f"view it with: {tracking.ui_command(result.tracking_uri)}"
+        tracking.redact_secrets(
+            f"Logged search run {result.parent_run_id} with {trials} nested trial run{'' if trials == 1 else 's'} "
+            f"in experiment {exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
+            f"view it with: {tracking.ui_command(result.tracking_uri)}"
+        )
     )

@@ -1,4 +1,4 @@
-"""Near-duplicate images (issue 20): fingerprints, groups, and what the splits do with them.
+"""Near-duplicate images: fingerprints, groups, and what the splits do with them.
 
 Public medical image sets hold the same picture more than once (re-exported, re-encoded, re-cropped);
 Cassidy et al., *Analysis of the ISIC image datasets*, Medical Image Analysis 75 (2022) found such
@@ -51,7 +51,7 @@ import pandas as pd
 from PIL import Image
 
 from medattn.config import DUPLICATES
-from medattn.data.io import DECODE_ERRORS
+from medattn.data.io import DECODE_ERRORS, ImageReadError, open_image
 from medattn.data.transforms import to_rgb
 from medattn.errors import ConfigError, DataError
 
@@ -138,15 +138,15 @@ def thumbnail_from_file(path: str | Path) -> np.ndarray | None:
     """Grey 32×32 thumbnail of an image file, float32 ``(32, 32)``; ``None`` if it cannot be decoded.
 
     JPEGs are decoded at reduced scale (``Image.draft``), which makes a 6000×4000 photograph cost
-    about as much as a 750×500 one. Undecodable files are left to ``data check`` / the loader,
-    which name them.
+    about as much as a 750×500 one. Undecodable files and files above the pixel budget
+    (:func:`medattn.data.io.open_image`) are left to ``data check`` / the loader, which name them.
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.draft(None, (2 * THUMBNAIL, 2 * THUMBNAIL))
             grey = to_rgb(im).convert("L")
             return np.asarray(grey.resize((THUMBNAIL, THUMBNAIL), Image.BOX), dtype=np.float32)
-    except DECODE_ERRORS:
+    except (*DECODE_ERRORS, ImageReadError):
         return None
 
 
@@ -435,7 +435,7 @@ def split_units(patients: Sequence[str], group: np.ndarray) -> np.ndarray:
     """The unit a split must keep whole: a duplicate group joined with its images' patients.
 
     Each unit is named by the smallest patient id in it, so without duplicates every unit is
-    exactly its patient and the seeded splits are the ones medattn made before issue 20.
+    exactly its patient and the seeded splits are the ones ``--duplicates ignore`` makes.
 
     Returns:
         str array ``(N,)``.

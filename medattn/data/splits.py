@@ -1,11 +1,11 @@
-"""Train/val/test splits (SPEC §2), all seeded and reproducible.
+"""Train/val/test splits, all seeded and reproducible.
 
 - image-level, stratified by label (APTOS 2019): 85 % train+val / 15 % test, then 75 / 25
   train / val, as in the original project;
 - patient-level (ISIC 2020, demo): 60 / 20 / 20 of the *patients*, so no patient's images end up
   in two splits.
 
-Both keep near-duplicate groups whole (issue 20): when the frame carries a :data:`GROUP_COLUMN`
+Both keep near-duplicate groups whole: when the frame carries a :data:`GROUP_COLUMN`
 column, rows sharing a value land in one split. The patient-level split then splits those units
 instead of patients; the image-level split splits one representative row per unit (its first) and
 the other rows follow it. Without shared values both give exactly the splits made before.

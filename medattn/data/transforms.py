@@ -20,7 +20,7 @@ from medattn.registry import Registry
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-RESIZE_MODES: Registry[Callable[[int, bool], list]] = Registry("resize mode")
+RESIZE_MODES: Registry[Callable[[int, bool], list]] = Registry.for_kind("resize mode")
 
 
 @RESIZE_MODES.register("direct_resize")

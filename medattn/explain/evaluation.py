@@ -287,7 +287,7 @@ def random_baseline_scores(
 
 
 # =============================================================================================
-# Sanity baselines and confidence intervals (issue 12)
+# Sanity baselines and confidence intervals
 # =============================================================================================
 #: Whether a larger value of each score is better (deletion AUC: lower is better).
 HIGHER_IS_BETTER: dict[str, bool] = {

@@ -15,13 +15,13 @@ timed region:
 - ``infer_img_s``: eval forward under bf16 + channels_last (CUDA) on random device batches.
 - ``attr_img_s`` / ``attr_single_img_s``: :func:`medattn.explain.attribute` per default method
   of the model (fp32/TF32), batched and one image per call.
-- ``prepare`` (with ``--prepare``, issue 18): :func:`medattn.data.prepare_bench.measure_prepare` on synthetic
+- ``prepare`` (with ``--prepare``): :func:`medattn.data.prepare_bench.measure_prepare` on synthetic
   high-resolution files in the ISIC/MIMIC/APTOS layouts: ``prepare_img_s`` of ``medattn data
   prepare`` against ``serial_full_decode_img_s`` (full-resolution decoding on one core), per layout
   with the scaling over 1, 2, ... workers.
 
 The result (device name, torch/timm/captum versions, date, settings, per-model rates, ratios
-``pipeline/pure`` and ``pipeline/seed_config`` and the issue-8 targets) is written as JSON after
+``pipeline/pure`` and ``pipeline/seed_config`` and the :data:`TARGETS` it is held to) is written as JSON after
 every model, so a run cut short still leaves what it measured, and as a markdown table.
 """
 
@@ -206,7 +206,8 @@ TARGETS = {
     "resnet50_deeplift_img_s_min": 500.0,
     "deit_tiny_transformer_lrp_batched_over_single_min": 20.0,
 }
-"""Issue 8's targets on one H100/H200 (evaluated only when the device is CUDA)."""
+"""The throughput the GPU input path is built to reach on one H100/H200 (evaluated only when the
+device is CUDA)."""
 
 QUICK_PREPARE_LAYOUTS = {
     "isic_jpeg": Layout("isic2020", (240, 160), "RGB", "JPEG", 8),
@@ -240,7 +241,7 @@ class BenchResult:
     prepare: dict[str, Any] | None = None
 
     def targets(self) -> dict[str, Any]:
-        """Issue 8's targets against the measured rates (``None`` where not measured or not CUDA)."""
+        """The :data:`TARGETS` against the measured rates (``None`` where not measured or not CUDA)."""
         by = {m["model"]: m for m in self.models}
         cuda = self.device.get("type") == "cuda"
         checks: dict[str, Any] = {"evaluated": cuda}
@@ -556,7 +557,7 @@ def resolve_models(models: Sequence[str]) -> list[str]:
 
 
 def bench(cfg: BenchConfig, *, echo: Callable[[str], None] = print) -> BenchResult:
-    """Measure training, inference and explanation throughput (SPEC §6, issue 8); write the JSON
+    """Measure training, inference and explanation throughput (``medattn bench``); write the JSON
     (after every model) and the markdown table.
 
     Torch's TF32 and cuDNN autotuning flags, which the measurements turn on, are restored on return.
@@ -676,7 +677,7 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 
 def markdown_table(result: BenchResult | dict[str, Any]) -> str:
-    """The README table of a result (or of a loaded JSON document).
+    """The markdown table of a result (or of a loaded JSON document), as ``docs/performance.md`` shows it.
 
     Args:
         result: a :class:`BenchResult` or the dict :meth:`BenchResult.to_json` produced.

@@ -1,4 +1,4 @@
-"""The ``compare`` stage: the variants of an experiment side by side (SPEC §5, "compare").
+"""The ``compare`` stage: the variants of an experiment side by side (``medattn compare``).
 
 Gathers the finished test runs of an experiment (tag ``medattn.kind=test``, split ``test``) into a
 tidy table per model variant and training-data fraction, draws the low-data-regimen figure, the
@@ -142,7 +142,7 @@ def xai_table(runs: Sequence[Any]) -> pd.DataFrame:
 
     One interpret run per model is used: the one of the largest training-data fraction, newest
     first among those. ``method`` is an explanation method (spelled as in the run's ``methods``
-    param), a sanity baseline ``baseline_<b>`` (issue 12.2: ``random``, ``input``, ``centre``,
+    param), a sanity baseline ``baseline_<b>`` (``random``, ``input``, ``centre``,
     ``edge``, ``randomized_<method>``) or, for older runs, ``random``; ``score`` one of
     :data:`XAI_SCORES`. The bootstrap CI bounds are columns (NaN when not logged); pass verdicts
     and image counts are not rows.
@@ -224,7 +224,7 @@ def case_ids(predictions: Mapping[str, pd.DataFrame], case: str) -> list[str]:
 
 
 # =============================================================================================
-# paired statistics: each attention variant against its plain backbone (issue 12.3)
+# paired statistics: each attention variant against its plain backbone (does attention help?)
 # =============================================================================================
 #: Bootstrap resamples of the paired ΔAUC and their seed.
 PAIRED_N_BOOT, PAIRED_SEED = 1000, 0
@@ -585,5 +585,5 @@ def compare(cfg: CompareConfig) -> CompareResult:
             artifacts += _log_cases(cfg, selected, case_frame, interp, workdir)
         paired, paired_artifacts = _log_paired(exp_id, test_runs, workdir)
         artifacts += paired_artifacts + clinical.log_subgroups_by_model(latest_per_model(test_runs), workdir)
-    shutil.rmtree(workdir, ignore_errors=True)  # issue 14.5: the downloads are read; nothing stays in TMPDIR
+    shutil.rmtree(workdir, ignore_errors=True)  # the downloads are read; no command leaves files in TMPDIR
     return CompareResult(run_id, cfg.experiment, table, xai, selected, artifacts, uri, paired)

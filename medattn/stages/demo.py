@@ -52,7 +52,7 @@ DEMO_MODELS = (
 # The demo's training settings (experiments/demo.yaml holds the same values for `medattn train`).
 # 8 epochs, not 4, on the version-2 set: ResNet-50's val AUC still rises steeply at epoch 4
 # (0.41/0.50/0.58/0.74/0.80/0.84/0.91/0.93 by epoch at difficulty 0.3); test AUC 0.729 after 6
-# epochs, 0.867 [0.774, 0.942] after 8 (README, "Demo results").
+# epochs, 0.867 [0.774, 0.942] after 8 (docs/results.md).
 DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
     "img_size": 64,
     "epochs": 8,
@@ -119,7 +119,7 @@ class DemoResult:
     interpret_runs: dict[str, str] = field(default_factory=dict)
     promoted: PromoteResult | None = None
     compare_run_id: str | None = None
-    verdicts: list[str] = field(default_factory=list)  # one sentence per attention type (issue 12.3)
+    verdicts: list[str] = field(default_factory=list)  # one sentence per attention type (compare's paired ΔAUC)
 
 
 def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def _row(name: str, res, tres, seconds: float) -> dict[str, Any]:
 
 def sanity_line(metrics: Mapping[str, float], sources: Iterable[str]) -> str:
     """One phrase per explained method: its pointing game with the 95 % CI, the best baseline's,
-    and whether it passes the sanity rule on every score (issue 12.2), naming the scores that
+    and whether it passes the sanity rule on every score (its CI beyond every baseline's), naming the scores that
     fail, e.g. ``deeplift PG 0.62 [0.47, 0.77] vs baseline 0.41 (edge): passes`` or ``lrp PG 1.00
     [1.00, 1.00] vs baseline 0.44 (input): fails (deletion_auc)``."""
     methods = [s for s in sources if not s.startswith("baseline_")]
@@ -194,7 +194,7 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
     t0 = time.perf_counter()
     res = train(tcfg, parent_run_id=parent_id, progress=ctx["progress"])
     seconds = time.perf_counter() - t0
-    if res.model_uri:  # issue 14.5: a showcase run keeps only its model, so `make demo` stays under 1 GB
+    if res.model_uri:  # a showcase run keeps only its model, so `make demo` stays under 1 GB
         tracking.prune_checkpoints(res.run_id, keep_resume=False)
     tres = test(
         # per-subgroup metrics for the attributes the demo's labels.csv carries (e.g. a synthetic site)

@@ -1,5 +1,5 @@
 """The ``evaluate`` stage (the ``medattn test`` command): a trained model on a split, with
-bootstrap CIs, predictions and figures, logged to a new run linked to its source (SPEC §5, "test")."""
+bootstrap CIs, predictions and figures, logged to a new run linked to its source (``medattn test``)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def _run_params(cfg: TestConfig, loaded: LoadedModel) -> dict:
 
 
 def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
-    """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test").
+    """Evaluate a trained model on a split and log a linked test run (``medattn test``).
 
     Logs ``test_*`` metrics, ``predictions.csv`` and the same rows as the MLflow table
     ``predictions.json``, ROC and confusion-matrix figures, and the split as a Dataset input; and the

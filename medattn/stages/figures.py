@@ -1,5 +1,5 @@
 """The ``figures`` stage: an interpret run's maps and its training history drawn as figures and
-logged to that interpret run under ``figures/`` (SPEC §5, "figures").
+logged to that interpret run under ``figures/`` (``medattn figures``).
 
 A training run id is accepted too, or a model URI of one: its latest finished interpret run (tag
 ``medattn.source_run``) is used. Nothing here needs the data folder: every input is an MLflow tag or artifact.
@@ -91,10 +91,10 @@ def _draw_maps(reader: tracking.SaliencyReader, index, methods: list[str], alpha
         labels.append(f"{image_id}\nlabel {first['label']}, pred {first['prediction']}")
         tracking.log_figure(
             plots.image_figure(image, title=f"{image_id} (label {first['label']})"),
-            f"{tracking.ORIGINAL_DIR}/{image_id}.png",
+            tracking.original_artifact(image_id),
             run_id=rid,
         )
-        logged.append(f"{tracking.ORIGINAL_DIR}/{image_id}.png")
+        logged.append(tracking.original_artifact(image_id))
         row: list[np.ndarray | None] = []
         for method in methods:
             entry = by_key.get((image_id, method))

@@ -1,7 +1,7 @@
-"""The ``interpret`` stage: explain a trained model's images and score the explanations (SPEC §5).
+"""The ``interpret`` stage: explain a trained model's images and score the explanations.
 
 The scoring, the sanity baselines and the pass rule are
-:func:`medattn.explain.evaluation.evaluate_explanations` (issue 12.2); this stage collects the
+:func:`medattn.explain.evaluation.evaluate_explanations`; this stage collects the
 images, runs it once, and logs the report. The maps, inputs and index are written through
 :class:`medattn.tracking.SaliencyWriter`, the one writer of that layout; ``figures`` and
 ``compare`` read it back with its reader.
@@ -197,7 +197,7 @@ def _explain(cfg: InterpretConfig, loaded: LoadedModel, batch: _Batch, methods: 
 
 
 def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progress: bool = True):
-    """Explain a trained model's images and score the explanations (SPEC §5, "interpret").
+    """Explain a trained model's images and score the explanations (``medattn interpret``).
 
     For the first ``max_images`` images of the split (split order) and each method, logs the raw
     map ``saliency/<method>/<image_id>.npy``, the input ``inputs/<image_id>.png`` (the model's
@@ -212,7 +212,7 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
     with ``_`` in metric names (``transformer-lrp`` → ``xai_transformer_lrp_...``).
 
     Returns:
-        An :class:`InterpretResult`.
+        InterpretResult: the interpret run's id and what it logged.
     """
     uri = tracking.connect(cfg.tracking_uri)
     split = cfg.split

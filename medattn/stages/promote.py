@@ -8,7 +8,7 @@ version, and the version is tagged with the metric and the variant. Promotion is
 the alias already points at the best run's version, nothing changes. Everyone then loads
 ``models:/medattn-<dataset>@champion``.
 
-Ties (issue 12.4): runs with the same value of the metric (several variants at AUC 1.000 on an easy
+Ties: runs with the same value of the metric (several variants at AUC 1.000 on an easy
 split) are not decided by the order of the search. The stated secondary metric
 (:func:`tie_break_metric`: the lowest ``val_loss``; the highest ``val_auc`` when ranking by
 ``val_loss``) decides among them; runs still tied keep the current champion, else the earliest run
@@ -49,7 +49,7 @@ class PromoteConfig(TrackingPart):
 
     def __post_init__(self) -> None:  # noqa: D105
         base = self.metric[len("best_") :] if self.metric.startswith("best_") else self.metric
-        check_metric(base, shown=self.metric, what="a metric medattn train logs")
+        check_metric(base, shown=self.metric)
         check_mode(self.mode, base)
         alias = self.alias.strip()
         if (

@@ -25,8 +25,8 @@ Each trial's ``checkpoints/best.pt`` is selected by the searched metric, so the 
 the value of its checkpoint. Trials log no MLflow model unless ``log_models`` is set (a search
 writes many runs; ``medattn train --register`` or ``promote`` is how a model reaches the registry).
 
-Workers that die (issue 14.6): the storage records a heartbeat of every running trial every
-``heartbeat_s`` seconds. A trial whose heartbeat is older than twice that is *stale*: the next
+Workers that die (a preempted node, the OOM killer, ``kill -9``): the storage records a heartbeat
+of every running trial every ``heartbeat_s`` seconds. A trial whose heartbeat is older than twice that is *stale*: the next
 worker that asks the study for a trial marks it FAIL, queues a retry with the same parameters
 (:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, at most ``trial_retries`` times) and
 ends the dead worker's MLflow runs (the trial's and its parent) FAILED. Each trial records its

@@ -1,4 +1,4 @@
-"""`medattn compare`: ΔAUC of each attention variant against its plain backbone (issue 12.3)."""
+"""`medattn compare`: ΔAUC of each attention variant against its plain backbone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`promote` breaks a tie on the selection metric by a stated secondary metric (issue 12.4)."""
+"""`promote` breaks a tie on the selection metric by a stated secondary metric."""
 
 from __future__ import annotations
 

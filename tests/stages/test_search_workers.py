@@ -1,4 +1,4 @@
-"""Issue 14.6: Optuna as its users run it — several workers on one RDB study, one of them killed.
+"""Optuna as its users run it — several workers on one RDB study, one of them killed.
 
 Worker A trials a long training in a subprocess and is SIGKILLed mid-trial: its trial names its
 MLflow run from the start, and both stay RUNNING. Worker B, started on the same study after the

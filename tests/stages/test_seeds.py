@@ -1,4 +1,4 @@
-"""``--seeds 0,1,2`` on grid and demo: every cell trained once per seed (issue 12.3)."""
+"""``--seeds 0,1,2`` on grid and demo: every cell trained once per seed."""
 
 from __future__ import annotations
 
