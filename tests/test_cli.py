@@ -310,6 +310,7 @@ EXPECTED_COMMANDS = {
     "grid",
     "bench",
     "report",
+    "calibrate",
 }
 
 

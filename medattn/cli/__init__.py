@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "report": "One self-contained HTML page of an experiment's answer: what was run, the results with CIs, each attention variant's paired ΔAUC against its plain backbone with verdicts, low-data curves, explanation scores with sanity baselines, saliency grids, failed or missing cells, every number linked to its run; logged with its tables as CSV to a new run tagged medattn.kind=report.",
     "models": "List the models: architecture, attention placement and parameter count.",
     "data": "Data sets: write the synthetic demo set, prepare a uint8 cache, check a data folder.",
+    "calibrate": "Temperature-scale a trained model: fit one temperature on the validation split (minimum NLL) and log it with the calibrated model as a new model version.",
 }
 
 #: ``ctx.meta`` key of the command line as given (``train --nproc N`` re-launches itself with it).
