@@ -255,8 +255,10 @@ class Cell:
         """The test runs' ids."""
         return tuple(r.info.run_id for r in self.runs)
 
-    def num(self, metric: str, digits: int = 3) -> Num:
-        """``metric`` of the cell: one run's value with its CI, or the mean ± sd over its runs."""
+    def num(self, metric: str, digits: int = 3, ci: tuple[str, str] | None = None) -> Num:
+        """``metric`` of the cell: one run's value with its CI (metrics ``ci``, default
+        ``<metric>_ci_low`` / ``_ci_high``), or the mean ± sd over its runs."""
+        low, high = ci or (f"{metric}_ci_low", f"{metric}_ci_high")
         have = [r for r in self.runs if metric in r.data.metrics]
         if not have:
             return Num(math.nan, (), metric, digits=digits)
@@ -268,8 +270,8 @@ class Cell:
                 float(values[0]),
                 ids,
                 metric,
-                ci_low=float(m.get(f"{metric}_ci_low", math.nan)),
-                ci_high=float(m.get(f"{metric}_ci_high", math.nan)),
+                ci_low=float(m.get(low, math.nan)),
+                ci_high=float(m.get(high, math.nan)),
                 digits=digits,
             )
         return Num(float(values.mean()), ids, metric, sd=float(values.std(ddof=1)), digits=digits)
@@ -648,6 +650,15 @@ def _cell_head(c: Cell) -> list[Any]:
     return [c.dataset, c.model, _pct(c.perc)]
 
 
+def _subgroup_num(cell: Cell, stat: str, group: str, all_metrics: set[str]) -> Num:
+    """``test_<stat>__<group>`` of a cell with its CI in whichever of the two spellings the runs used."""
+    name = f"test_{stat}__{group}"
+    ci = (f"test_{stat}_ci_low__{group}", f"test_{stat}_ci_high__{group}")
+    if ci[0] not in all_metrics:
+        ci = (f"{name}_ci_low", f"{name}_ci_high")
+    return cell.num(name, digits=0 if stat in ("n", "n_pos") else 3, ci=ci)
+
+
 def _clinical_tables(cells: Sequence[Cell], all_metrics: set[str]) -> list[Table]:
     """Calibration, operating points and subgroups, each only when some test run logged it."""
     tables = []
@@ -691,14 +702,15 @@ def _clinical_tables(cells: Sequence[Cell], all_metrics: set[str]) -> list[Table
     groups: dict[str, list[str]] = {}
     for m in sorted(all_metrics):
         found = _SUBGROUP.match(m)
-        if found and not m.endswith(_CI):
+        # a subgroup's CI is test_<stat>_ci_low__<group> (test_auc_ci_low__sex_female), or <...>__<group>_ci_low
+        if found and not found[1].endswith(_CI) and not m.endswith(_CI):
             groups.setdefault(found[2], []).append(found[1])
     if groups:
         stats = sorted({s for v in groups.values() for s in v}, key=lambda s: (s != "n", s != "auc", s))
         rows = []
         for c in cells:
             for group in groups:
-                nums = [c.num(f"test_{s}__{group}", digits=0 if s == "n" else 3) for s in stats]
+                nums = [_subgroup_num(c, s, group, all_metrics) for s in stats]
                 if any(n.finite for n in nums):
                     rows.append([*_cell_head(c), group, *nums])
         tables.append(
@@ -710,7 +722,7 @@ def _clinical_tables(cells: Sequence[Cell], all_metrics: set[str]) -> list[Table
                     "Model",
                     "% train",
                     "Subgroup",
-                    *(("Images" if s == "n" else s.replace("_", " ")) for s in stats),
+                    *({"n": "Images", "n_pos": "Positives"}.get(s, s.replace("_", " ")) for s in stats),
                 ],
                 rows,
             )

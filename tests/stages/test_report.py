@@ -172,6 +172,8 @@ def _test_run(client, exp: str, model: str, source: str, frame: pd.DataFrame, *,
                 "test_sens_at_spec90_ci_low": 0.1,
                 "test_sens_at_spec90_ci_high": 0.5,
                 "test_auc__sex_female": 0.7123,
+                "test_auc_ci_low__sex_female": 0.6,  # the CI spelling of medattn's subgroup metrics
+                "test_auc_ci_high__sex_female": 0.8,
                 "test_n__sex_female": 17.0,
                 "test_auc__sex_male": 0.6543,
                 "test_n__sex_male": 23.0,
@@ -299,7 +301,8 @@ def test_report_numbers_are_the_runs_metrics_and_the_page_is_self_contained(tiny
     ops = {r["Model"]: r for r in page.rows("operating_points")}
     assert ops["densenet121"]["Threshold spec90"] == "0.732"
     subgroups = {(r["Model"], r["Subgroup"]): r for r in page.rows("subgroups")}
-    assert subgroups[("densenet121", "sex_female")]["auc"] == "0.712"
+    assert subgroups[("densenet121", "sex_female")]["auc"] == "0.712 [0.600, 0.800]"
+    assert "auc ci low" not in page.tables["subgroups"][0]  # a CI is part of its number, not a column
     assert subgroups[("densenet121", "sex_male")]["Images"] == "23"
     # explanation scores with baselines, ROAD scores, the oracle and the verdicts
     xai = {(r["Model"], r["Source"]): r for r in page.rows("xai_scores")}
