@@ -538,6 +538,9 @@ def test_paper_puts_the_original_numbers_next_to_a_real_format_aptos_experiment(
     assert rows[("densenet121", "100 %")]["Original AUC"] == "not published"
     assert rows[("cbam_resnet50", "1 %")]["Original accuracy"] == "0.751"
     assert "seed 42" in html and "majority rate on ISIC 2020" in html
+    assert "calibration" in page.ids  # the test stage's own calibration metrics reach the page
+    ece = next(n for n in page.numbers if n["data-metric"] == "test_ece")
+    assert float(ece["data-value"]) == tested.metrics["test_ece"]
     # the real runs carry the versions they were made with, and the page lists them
     versions = {r["Software"]: r for r in page.rows("versions")}
     assert versions["medattn"]["Runs made with"] == f"{medattn.__version__} (2 runs)"
