@@ -37,6 +37,7 @@ from medattn.engine import EpochOutput, FitResult
 from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
 from medattn.stages.bench import BenchResult, bench
+from medattn.stages.cells import CellStatus, cell_key
 from medattn.stages.common import (
     LoadedModel,
     build_model,
@@ -49,13 +50,23 @@ from medattn.stages.compare import CompareResult, compare, results_table, to_mar
 from medattn.stages.demo import DemoResult, demo
 from medattn.stages.evaluate import TestResult, test
 from medattn.stages.figures import FiguresResult, figures
-from medattn.stages.grid import grid, grid_cells, seed_configs, with_seed
+from medattn.stages.grid import GridOptions, GridResult, grid, grid_cells, seed_configs, with_seed
 from medattn.stages.interpret import InterpretResult, interpret
 from medattn.stages.promote import PromoteResult, promote
 from medattn.stages.search import SearchResult, search
+from medattn.stages.slurm import DEFAULT_LOG_FOLDER as DEFAULT_SLURM_LOGS
+from medattn.stages.slurm import SlurmOptions
+from medattn.stages.slurm import parse_extra as parse_slurm_extra
 from medattn.stages.train import EpochCallback, TrainResult, model_summary, resolve_train_config, train
 
 __all__ = [
+    "DEFAULT_SLURM_LOGS",
+    "CellStatus",
+    "GridOptions",
+    "GridResult",
+    "SlurmOptions",
+    "cell_key",
+    "parse_slurm_extra",
     "DEMO_MODELS",
     "DEMO_MODEL_OVERRIDES",
     "DEMO_TRAIN_DEFAULTS",

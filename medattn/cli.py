@@ -973,6 +973,55 @@ def interpret(
     _done("interpret", result.run_id, result.tracking_uri)
 
 
+# ---- where cells and search workers run: local processes or Slurm jobs (medattn grid, medattn search)
+_LauncherOpt = Annotated[
+    str,
+    typer.Option(
+        "--launcher",
+        help="Where the work runs: local (processes on this machine) or slurm (one Slurm job each, submitted through submitit; needs sbatch on PATH).",
+        **choices(["local", "slurm"]),
+    ),
+]
+_PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Slurm: partition of the jobs.")]
+_GpusPerCellOpt = Annotated[int, typer.Option("--gpus-per-cell", help="Slurm: GPUs of each job.")]
+_CpusPerCellOpt = Annotated[int | None, typer.Option("--cpus-per-cell", help="Slurm: CPUs of each job.")]
+_MemOpt = Annotated[str | None, typer.Option("--mem", help="Slurm: memory of each job, e.g. 32G.")]
+_TimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--time",
+        help="Slurm: time limit of each job (MINUTES, HH:MM:SS or D-HH:MM:SS); a job that reaches it is requeued and continues from its last checkpoint.",
+    ),
+]
+_AccountOpt = Annotated[str | None, typer.Option("--account", help="Slurm: account charged for the jobs.")]
+_SlurmExtraOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--slurm", help="Slurm: any other sbatch option as KEY=VALUE, e.g. --slurm constraint=a100 (repeatable)."
+    ),
+]
+_SlurmLogsOpt = Annotated[
+    str,
+    typer.Option(
+        "--slurm-logs",
+        help="Slurm: submitit's folder (job scripts, stdout/stderr of each job under <folder>/<job id>/); every node must see it.",
+    ),
+]
+
+
+def _slurm_options(partition, gpus_per_cell, cpus_per_cell, mem, time, account, extra, logs) -> Any:
+    return api.SlurmOptions(
+        partition=given(partition),
+        gpus_per_cell=gpus_per_cell,
+        cpus_per_cell=cpus_per_cell,
+        mem=given(mem),
+        time=given(time),
+        account=given(account),
+        extra=api.parse_slurm_extra(extra),
+        log_folder=logs,
+    )
+
+
 @app.command("grid")
 def grid_cmd(
     config: Annotated[
@@ -996,8 +1045,56 @@ def grid_cmd(
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status",
+            help="Print each cell's state (FINISHED, TRAINED, RUNNING, PENDING, KILLED, FAILED, MISSING), run and test AUC without training; runs whose process or Slurm job is gone are marked KILLED.",
+        ),
+    ] = False,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test/--no-test", help="Test every trained cell on the test split (a cell is done once tested)."
+        ),
+    ] = True,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            help="Cells at once: local processes (each with its own GPU, or a share of the CPU cores), or the Slurm job array's limit. (default: 1 locally, no limit on Slurm)",
+        ),
+    ] = None,
+    launcher: _LauncherOpt = "local",
+    partition: _PartitionOpt = None,
+    gpus_per_cell: _GpusPerCellOpt = 0,
+    cpus_per_cell: _CpusPerCellOpt = None,
+    mem: _MemOpt = None,
+    time: _TimeOpt = None,
+    account: _AccountOpt = None,
+    slurm: _SlurmExtraOpt = None,
+    slurm_logs: _SlurmLogsOpt = api.DEFAULT_SLURM_LOGS,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait", help="Slurm: wait for the jobs and report each cell (else return once submitted)."
+        ),
+    ] = True,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Train every cell of an experiment grid (models × training fractions [× seeds]), one run per cell."""
+    """Train and test every cell of an experiment grid (models × training fractions [× seeds]), one
+    run per cell, resumably: finished cells are skipped, a cell whose run died continues in that run
+    from its last checkpoint, missing cells are trained; locally one or --jobs N at a time, or as
+    Slurm jobs (--launcher slurm). Ends with a status table and, once all cells are tested, the
+    paper-style table (AUC mean ± sd over seeds, ΔAUC of each attention variant vs its backbone)."""
+    options = api.GridOptions(
+        launcher=launcher,
+        jobs=jobs,
+        slurm=_slurm_options(partition, gpus_per_cell, cpus_per_cell, mem, time, account, slurm, slurm_logs),
+        test=test,
+        wait=wait,
+        status=status,
+    )
     overrides = dict(
         data_dir=data_dir, model=model, perc_train=perc_train, epochs=epochs, device=device, tracking_uri=tracking_uri
     )
@@ -1011,11 +1108,8 @@ def grid_cmd(
             )
         typer.echo(f"{len(cells)} cells")
         return
-    results = api.grid(config, overrides, echo=typer.echo, seeds=seed_list)
-    typer.echo(
-        f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
-        f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
-    )
+    result = api.grid(config, overrides, seeds=seed_list, options=options, echo=typer.echo, progress=not quiet)
+    typer.echo(f"Tracking store: {result.tracking_uri}; view it with: {tracking.ui_command(result.tracking_uri)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1376,6 +1470,8 @@ def compare_cmd(
         )
     for sentence in result.verdicts:
         typer.echo(sentence)
+    if result.paper:
+        typer.echo(result.paper)
     _done("compare", result.run_id, result.tracking_uri, tracking.get_run(result.run_id).info.experiment_id)
 
 

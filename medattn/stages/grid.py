@@ -368,7 +368,7 @@ def _finish(statuses, uri, echo, options: GridOptions, jobs, errors) -> GridResu
     echo(f"{result.n_finished} of {len(statuses)} cells finished.")
     if options.test and statuses and result.n_finished == len(statuses):
         runs = [tracking.get_run(s.test_run_id) for s in statuses if s.test_run_id]
-        with tempfile.TemporaryDirectory(prefix="medattn-grid-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="medattn-grid-") as tmp, tracking.quiet_artifact_downloads():
             paper = paper_table(runs, Path(tmp))
         if paper:
             echo("")
