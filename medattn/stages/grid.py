@@ -412,12 +412,16 @@ def _run_pool(todo: list[CellStatus], tag: str, options: GridOptions, echo) -> l
     threads = None if gpus else cells_mod.cpu_share(jobs)
     free, waiting, running, errors, done = list(range(jobs)), list(todo), {}, [], 0
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or MLflow threads
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+    pools: dict[concurrent.futures.Future, concurrent.futures.ProcessPoolExecutor] = {}
+    try:
         while waiting or running:
             while waiting and free:
                 slot, status = free.pop(0), waiting.pop(0)
                 cuda = gpus[slot % len(gpus)] if gpus else None
-                running[pool.submit(run_cell, _task(status, tag, options, cuda=cuda, threads=threads))] = (slot, status)
+                # a fresh process per cell (its own CUDA_VISIBLE_DEVICES before CUDA starts)
+                pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+                fut = pool.submit(run_cell, _task(status, tag, options, cuda=cuda, threads=threads))
+                running[fut], pools[fut] = (slot, status), pool
                 where = (
                     f" on GPU {cuda}" if cuda is not None else f" on {threads} CPU thread{'s' if threads != 1 else ''}"
                 )
@@ -425,6 +429,7 @@ def _run_pool(todo: list[CellStatus], tag: str, options: GridOptions, echo) -> l
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for fut in finished:
                 slot, status = running.pop(fut)
+                pools.pop(fut).shutdown(wait=True)
                 free.append(slot)
                 done += 1
                 try:
@@ -433,6 +438,9 @@ def _run_pool(todo: list[CellStatus], tag: str, options: GridOptions, echo) -> l
                 except Exception as exc:  # noqa: BLE001 - reported per cell; the next grid continues it
                     errors.append(_failure(status, exc))
                     echo(f"[{done}/{len(todo)}] {status.key}: failed: {errors[-1]}")
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
     return errors
 
 
