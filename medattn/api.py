@@ -53,7 +53,7 @@ from medattn.stages.figures import FiguresResult, figures
 from medattn.stages.grid import GridOptions, GridResult, grid, grid_cells, seed_configs, with_seed
 from medattn.stages.interpret import InterpretResult, interpret
 from medattn.stages.promote import PromoteResult, promote
-from medattn.stages.search import SearchResult, search
+from medattn.stages.search import SearchResult, search, search_workers
 from medattn.stages.slurm import DEFAULT_LOG_FOLDER as DEFAULT_SLURM_LOGS
 from medattn.stages.slurm import SlurmOptions
 from medattn.stages.slurm import parse_extra as parse_slurm_extra
@@ -115,6 +115,7 @@ __all__ = [
     "resolve_train_config",
     "results_table",
     "search",
+    "search_workers",
     "seed_configs",
     "seed_everything",
     "test",

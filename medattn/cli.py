@@ -1240,9 +1240,27 @@ def search_cmd(
     heartbeat_s: _SearchHeartbeatOpt = 60,
     trial_retries: _SearchTrialRetriesOpt = 1,
     log_models: _SearchLogModelsOpt = False,
+    launcher: _LauncherOpt = "local",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Search workers on the one study, sharing --n-trials: processes here, or Slurm jobs with --launcher slurm (the storage must be shared: PostgreSQL, journal:PATH on a shared file system, or sqlite when all run on one host).",
+        ),
+    ] = 1,
+    partition: _PartitionOpt = None,
+    gpus_per_cell: _GpusPerCellOpt = 0,
+    cpus_per_cell: _CpusPerCellOpt = None,
+    mem: _MemOpt = None,
+    time: _TimeOpt = None,
+    account: _AccountOpt = None,
+    slurm: _SlurmExtraOpt = None,
+    slurm_logs: _SlurmLogsOpt = api.DEFAULT_SLURM_LOGS,
 ) -> None:
     """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
-    median pruning per epoch, one parent MLflow run with one nested training run per trial."""
+    median pruning per epoch, one parent MLflow run with one nested training run per trial; several
+    workers on one study with --workers (locally or as Slurm jobs, --launcher slurm)."""
+    slurm_options = _slurm_options(partition, gpus_per_cell, cpus_per_cell, mem, time, account, slurm, slurm_logs)
     cfg = api.SearchConfig(
         dataset=dataset,
         model=model,
@@ -1270,12 +1288,18 @@ def search_cmd(
         log_models=log_models,
         train_overrides={"duplicates": duplicates} if duplicates is not None else {},
     )
-    result = api.search(cfg, progress=not quiet)
-    counts = {s: sum(1 for v in result.states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    results = api.search_workers(
+        cfg, workers=workers, launcher=launcher, slurm_options=slurm_options, echo=typer.echo, progress=not quiet
+    )
+    result = max(results, key=lambda r: r.n_study_trials)  # the last worker to end saw the whole study
+    states = [v for r in results for v in r.states.values()]
+    counts = {s: sum(1 for v in states if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     typer.echo(
-        f"{len(result.states)} trial{'' if len(result.states) == 1 else 's'}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"{len(states)} trial{'' if len(states) == 1 else 's'}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
         f"{counts['FAIL']} failed; the study now holds {result.n_study_trials}."
     )
+    for other in (r for r in results if r is not result):
+        typer.echo(f"worker search run {other.parent_run_id} ({len(other.trial_run_ids)} trial runs)")
     if result.best_value is not None:
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items()

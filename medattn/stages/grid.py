@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,7 +360,20 @@ def grid(
         errors = _run_here(todo, tag, options, echo, progress)
     queued = slurm.queued_jobs() if jobs else queued
     final = [inspect_cell(c, test=options.test, queued=queued, pending=_read_ledger(ledger)) for c in configs]
+    if options.launcher == "slurm" and options.wait and any(s.busy for s in final):
+        final = _wait_for_busy(final, configs, options, ledger, echo)
     return _finish(final, uri, echo, options, jobs, errors)
+
+
+def _wait_for_busy(final, configs, options: GridOptions, ledger: Path, echo) -> list[CellStatus]:
+    """Slurm: wait for the cells that jobs of an earlier ``grid`` call are running or queueing."""
+    busy = sum(s.busy for s in final)
+    echo(f"waiting for {busy} cell{'s' if busy != 1 else ''} that earlier Slurm jobs run or queue.")
+    while any(s.busy for s in final):
+        time.sleep(slurm.POLL_S)
+        queued = slurm.queued_jobs()
+        final = [inspect_cell(c, test=options.test, queued=queued, pending=_read_ledger(ledger)) for c in configs]
+    return final
 
 
 def _finish(statuses, uri, echo, options: GridOptions, jobs, errors) -> GridResult:
