@@ -23,7 +23,7 @@ import pytest
 from medattn import tracking
 from medattn.stages import cells, grid, search
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 WAIT_S = 300.0
 
