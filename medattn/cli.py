@@ -1009,6 +1009,39 @@ _SlurmLogsOpt = Annotated[
 ]
 
 
+_GridStatusOpt = Annotated[
+    bool,
+    typer.Option(
+        "--status",
+        help="Print each cell's state (FINISHED, TRAINED, RUNNING, PENDING, KILLED, FAILED, MISSING), run and test AUC without training; runs whose process or Slurm job is gone are marked KILLED.",
+    ),
+]
+_GridTestOpt = Annotated[
+    bool,
+    typer.Option("--test/--no-test", help="Test every trained cell on the test split (a cell is done once tested)."),
+]
+_GridJobsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        help="Cells at once: local processes (each with its own GPU, or a share of the CPU cores), or the Slurm job array's limit. (default: 1 locally, no limit on Slurm)",
+    ),
+]
+_WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait", help="Slurm: wait for the jobs and report each cell (else return once submitted)."
+    ),
+]
+_WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Search workers on the one study, sharing --n-trials: processes here, or Slurm jobs with --launcher slurm (the storage must be shared: PostgreSQL, journal:PATH on a shared file system, or sqlite when all run on one host).",
+    ),
+]
+
+
 def _slurm_options(partition, gpus_per_cell, cpus_per_cell, mem, time, account, extra, logs) -> Any:
     return api.SlurmOptions(
         partition=given(partition),
@@ -1045,26 +1078,9 @@ def grid_cmd(
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
-    status: Annotated[
-        bool,
-        typer.Option(
-            "--status",
-            help="Print each cell's state (FINISHED, TRAINED, RUNNING, PENDING, KILLED, FAILED, MISSING), run and test AUC without training; runs whose process or Slurm job is gone are marked KILLED.",
-        ),
-    ] = False,
-    test: Annotated[
-        bool,
-        typer.Option(
-            "--test/--no-test", help="Test every trained cell on the test split (a cell is done once tested)."
-        ),
-    ] = True,
-    jobs: Annotated[
-        int | None,
-        typer.Option(
-            "--jobs",
-            help="Cells at once: local processes (each with its own GPU, or a share of the CPU cores), or the Slurm job array's limit. (default: 1 locally, no limit on Slurm)",
-        ),
-    ] = None,
+    status: _GridStatusOpt = False,
+    test: _GridTestOpt = True,
+    jobs: _GridJobsOpt = None,
     launcher: _LauncherOpt = "local",
     partition: _PartitionOpt = None,
     gpus_per_cell: _GpusPerCellOpt = 0,
@@ -1074,12 +1090,7 @@ def grid_cmd(
     account: _AccountOpt = None,
     slurm: _SlurmExtraOpt = None,
     slurm_logs: _SlurmLogsOpt = api.DEFAULT_SLURM_LOGS,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait/--no-wait", help="Slurm: wait for the jobs and report each cell (else return once submitted)."
-        ),
-    ] = True,
+    wait: _WaitOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Train and test every cell of an experiment grid (models × training fractions [× seeds]), one
@@ -1241,13 +1252,7 @@ def search_cmd(
     trial_retries: _SearchTrialRetriesOpt = 1,
     log_models: _SearchLogModelsOpt = False,
     launcher: _LauncherOpt = "local",
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            help="Search workers on the one study, sharing --n-trials: processes here, or Slurm jobs with --launcher slurm (the storage must be shared: PostgreSQL, journal:PATH on a shared file system, or sqlite when all run on one host).",
-        ),
-    ] = 1,
+    workers: _WorkersOpt = 1,
     partition: _PartitionOpt = None,
     gpus_per_cell: _GpusPerCellOpt = 0,
     cpus_per_cell: _CpusPerCellOpt = None,
@@ -1291,6 +1296,11 @@ def search_cmd(
     results = api.search_workers(
         cfg, workers=workers, launcher=launcher, slurm_options=slurm_options, echo=typer.echo, progress=not quiet
     )
+    _print_search(results, metric)
+
+
+def _print_search(results: list[Any], metric: str) -> None:
+    """What ``medattn search`` prints: this call's trial counts, the study's best trial, the runs."""
     result = max(results, key=lambda r: r.n_study_trials)  # the last worker to end saw the whole study
     states = [v for r in results for v in r.states.values()]
     counts = {s: sum(1 for v in states if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}

@@ -231,14 +231,14 @@ class Requeueable:
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """submitit's hook before a requeue: resubmit the same call."""
-        import submitit
+        import submitit  # optional (the cluster extra): only the Slurm launcher needs it
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def executor(opts: SlurmOptions, *, name: str, concurrency: int | None):
     """A submitit Slurm executor for ``opts``; ``concurrency`` caps the running tasks of an array."""
-    import submitit
+    import submitit  # optional (the cluster extra): only the Slurm launcher needs it
 
     params: dict[str, Any] = {
         "name": name,

@@ -258,6 +258,15 @@ def _run_source(cfg: TrainConfig, uri: str, parent_run_id: str | None, continue_
     return None, exp, ckpt_io.load(cfg.ckpt) if cfg.ckpt else None
 
 
+def _source(cfg: TrainConfig, dctx, uri: str, parent_run_id: str | None, continue_run: str | None):
+    """``(cfg, (run_id, experiment_id, resume_state))`` from :func:`_run_source` on rank 0; a continued
+    grid cell with a checkpoint is from then on an ordinary resume (``cfg.resume`` set)."""
+    found = distributed.on_main(dctx, lambda: _run_source(cfg, uri, parent_run_id, continue_run))
+    if continue_run and found[2] is not None:
+        cfg = dataclasses.replace(cfg, resume=continue_run)
+    return cfg, found
+
+
 def load_resume_state(run_id: str) -> dict[str, Any]:
     """The newest complete training state of ``run_id``, with a one-line warning naming any newer one
     skipped (a ``last.pt`` torn by a kill during its upload; issue 17).
@@ -498,11 +507,7 @@ def _train(
     if dctx.enabled:
         distributed.per_rank_batch(cfg.optim.batch_size, dctx.world_size)
     index = data_index(cfg)
-    run_id, experiment_id, resume_state = distributed.on_main(
-        dctx, lambda: _run_source(cfg, uri, parent_run_id, continue_run)
-    )
-    if continue_run and resume_state is not None:  # from here on a continued cell is an ordinary resume
-        cfg = dataclasses.replace(cfg, resume=continue_run)
+    cfg, (run_id, experiment_id, resume_state) = _source(cfg, dctx, uri, parent_run_id, continue_run)
     model, loaders, optimizer, scheduler, loss_fn, pipeline = _build(cfg, index, device, resume_state, dctx)
     start, start_epoch = _restore(cfg, resume_state, optimizer, scheduler, finish_only=bool(continue_run))
     flat = {**cfg.flat(), "pretrained": cfg.pretrained}
