@@ -336,7 +336,8 @@ def grid(
     configs = [_pinned(c, uri) for c in configs]
     tag = grid_tag(config_file)
     ledger = ledger_path(config_file, options.slurm)
-    queued = slurm.queued_jobs()
+    # squeue only where Slurm jobs may be involved (a controller that does not answer costs its timeout)
+    queued = slurm.queued_jobs() if options.launcher == "slurm" or ledger.exists() else None
     statuses = [inspect_cell(c, test=options.test, queued=queued, pending=_read_ledger(ledger)) for c in configs]
     if options.status:
         return _finish(statuses, uri, echo, options, [], [])

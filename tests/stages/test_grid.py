@@ -180,3 +180,10 @@ def _fake_test_run(model: str, perc: str, source: str, auc: float):
     return SimpleNamespace(
         data=SimpleNamespace(tags=tags, metrics={"test_auc": auc}), info=SimpleNamespace(run_id="t" + source)
     )
+
+
+def test_a_requeued_slurm_job_runs_the_same_call_again():
+    job = slurm.Requeueable(divmod)
+    assert job(7, 2) == (3, 1)
+    again = job.checkpoint(7, 2)  # what submitit resubmits before a time limit or a preemption
+    assert again.function is job and again.args == (7, 2)
