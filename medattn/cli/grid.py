@@ -125,4 +125,5 @@ def grid_cmd(
         typer.echo(f"{len(cells)} cells")
         return
     result = api.grid(config, overrides, seeds=seed_list, options=options, echo=typer.echo, progress=not quiet)
-    typer.echo(f"Tracking store: {result.tracking_uri}; view it with: {tracking.ui_command(result.tracking_uri)}")
+    uri = result.tracking_uri
+    typer.echo(tracking.redact_secrets(f"Tracking store: {uri}; view it with: {tracking.ui_command(uri)}"))

@@ -1,5 +1,5 @@
 """The ``evaluate`` stage (the ``medattn test`` command): a trained model on a split, with
-bootstrap CIs, predictions and figures, logged to a new run linked to its source (SPEC §5, "test")."""
+bootstrap CIs, predictions and figures, logged to a new run linked to its source (``medattn test``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,28 @@ import pandas as pd
 from torch import nn
 
 from medattn import engine, plots, tracking
-from medattn.config import SourcePart, TestConfig
+from medattn.config import RuntimePart, SourcePart, at_least, positive
 from medattn.errors import MedattnError
 from medattn.metrics import test_metrics
 from medattn.runtime import resolve_device
 from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestConfig(SourcePart, RuntimePart):
+    """Options of ``medattn test``; exactly one of ``run_id``, ``model_uri``, ``ckpt``."""
+
+    __test__ = False  # not a pytest class
+
+    batch_size: int = 64
+    num_workers: int = 0
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:  # noqa: D105
+        super().__post_init__()
+        positive("batch_size", self.batch_size)
+        at_least("num_workers", self.num_workers, 0, "0 or more")
+        at_least("n_boot", self.n_boot, 0, "0 or more")
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,7 @@ def test(
     progress: bool = True,
     extra_tags: dict[str, str] | None = None,
 ) -> TestResult:
-    """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test").
+    """Evaluate a trained model on a split and log a linked test run (``medattn test``).
 
     ``extra_tags`` are added to the run (``medattn grid`` adds the cell and the process that tests it).
 
