@@ -37,13 +37,14 @@ from typing import Any
 import torch
 
 from medattn import tracking
-from medattn.config import TestConfig, TrainConfig, build_train_config, load_yaml, parse_seeds, zero_init_applies
+from medattn.config import TrainConfig, build_train_config, load_yaml, parse_seeds, zero_init_applies
 from medattn.errors import ConfigError, MedattnError
 from medattn.models import canonical_model_name
 from medattn.stages import cells as cells_mod
 from medattn.stages import slurm
 from medattn.stages.cells import CellStatus, grid_tag, inspect_cell
 from medattn.stages.compare import paper_table
+from medattn.stages.evaluate import TestConfig
 from medattn.stages.evaluate import test as test_stage
 from medattn.stages.train import train
 
