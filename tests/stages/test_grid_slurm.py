@@ -135,6 +135,10 @@ def slurm_cluster(tmp_path_factory):
         yield conf
     finally:
         subprocess.run(["scancel", "--full", "--user=root"], capture_output=True)
+        deadline = time.monotonic() + 30  # let every job step end and report before slurmd stops
+        while time.monotonic() < deadline and subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout:
+            time.sleep(0.5)
+        time.sleep(1)
         for name in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
             _stop(d / name)
         if previous is None:
