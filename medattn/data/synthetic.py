@@ -51,6 +51,7 @@ from medattn.data.base import (
     checked,
     label_problems,
     match_images,
+    metadata_of,
     missing_problems,
     parse_int_labels,
     read_csv,
@@ -352,6 +353,7 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
             "label": labels,
             "patient_id": raw["patient_id"].astype(str),
             "mask_path": masks,
+            **metadata_of(raw),  # sex / age / site columns of labels.csv, when it has them
         }
     )[ok & present]
     return Table(frame=frame, num_classes=2, class_names=("no lesion", "lesion"), problems=problems)
