@@ -22,6 +22,7 @@ from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
 from medattn.stages.bench import BenchConfig, BenchResult, bench, quick_config
 from medattn.stages.calibrate import CalibrateConfig, CalibrateResult, calibrate
+from medattn.stages.cells import CellStatus, cell_key
 from medattn.stages.common import (
     LoadedModel,
     build_model,
@@ -34,14 +35,24 @@ from medattn.stages.compare import CompareConfig, CompareResult, compare, result
 from medattn.stages.demo import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_TRAIN_DEFAULTS, DemoConfig, DemoResult, demo
 from medattn.stages.evaluate import TestConfig, TestResult, test
 from medattn.stages.figures import FiguresConfig, FiguresResult, figures
-from medattn.stages.grid import grid, grid_cells, seed_configs, with_seed
+from medattn.stages.grid import GridOptions, GridResult, grid, grid_cells, seed_configs, with_seed
 from medattn.stages.interpret import InterpretConfig, InterpretResult, interpret
 from medattn.stages.promote import PromoteConfig, PromoteResult, promote
 from medattn.stages.report import ReportConfig, ReportResult, open_command, report
-from medattn.stages.search import SearchConfig, SearchResult, search
+from medattn.stages.search import SearchConfig, SearchResult, search, search_workers
+from medattn.stages.slurm import DEFAULT_LOG_FOLDER as DEFAULT_SLURM_LOGS
+from medattn.stages.slurm import SlurmOptions
+from medattn.stages.slurm import parse_extra as parse_slurm_extra
 from medattn.stages.train import EpochCallback, TrainResult, model_summary, resolve_train_config, train
 
 __all__ = [
+    "DEFAULT_SLURM_LOGS",
+    "CellStatus",
+    "GridOptions",
+    "GridResult",
+    "SlurmOptions",
+    "cell_key",
+    "parse_slurm_extra",
     "DEMO_MODELS",
     "DEMO_MODEL_OVERRIDES",
     "DEMO_TRAIN_DEFAULTS",
@@ -97,6 +108,7 @@ __all__ = [
     "resolve_train_config",
     "results_table",
     "search",
+    "search_workers",
     "seed_configs",
     "seed_everything",
     "test",

@@ -74,4 +74,6 @@ def compare_cmd(
         )
     for sentence in result.verdicts:
         typer.echo(sentence)
+    if result.paper:
+        typer.echo(result.paper)
     done("compare", result.run_id, result.tracking_uri, tracking.get_run(result.run_id).info.experiment_id)

@@ -1,4 +1,4 @@
-"""``medattn grid``: train every cell of an experiment grid."""
+"""``medattn grid``: train and test every cell of an experiment grid, resumably, locally or on Slurm."""
 
 from __future__ import annotations
 
@@ -7,9 +7,51 @@ from typing import Annotated
 
 import typer
 
-from medattn.cli.options import DeviceOpt, TrackingUriOpt, given, option, registry_choices
+from medattn.cli.options import (
+    SLURM_LOGS,
+    AccountOpt,
+    CpusPerCellOpt,
+    DeviceOpt,
+    GpusPerCellOpt,
+    LauncherOpt,
+    MemOpt,
+    PartitionOpt,
+    QuietOpt,
+    SlurmExtraOpt,
+    SlurmLogsOpt,
+    TimeOpt,
+    TrackingUriOpt,
+    given,
+    option,
+    registry_choices,
+    slurm_options,
+)
 
 app = typer.Typer(add_completion=False)
+
+StatusOpt = Annotated[
+    bool,
+    option(
+        "--status",
+        help="Print each cell's state (FINISHED, TRAINED, RUNNING, PENDING, KILLED, FAILED, MISSING), run and test "
+        "AUC without training; runs whose process or Slurm job is gone are marked KILLED.",
+    ),
+]
+TestOpt = Annotated[
+    bool,
+    option("--test/--no-test", help="Test every trained cell on the test split (a cell is done once tested)."),
+]
+JobsOpt = Annotated[
+    int | None,
+    option(
+        "--jobs",
+        help="Cells at once: local processes (each with its own GPU, or a share of the CPU cores), or the Slurm job "
+        "array's limit. (default: 1 locally, no limit on Slurm)",
+    ),
+]
+WaitOpt = Annotated[
+    bool, option("--wait/--no-wait", help="Slurm: wait for the jobs and report each cell (else return once submitted).")
+]
 
 
 @app.command("grid")
@@ -33,11 +75,37 @@ def grid_cmd(
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
     dry_run: Annotated[bool, option("--dry-run", help="List the cells and exit.")] = False,
+    status: StatusOpt = False,
+    test: TestOpt = True,
+    jobs: JobsOpt = None,
+    launcher: LauncherOpt = "local",
+    partition: PartitionOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0,
+    cpus_per_cell: CpusPerCellOpt = None,
+    mem: MemOpt = None,
+    time: TimeOpt = None,
+    account: AccountOpt = None,
+    slurm: SlurmExtraOpt = None,
+    slurm_logs: SlurmLogsOpt = SLURM_LOGS,
+    wait: WaitOpt = True,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Train every cell of an experiment grid (models × training fractions [× seeds]), one run per cell."""
+    """Train and test every cell of an experiment grid (models × training fractions [× seeds]), one run per
+    cell, resumably: finished cells are skipped, a cell whose run died continues in that run from its last
+    checkpoint, missing cells are trained; locally one or --jobs N at a time, or as Slurm jobs (--launcher
+    slurm). Ends with a status table and, once all cells are tested, the paper-style table (AUC mean ± sd
+    over seeds, ΔAUC of each attention variant vs its backbone)."""
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn import api, tracking
 
+    options = api.GridOptions(
+        launcher=launcher,
+        jobs=jobs,
+        slurm=slurm_options(partition, gpus_per_cell, cpus_per_cell, mem, time, account, slurm, slurm_logs),
+        test=test,
+        wait=wait,
+        status=status,
+    )
     overrides = {
         "data_dir": data_dir,
         "model": model,
@@ -56,10 +124,6 @@ def grid_cmd(
             )
         typer.echo(f"{len(cells)} cells")
         return
-    results = api.grid(config, overrides, echo=typer.echo, seeds=seed_list)
-    typer.echo(
-        tracking.redact_secrets(
-            f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
-            f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
-        )
-    )
+    result = api.grid(config, overrides, seeds=seed_list, options=options, echo=typer.echo, progress=not quiet)
+    uri = result.tracking_uri
+    typer.echo(tracking.redact_secrets(f"Tracking store: {uri}; view it with: {tracking.ui_command(uri)}"))

@@ -144,3 +144,67 @@ SEEDS_HELP = (
     "Comma-separated seeds, e.g. 0,1,2: one training run per seed (replaces --seed); compare then reports "
     "the mean ± sd of each variant's ΔAUC across seeds."
 )
+
+
+# ---- where grid cells and search workers run: local processes or Slurm jobs (grid, search) -----
+LauncherOpt = Annotated[
+    str,
+    option(
+        "--launcher",
+        help="Where the work runs: local (processes on this machine) or slurm (one Slurm job each, submitted "
+        "through submitit; needs sbatch on PATH).",
+        **choices(["local", "slurm"]),
+    ),
+]
+PartitionOpt = Annotated[str | None, option("--partition", help="Slurm: partition of the jobs.")]
+GpusPerCellOpt = Annotated[int, option("--gpus-per-cell", help="Slurm: GPUs of each job.")]
+CpusPerCellOpt = Annotated[int | None, option("--cpus-per-cell", help="Slurm: CPUs of each job.")]
+MemOpt = Annotated[str | None, option("--mem", help="Slurm: memory of each job, e.g. 32G.")]
+TimeOpt = Annotated[
+    str | None,
+    option(
+        "--time",
+        help="Slurm: time limit of each job (MINUTES, HH:MM:SS or D-HH:MM:SS); a job that reaches it is requeued "
+        "and continues from its last checkpoint.",
+    ),
+]
+AccountOpt = Annotated[str | None, option("--account", help="Slurm: account charged for the jobs.")]
+SlurmExtraOpt = Annotated[
+    list[str] | None,
+    option("--slurm", help="Slurm: any other sbatch option as KEY=VALUE, e.g. --slurm constraint=a100 (repeatable)."),
+]
+SLURM_LOGS = "slurm-logs"  # medattn.stages.slurm.DEFAULT_LOG_FOLDER (not imported here: --help stays light)
+SlurmLogsOpt = Annotated[
+    str,
+    option(
+        "--slurm-logs",
+        help="Slurm: submitit's folder (job scripts, stdout/stderr of each job under <folder>/<job id>/); every "
+        "node must see it.",
+    ),
+]
+
+
+def slurm_options(
+    partition: str | None,
+    gpus_per_cell: int,
+    cpus_per_cell: int | None,
+    mem: str | None,
+    time: str | None,
+    account: str | None,
+    extra: list[str] | None,
+    logs: str,
+) -> Any:
+    """The :class:`medattn.api.SlurmOptions` of the Slurm options above (checked there)."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import api
+
+    return api.SlurmOptions(
+        partition=given(partition),
+        gpus_per_cell=gpus_per_cell,
+        cpus_per_cell=cpus_per_cell,
+        mem=given(mem),
+        time=given(time),
+        account=given(account),
+        extra=api.parse_slurm_extra(extra),
+        log_folder=logs,
+    )

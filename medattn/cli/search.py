@@ -9,12 +9,23 @@ import typer
 
 from medattn.cli.options import (
     DUPLICATES_HELP,
+    SLURM_LOGS,
+    AccountOpt,
+    CpusPerCellOpt,
     DeviceOpt,
+    GpusPerCellOpt,
+    LauncherOpt,
+    MemOpt,
+    PartitionOpt,
     QuietOpt,
+    SlurmExtraOpt,
+    SlurmLogsOpt,
+    TimeOpt,
     TrackingUriOpt,
     choices,
     option,
     registry_choices,
+    slurm_options,
 )
 from medattn.config import DUPLICATES, MODES, DataConfig, parse_batch_sizes
 from medattn.metrics import EPOCH_METRIC_NAMES
@@ -135,6 +146,16 @@ TrialRetriesOpt = Annotated[
     int, option("--trial-retries", help="How often a trial whose worker died is retried with the same parameters.")
 ]
 
+WorkersOpt = Annotated[
+    int,
+    option(
+        "--workers",
+        help="Search workers on the one study, sharing --n-trials: processes here, or Slurm jobs with --launcher "
+        "slurm (the storage must be shared: PostgreSQL, journal:PATH on a shared file system, or sqlite when all "
+        "run on one host).",
+    ),
+]
+
 LogModelsOpt = Annotated[
     bool,
     option("--log-models/--no-log-models", help="Log each trial's MLflow model (checkpoints are always logged)."),
@@ -169,9 +190,20 @@ def search_cmd(
     heartbeat_s: HeartbeatSOpt = C.heartbeat_s,
     trial_retries: TrialRetriesOpt = C.trial_retries,
     log_models: LogModelsOpt = C.log_models,
+    launcher: LauncherOpt = "local",
+    workers: WorkersOpt = 1,
+    partition: PartitionOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0,
+    cpus_per_cell: CpusPerCellOpt = None,
+    mem: MemOpt = None,
+    time: TimeOpt = None,
+    account: AccountOpt = None,
+    slurm: SlurmExtraOpt = None,
+    slurm_logs: SlurmLogsOpt = SLURM_LOGS,
 ) -> None:
     """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
-    median pruning per epoch, one parent MLflow run with one nested training run per trial."""
+    median pruning per epoch, one parent MLflow run with one nested training run per trial; several
+    workers on one study with --workers (locally or as Slurm jobs, --launcher slurm)."""
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn import api
 
@@ -202,20 +234,28 @@ def search_cmd(
         log_models=log_models,
         train_overrides={"duplicates": duplicates} if duplicates is not None else {},
     )
-    _report(api.search(cfg, progress=not quiet), metric)
+    slurm_opts = slurm_options(partition, gpus_per_cell, cpus_per_cell, mem, time, account, slurm, slurm_logs)
+    results = api.search_workers(
+        cfg, workers=workers, launcher=launcher, slurm_options=slurm_opts, echo=typer.echo, progress=not quiet
+    )
+    _report(results, metric)
 
 
-def _report(result, metric: str) -> None:
-    """The lines ``medattn search`` prints (for an :class:`medattn.api.SearchResult`)."""
+def _report(results: list, metric: str) -> None:
+    """The lines ``medattn search`` prints (for the :class:`medattn.api.SearchResult` of each worker)."""
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn import tracking
 
-    counts = {s: sum(1 for v in result.states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    n = len(result.states)
+    result = max(results, key=lambda r: r.n_study_trials)  # the last worker to end saw the whole study
+    states = [v for r in results for v in r.states.values()]
+    counts = {s: sum(1 for v in states if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    n = len(states)
     typer.echo(
         f"{n} trial{'' if n == 1 else 's'}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
         f"{counts['FAIL']} failed; the study now holds {result.n_study_trials}."
     )
+    for other in (r for r in results if r is not result):
+        typer.echo(f"worker search run {other.parent_run_id} ({len(other.trial_run_ids)} trial runs)")
     if result.best_value is not None:
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items()

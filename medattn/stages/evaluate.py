@@ -147,8 +147,16 @@ def _run_params(cfg: TestConfig, loaded: LoadedModel) -> dict:
     }
 
 
-def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
+def test(
+    cfg: TestConfig,
+    *,
+    parent_run_id: str | None = None,
+    progress: bool = True,
+    extra_tags: dict[str, str] | None = None,
+) -> TestResult:
     """Evaluate a trained model on a split and log a linked test run (``medattn test``).
+
+    ``extra_tags`` are added to the run (``medattn grid`` adds the cell and the process that tests it).
 
     Logs ``test_*`` metrics, ``predictions.csv`` and the same rows as the MLflow table
     ``predictions.json``, ROC and confusion-matrix figures, and the split as a Dataset input; and the
@@ -182,7 +190,7 @@ def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = 
         experiment_id=experiment_id,
         run_id=tracking.project_run_id(parent_run_id),
         run_name=f"test-{tcfg.model.model}-{split}",
-        tags=source_tags("test", loaded, split),
+        tags={**source_tags("test", loaded, split), **(extra_tags or {})},
         parent_run_id=parent_run_id,
     ) as run_id:
         tracking.log_params(_run_params(cfg, loaded))

@@ -36,13 +36,24 @@ plots (``figures/``).
 
 The storage URL comes from ``--storage``, else from ``$OPTUNA_STORAGE`` (so credentials never
 pass through ``mlflow run -P``, which logs every parameter), else ``sqlite:///optuna.db``; its
-password is never logged.
+password is never logged. Besides RDB URLs, ``journal:PATH`` (``journal:///shared/study.journal``)
+is Optuna's journal file, which needs no database server, only a file system every worker sees.
+Optuna keeps no heartbeat in a journal: instead, each worker starting on it fails the RUNNING
+trials whose worker process (host and pid, or Slurm job) is gone and retries them as above.
+
+Several workers (:func:`search_workers`): ``workers`` processes on this machine, or Slurm jobs
+through submitit (:mod:`medattn.stages.slurm`), each adding its share of ``n_trials`` to the one
+study in the shared storage (PostgreSQL, a journal file on a shared file system, or a sqlite file
+when every job runs on one host). A Slurm worker requeued after its time limit or a preemption
+starts again; the trial it was running is failed and retried as for a dead worker.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
+import multiprocessing
 import os
 import time
 import warnings
@@ -71,6 +82,7 @@ from medattn.config import (
 )
 from medattn.errors import ConfigError, MedattnError
 from medattn.metrics import metric_mode
+from medattn.stages import cells, slurm
 from medattn.stages.common import data_index
 from medattn.stages.train import train
 from medattn.tracking import (
@@ -186,6 +198,8 @@ __all__ = [
 
 TRIAL_ATTR_RUN_ID = "mlflow_run_id"
 TRIAL_ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
+TRIAL_ATTR_WORKER = "medattn_worker"  # the process that runs the trial (host + pid, or Slurm job)
+JOURNAL_PREFIX = "journal:"
 ENV_STORAGE = "OPTUNA_STORAGE"
 """Environment variable with the Optuna storage URL (credentials included) when ``--storage`` is not given."""
 
@@ -206,6 +220,8 @@ def _quiet_optuna() -> Iterator[None]:
 
 def absolute_storage(url: str) -> str:
     """``sqlite:///optuna.db`` → ``sqlite:////<cwd>/optuna.db``, so logs say where the study is."""
+    if url.startswith(JOURNAL_PREFIX):
+        return JOURNAL_PREFIX + "///" + str(Path(journal_path(url)).resolve()).lstrip("/")
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix) :] not in ("", ":memory:"):
         return prefix + str(Path(url[len(prefix) :]).resolve())
@@ -316,6 +332,41 @@ def _rdb_storage(cfg: SearchConfig) -> optuna.storages.BaseStorage:
         return optuna.storages.get_storage(optuna.storages.RDBStorage(cfg.storage, **heartbeat))
 
 
+def journal_path(url: str) -> str:
+    """The file of a ``journal:PATH`` storage (``journal:///abs/path`` or ``journal:rel/path``)."""
+    rest = url[len(JOURNAL_PREFIX) :]
+    return "/" + rest[3:] if rest.startswith("///") else rest.removeprefix("//")
+
+
+def _journal_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's journal file (file locks that work on network file systems)."""
+    path = journal_path(url)
+    if not path:
+        raise ValueError("the journal storage names no file")
+    with _quiet_optuna():
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
+def _fail_dead_trials(study: optuna.Study, cfg: SearchConfig) -> int:
+    """Journal storage (no heartbeat): fail and retry the RUNNING trials whose worker is gone.
+
+    Returns:
+        How many trials were failed.
+    """
+    queued = slurm.queued_jobs()
+    own = slurm.current_job_id()
+    callback = StaleTrialCallback(cfg.trial_retries)
+    n = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(TRIAL_ATTR_WORKER)
+        if not isinstance(worker, dict) or cells.run_alive(worker, queued, own):
+            continue
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        callback(study, study._storage.get_trial(trial._trial_id))
+        n += 1
+    return n
+
+
 def _get_storage(cfg: SearchConfig, attempts: int = 5) -> optuna.storages.BaseStorage:
     """Optuna's RDB storage, retrying the schema-creation race of workers that start together.
 
@@ -324,6 +375,8 @@ def _get_storage(cfg: SearchConfig, attempts: int = 5) -> optuna.storages.BaseSt
     with ``type "studydirection" already exists`` / ``relation ... already exists``. The tables
     exist by then, so opening again succeeds.
     """
+    if cfg.storage.startswith(JOURNAL_PREFIX):
+        return _journal_storage(cfg.storage)
     for attempt in range(attempts - 1):
         try:
             return _rdb_storage(cfg)
@@ -351,7 +404,8 @@ def _open_study(cfg: SearchConfig, name: str, mode: str, batch_sizes: tuple[int,
         if password:  # a driver may quote the URL back
             first = first.replace(password, "***")
         raise ConfigError(
-            f"cannot open the Optuna storage {redact_url(cfg.storage)!r} ({first[:160]}); give an RDB URL such as sqlite:///optuna.db."
+            f"cannot open the Optuna storage {redact_url(cfg.storage)!r} ({first[:160]}); give an RDB URL such as "
+            "sqlite:///optuna.db, or journal:PATH for a journal file."
         ) from None
     n_before = 0
     if existing:
@@ -400,6 +454,7 @@ def _objective(cfg: SearchConfig, overrides: Mapping[str, Any], parent_id: str, 
         lr = trial.suggest_float("lr", cfg.lr_min, cfg.lr_max, log=True)
         batch_size = trial.suggest_categorical("batch_size", list(cfg.batch_sizes))
         trial.set_user_attr(TRIAL_ATTR_PARENT_RUN_ID, parent_id)
+        trial.set_user_attr(TRIAL_ATTR_WORKER, cells.process_tags(slurm.current_job_id()))
         tcfg = _build_trial_config(
             cfg, {**overrides, "lr": lr, "batch_size": batch_size, "run_name": f"trial-{trial.number}-{model}"}
         )
@@ -557,6 +612,8 @@ def search(
         n_startup_trials=cfg.prune_startup_trials, n_warmup_steps=cfg.prune_warmup_epochs
     )
     study, n_before = _open_study(cfg, name, cfg.mode, cfg.batch_sizes, pruner)
+    if cfg.storage.startswith(JOURNAL_PREFIX):
+        _fail_dead_trials(study, cfg)
     project = tracking.project_run_id()
     experiment_id = (
         None
@@ -597,3 +654,91 @@ def search(
         best_params=dict(best.params) if best else {},
         best_trial_run_id=best.user_attrs.get(TRIAL_ATTR_RUN_ID) if best else None,
     )
+
+
+# =============================================================================================
+# several workers: local processes or Slurm jobs on one study
+# =============================================================================================
+def search_worker(cfg: SearchConfig) -> SearchResult:
+    """One worker of :func:`search_workers` (a module-level function: it pickles into a process or job)."""
+    return search(cfg, progress=False)
+
+
+def _shares(n_trials: int, workers: int) -> list[int]:
+    return [n_trials // workers + (1 if i < n_trials % workers else 0) for i in range(workers)]
+
+
+def search_workers(
+    cfg: SearchConfig,
+    *,
+    workers: int,
+    launcher: str = "local",
+    slurm_options: slurm.SlurmOptions | None = None,
+    echo=print,
+    progress: bool = True,
+) -> list[SearchResult]:
+    """``workers`` searches on one study, together adding ``cfg.n_trials`` trials.
+
+    With one local worker this is :func:`search` in this process. Otherwise each worker is a fresh
+    process (``launcher="local"``) or a Slurm job (``"slurm"``, one job array), with its own parent
+    MLflow run and its own sampler seed (``seed + 1000 × worker``), so workers do not propose the
+    same start-up points. The storage is opened (and the study created) here first, so a storage
+    that does not open is one sentence before anything starts.
+
+    Raises:
+        ConfigError: bad launcher, workers, Slurm options, storage, or no ``sbatch`` (nothing submitted).
+        MedattnError: every worker failed.
+    """
+    opts = slurm_options or slurm.SlurmOptions()
+    if launcher not in ("local", "slurm"):
+        raise ConfigError(f"--launcher must be one of local, slurm, got {launcher!r}.")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}.")
+    if workers > cfg.n_trials:
+        raise ConfigError(f"--workers {workers} is more than --n-trials {cfg.n_trials}; every worker needs a trial.")
+    if launcher != "slurm" and opts.given():
+        raise ConfigError(
+            f"{', '.join(opts.given())} only apply to Slurm jobs; add --launcher slurm or leave them out."
+        )
+    if launcher == "slurm":
+        slurm.require_sbatch()
+    elif workers == 1:
+        return [search(cfg, progress=progress)]
+    uri = tracking.connect(cfg.tracking_uri)
+    cfg = replace(cfg, storage=resolve_storage(cfg.storage), tracking_uri=uri)
+    if cfg.data_dir:
+        cfg = replace(cfg, data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    base = _build_trial_config(cfg, _train_overrides(cfg, cfg.metric, cfg.experiment))
+    data_index(base)
+    name = cfg.study_name or f"medattn-{base.data.dataset}-{base.model.model}-{cfg.metric}"
+    cfg = replace(cfg, study_name=name)
+    _open_study(cfg, name, cfg.mode, cfg.batch_sizes, None)  # creates the study once, before the workers race
+    if launcher == "slurm" and cfg.storage.startswith("sqlite:"):
+        echo(
+            f"The Optuna storage {cfg.storage} is a sqlite file, which the Slurm jobs share only when they all run "
+            "on this host; on a cluster use PostgreSQL or journal:PATH on a shared file system."
+        )
+    parts = [replace(cfg, n_trials=n, seed=cfg.seed + 1000 * i) for i, n in enumerate(_shares(cfg.n_trials, workers))]
+    if launcher == "slurm":
+        jobs = slurm.submit_array(search_worker, parts, opts, name="medattn-search", concurrency=None)
+        echo(
+            f"submitted {workers} search workers as Slurm job array {str(jobs[0].job_id).split('_')[0]}; "
+            f"job logs under {Path(opts.log_folder).expanduser().resolve()}/<job id>/"
+        )
+        ends = slurm.wait(jobs)
+        results = [e.result for e in ends if e.error is None]
+        errors = [e.error for e in ends if e.error is not None]
+    else:
+        results, errors = [], []
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for fut in [pool.submit(search_worker, p) for p in parts]:
+                try:
+                    results.append(fut.result())
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    errors.append((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+    for err in errors:
+        echo(f"a search worker failed: {err}")
+    if not results:
+        raise MedattnError(f"all {workers} search workers failed; the first: {errors[0]}")
+    return results

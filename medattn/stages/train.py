@@ -8,6 +8,7 @@ model once training ends.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -189,6 +190,7 @@ def train(
     extra_tags: Mapping[str, str] | None = None,
     on_run_start: Callable[[str], None] | None = None,
     log_model: bool = True,
+    continue_run: str | None = None,
 ) -> TrainResult:
     """Train one model and track everything in MLflow (``medattn train``).
 
@@ -210,6 +212,10 @@ def train(
         log_model: log the MLflow model at the end (search turns it off per trial unless ``--log-models``: a
             model per trial would fill the store);
             without it ``checkpoints/best.pt`` stays and ``model_uri`` is ``None``.
+        continue_run: an existing run of this same config that died (``medattn grid`` continues a
+            cell's run): it goes on from its newest complete checkpoint, from epoch 0 in the same run
+            when it died before its first one, and only finishes (model, best metrics) when its
+            checkpoint already holds the last epoch.
 
     Returns:
         A :class:`TrainResult`.
@@ -226,16 +232,25 @@ def train(
                 dict(extra_tags or {}),
                 on_run_start=on_run_start,
                 log_model=log_model,
+                continue_run=continue_run,
             )
     finally:
         distributed.teardown(dctx)
 
 
-def _run_source(cfg: TrainConfig, uri: str, parent_run_id: str | None):
-    """``(run_id, experiment_id, resume_state)``: a resumed run, a checkpoint, the project run or a new run.
+def _run_source(cfg: TrainConfig, uri: str, parent_run_id: str | None, continue_run: str | None = None):
+    """``(run_id, experiment_id, resume_state)``: a continued grid cell, a resumed run, a checkpoint,
+    the project run or a new run.
 
     Under DDP rank 0 alone calls it (:func:`medattn.distributed.on_main`) and hands the result over.
     """
+    if continue_run:
+        run = tracking.get_run(continue_run)
+        try:
+            state = load_resume_state(continue_run)
+        except MedattnError:  # it died before its first complete checkpoint: epoch 0, in the same run
+            state = None
+        return run.info.run_id, run.info.experiment_id, state
     if cfg.resume:
         run = tracking.get_run(cfg.resume)
         return run.info.run_id, run.info.experiment_id, load_resume_state(run.info.run_id)
@@ -244,6 +259,15 @@ def _run_source(cfg: TrainConfig, uri: str, parent_run_id: str | None):
         return project, tracking.get_run(project).info.experiment_id, None
     exp = tracking.default_train_experiment(cfg.tracking.experiment, cfg.data.dataset, uri)
     return None, exp, ckpt_io.load(cfg.ckpt) if cfg.ckpt else None
+
+
+def _source(cfg: TrainConfig, dctx, uri: str, parent_run_id: str | None, continue_run: str | None):
+    """``(cfg, (run_id, experiment_id, resume_state))`` from :func:`_run_source` on rank 0; a continued
+    grid cell with a checkpoint is from then on an ordinary resume (``cfg.resume`` set)."""
+    found = distributed.on_main(dctx, lambda: _run_source(cfg, uri, parent_run_id, continue_run))
+    if continue_run and found[2] is not None:
+        cfg = dataclasses.replace(cfg, resume=continue_run)
+    return cfg, found
 
 
 def load_resume_state(run_id: str) -> dict[str, Any]:
@@ -338,8 +362,11 @@ def _build(cfg: TrainConfig, index, device: torch.device, resume_state, dctx):
     return model, loaders, optimizer, scheduler, loss_fn, fast.pipeline
 
 
-def _restore(cfg: TrainConfig, resume_state, optimizer, scheduler) -> tuple[engine.FitResult, int]:
-    """The history and best epoch so far, and the first epoch to run (0 for a new run)."""
+def _restore(
+    cfg: TrainConfig, resume_state, optimizer, scheduler, *, finish_only: bool = False
+) -> tuple[engine.FitResult, int]:
+    """The history and best epoch so far, and the first epoch to run (0 for a new run); with
+    ``finish_only`` a checkpoint of the last epoch is accepted (a grid cell that died while finishing)."""
     if resume_state is None or "optimizer" not in resume_state:
         return engine.FitResult(), 0
     state = ckpt_io.TrainState.from_payload(resume_state)
@@ -348,7 +375,7 @@ def _restore(cfg: TrainConfig, resume_state, optimizer, scheduler) -> tuple[engi
         scheduler.load_state_dict(state.scheduler)
     ckpt_io.set_rng_state(state.rng)
     start_epoch = state.epoch + 1
-    if cfg.resume and start_epoch >= cfg.optim.epochs:
+    if cfg.resume and start_epoch >= cfg.optim.epochs and not finish_only:
         raise ConfigError(
             f"run {cfg.resume} already trained {start_epoch} epochs; pass --epochs larger than {start_epoch} to continue it."
         )
@@ -476,6 +503,7 @@ def _train(
     extra_tags: dict[str, str],
     on_run_start: Callable[[str], None] | None = None,
     log_model: bool = True,
+    continue_run: str | None = None,
 ) -> TrainResult:
     uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))  # rank 0 alone opens the store
     # DDP: each rank on its own GPU; --batch-size is the global batch (checked before any run starts).
@@ -483,9 +511,9 @@ def _train(
     if dctx.enabled:
         distributed.per_rank_batch(cfg.optim.batch_size, dctx.world_size)
     index = data_index(cfg)
-    run_id, experiment_id, resume_state = distributed.on_main(dctx, lambda: _run_source(cfg, uri, parent_run_id))
+    cfg, (run_id, experiment_id, resume_state) = _source(cfg, dctx, uri, parent_run_id, continue_run)
     model, loaders, optimizer, scheduler, loss_fn, pipeline = _build(cfg, index, device, resume_state, dctx)
-    start, start_epoch = _restore(cfg, resume_state, optimizer, scheduler)
+    start, start_epoch = _restore(cfg, resume_state, optimizer, scheduler, finish_only=bool(continue_run))
     flat = {**cfg.flat(), "pretrained": cfg.pretrained}
     meta = {"config": flat, "num_classes": index.num_classes, "class_names": index.class_names}
     tags = _tags(cfg, pipeline, extra_tags)

@@ -44,6 +44,7 @@ REPORT_PDF = "report.pdf"
 REPORT_TABLES_DIR = "tables"  # tables/<table>.csv
 PAIRED_CSV = "paired_auc.csv"  # ΔAUC of each attention variant vs its plain backbone
 FOREST_FIGURE = "figures/forest_auc.png"  # the same ΔAUCs with their paired bootstrap CIs
+PAPER_TABLE = "paper_table.md"  # AUC mean ± sd over seeds per data set × model × fraction, and the paired ΔAUCs
 # ---- search ---------------------------------------------------------------------------------
 SEARCH_SPACE_FILE = "search_space.yaml"
 TRIALS_FILE = "trials.csv"
@@ -76,6 +77,13 @@ TAG_TORCH_VERSION = "medattn.torch_version"
 TAG_MLFLOW_VERSION = "medattn.mlflow_version"
 TAG_GIT_COMMIT = "medattn.git_commit"  # of medattn's source checkout, when it is one
 TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: the entry point's repository
+# ---- grid cells (one training run per cell; the grid finds, resumes and skips runs by these) --
+TAG_CELL = "medattn.cell"  # <dataset>/<model>/p<fraction>/s<seed>/<digest of every other result-changing setting>
+TAG_GRID = "medattn.grid"  # <grid file name>@<digest of its text>
+TAG_HOST = "medattn.host"  # host of the process that trains (or tests) the run
+TAG_PID = "medattn.pid"  # its process id, and the process's start time (so a reused pid is not mistaken for it)
+TAG_PID_STARTED = "medattn.pid_started"
+TAG_SLURM_JOB = "medattn.slurm_job_id"  # the Slurm job (array task: <job>_<index>) that trains the run
 # ---- params ---------------------------------------------------------------------------------
 RESOLVED_PREFIX = "resolved."  # resolved.<key>: medattn's value of a param `mlflow run` logged in another spelling
 # ---- model-version tags (promote) -----------------------------------------------------------
