@@ -27,6 +27,7 @@ from medattn.config import (
     INITS,
     MODES,
     PRETRAINED,
+    REMOVALS,
     RESIZE_MODES,
     SCHEDULERS,
     SPLIT_ALIASES,
@@ -35,7 +36,7 @@ from medattn.config import (
     parse_batch_sizes,
 )
 from medattn.data import check_data, prepare_cache, write_synthetic
-from medattn.data.synthetic import DEFAULT_DIFFICULTY, DEFAULT_VERSION
+from medattn.data.synthetic import DEFAULT_DIFFICULTY, DEFAULT_TAU, DEFAULT_VERSION
 from medattn.errors import MedattnError
 from medattn.metrics import CLASSIFICATION_KEYS, EPOCH_METRIC_NAMES
 from medattn.models import canonical_model_name, count_parameters, create_model_with_report, model_table
@@ -183,7 +184,9 @@ DuplicatesOpt = Annotated[str, typer.Option("--duplicates", help=DUPLICATES_HELP
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write labels.csv, images/ and masks/ into.")],
-    n: Annotated[int, typer.Option("--n", help="Number of images (half of them with lesions).")] = 600,
+    n: Annotated[
+        int, typer.Option("--n", help="Number of images split train/val/test (versions 1-2: half with lesions).")
+    ] = 600,
     img_size: Annotated[
         int, typer.Option("--img-size", "--imgsize", "--img_size", help="Image side in pixels (at least 32).")
     ] = 128,
@@ -192,20 +195,36 @@ def data_synth(
         float,
         typer.Option(
             "--difficulty",
-            help="Version 2's difficulty in [0, 1]: how small the rings' cores and how faint the blobs can be (0: crisp rings; 1: many positives nearly invisible).",
+            help="Difficulty in [0, 1]: how faint the blobs can be (versions 2-3) and how small version 2's ring cores (0: crisp; 1: many lesions nearly invisible).",
         ),
     ] = DEFAULT_DIFFICULTY,
     version: Annotated[
         int,
         typer.Option(
             "--version",
-            help="2: lesions (rings) among look-alike solid blobs in both classes; 1: the old set, lesions in class 1 only.",
+            help="3: the label drawn from a latent ring strength, labels.csv with oracle_prob and site; 2: rings among look-alike solid blobs, the label a rule; 1: the old set, lesions in class 1 only.",
         ),
     ] = DEFAULT_VERSION,
+    tau: Annotated[
+        float,
+        typer.Option(
+            "--tau",
+            help="Version 3: temperature of P(label=1) = sigmoid((strength - 0.35) / tau); smaller is a more predictable label (docs/demo.md).",
+        ),
+    ] = DEFAULT_TAU,
+    test_extra: Annotated[
+        int,
+        typer.Option(
+            "--test-extra", help="Version 3: further images that only the test split receives (the demo split)."
+        ),
+    ] = 0,
 ) -> None:
     """Write the synthetic demo set: fundus-like images, lesion labels and ground-truth masks."""
-    folder = write_synthetic(out, n=n, img_size=img_size, seed=seed, difficulty=difficulty, version=version)
-    typer.echo(f"Wrote {n} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
+    folder = write_synthetic(
+        out, n=n, img_size=img_size, seed=seed, difficulty=difficulty, version=version, tau=tau, test_extra=test_extra
+    )
+    extra = f" plus {test_extra} test-only" if test_extra else ""
+    typer.echo(f"Wrote {n}{extra} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
 
 
 @data_app.command("prepare")
@@ -799,7 +818,11 @@ _DemoDifficultyOpt = Annotated[
     ),
 ]
 _CurveImagesOpt = Annotated[
-    int | None, typer.Option("--curve-images", help="Deletion/insertion on the first N images only. (default: all)")
+    int | None,
+    typer.Option(
+        "--curve-images",
+        help="Removal curves (ROAD MoRF/LeRF, or deletion/insertion) on N images only: the first N with a lesion mask where the data set has masks. (default: all)",
+    ),
 ]
 _RandomizedImagesOpt = Annotated[
     int | None,
@@ -932,8 +955,20 @@ def interpret(
         typer.Option("--batch-size", "--batchsize", help="Images explained per batch (one call per batch and method)."),
     ] = 8,
     steps: Annotated[
-        int, typer.Option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")
+        int,
+        typer.Option(
+            "--steps",
+            help="Removal steps (each costs one forward pass of 2 × batch; with road also 2 × batch imputations).",
+        ),
     ] = 16,
+    removal: Annotated[
+        str,
+        typer.Option(
+            "--removal",
+            help="How pixels are removed for the removal scores: road (noisy linear imputation; logs morf_auc/lerf_auc), zeros (the dataset mean) or blur (both log deletion_auc/insertion_auc).",
+            **choices(REMOVALS),
+        ),
+    ] = "road",
     curve_images: _CurveImagesOpt = None,
     randomized_images: _RandomizedImagesOpt = None,
     n_boot: _NBootOpt = 1000,
@@ -947,7 +982,8 @@ def interpret(
     quiet: QuietOpt = False,
 ) -> None:
     """Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the
-    input images and deletion/insertion (plus pointing-game and mask-mass on demo) scores."""
+    input images and removal scores (ROAD MoRF/LeRF by default; plus pointing-game, mask-mass and
+    the ground-truth mask as an oracle map on demo)."""
     if gpu_id is not None:
         device = f"cuda:{gpu_id}"
     cfg = api.InterpretConfig(
@@ -963,6 +999,7 @@ def interpret(
         curve_images=curve_images,
         randomized_images=randomized_images,
         n_boot=n_boot,
+        removal=removal,
         data_dir=data_dir,
         device=device or "auto",
         tracking_uri=tracking_uri,

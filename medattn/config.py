@@ -435,6 +435,8 @@ DEMO_MODELS = (
     "cbam_densenet121",
     "deit_tiny",
 )
+#: Choices of ``interpret --removal`` (:mod:`medattn.explain.evaluation`; road first, the default).
+REMOVALS = ("road", "zeros", "blur")
 #: Choices of ``compare --cases``.
 CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")
 #: ``search --storage`` default (relative to the working directory).
@@ -512,9 +514,12 @@ class InterpretConfig(SourcePart, RuntimePart):
     curve_images: int | None = None  # deletion/insertion on the first this many images (None: all)
     randomized_images: int | None = None  # images explained on the randomised model (None: all)
     n_boot: int = 1000  # bootstrap resamples per 95 % CI (0: no CIs, hence no method passes)
+    removal: str = "road"  # removal curves: road (MoRF/LeRF, noisy linear imputation), zeros or blur
 
     def __post_init__(self) -> None:  # noqa: D105
         super().__post_init__()
+        if self.removal not in REMOVALS:
+            raise ConfigError(f"--removal must be one of {', '.join(REMOVALS)}, got {self.removal!r}.")
         if self.target not in TARGETS:
             raise ConfigError(f"--target must be label or pred, got {self.target!r}.")
         _at_least("max_images", self.max_images, 1, "at least 1")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
 from medattn import engine, plots, tracking
 from medattn.config import SourcePart, TestConfig
+from medattn.data.synthetic import ORACLE_COLUMN
 from medattn.errors import MedattnError
-from medattn.metrics import test_metrics
+from medattn.metrics import oracle_metrics, test_metrics
 from medattn.runtime import resolve_device
 from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
 
@@ -57,6 +59,17 @@ def _log_figures(loaded: LoadedModel, out: engine.EpochOutput, split: str) -> No
     )
 
 
+def ceiling_metrics(frame: pd.DataFrame, out: engine.EpochOutput, cfg: TestConfig) -> dict[str, float]:
+    """``oracle_auc`` and ``oracle_gap`` (with CIs) on exactly the tested images, where the data set
+    carries the generator's ``oracle_prob`` (the demo set from version 3); empty otherwise."""
+    if ORACLE_COLUMN not in frame.columns or out.scores.shape[1] != 2:
+        return {}
+    prob = frame[ORACLE_COLUMN].to_numpy(dtype=float)
+    if len(prob) != len(out.y_true) or not np.isfinite(prob).all():
+        return {}
+    return oracle_metrics(out.y_true, prob, out.scores, n_boot=cfg.n_boot, seed=cfg.seed)
+
+
 def load_source(cfg: SourcePart) -> LoadedModel:
     """The trained model a ``test`` / ``interpret`` config names: a run id, any model URI MLflow 3
     hands out (:func:`medattn.tracking.source_run_of`: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
@@ -83,7 +96,8 @@ def log_split_input(loaded: LoadedModel, frame: pd.DataFrame, split: str, data_d
 def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
     """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test").
 
-    Logs ``test_*`` metrics, ``predictions.csv`` and the same rows as the MLflow table
+    Logs ``test_*`` metrics (with ``test_oracle_auc`` and ``test_oracle_gap`` and their CIs where
+    the data set carries ``oracle_prob``, :func:`ceiling_metrics`), ``predictions.csv`` and the same rows as the MLflow table
     ``predictions.json``, ROC and confusion-matrix figures, and the split as a Dataset input.
     """
     uri = tracking.connect(cfg.tracking_uri)
@@ -128,6 +142,7 @@ def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = 
             "loss": out.loss,
             **test_metrics(out.y_true, out.scores, n_boot=cfg.n_boot, seed=cfg.seed),
             "n_images": float(out.n_images),
+            **ceiling_metrics(frame, out, cfg),
         }
         logged = tracking.finite({f"test_{k}": v for k, v in metrics.items()})
         tracking.log_metrics(logged)
