@@ -839,7 +839,14 @@ def demo(
     data_dir: Annotated[
         str, typer.Option("--data-dir", help="Where the synthetic demo set is written (reused if present).")
     ] = "demo_data",
-    n: Annotated[int, typer.Option("--n", help="Images in the synthetic set.")] = 400,
+    n: Annotated[int, typer.Option("--n", help="Images in the synthetic set, split train/val/test.")] = 400,
+    test_extra: Annotated[
+        int,
+        typer.Option(
+            "--test-extra",
+            help="Further synthetic images that only the test split receives (the demo split: a test split of ≥ 600 images by default).",
+        ),
+    ] = 560,
     models: Annotated[
         str,
         typer.Option("--models", help=f"Comma-separated variants to train, of: {', '.join(registry_names('model'))}."),
@@ -886,6 +893,7 @@ def demo(
     cfg = api.DemoConfig(
         data_dir=data_dir,
         n=n,
+        test_extra=test_extra,
         models=tuple(m.strip() for m in models.split(",") if m.strip()),
         config_file=str(config) if config else None,
         epochs=epochs,
@@ -912,6 +920,12 @@ def _demo_report(result: api.DemoResult) -> None:
             "random, input grey level, centre prior, Sobel edges, the method on a randomised model)"
         )
         typer.echo(result.xai.to_string(index=False, float_format=fmt))
+    if len(result.sanity):
+        typer.echo(
+            "\nSanity rule per model × map (passes: every score's 95 % CI beats every baseline's; the oracle "
+            "map is the ground-truth mask, judged against the model-free baselines)"
+        )
+        typer.echo(result.sanity.to_string(index=False))
     if result.promoted is not None:
         typer.echo(
             f"\n{result.promoted.describe()}: {result.promoted.variant} "

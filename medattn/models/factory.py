@@ -45,7 +45,7 @@ class ModelSpec:
         attention: attention block name, ``None`` for the plain CNNs, ``self-attention`` for DeiT.
         placement: where the attention sits (SPEC §3).
         scratch_in_paper: the original project trained it from scratch (``init="paper"``).
-        build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module``.
+        build: ``build(num_classes, head=, img_size=, nr_layers=, patch_size=) -> nn.Module``.
         paper_head: the head the original project gave this family, what ``head="paper"`` builds:
             ``flatten`` for the DenseNets (a Linear over 1024 x 7 x 7 = 50,176 inputs at 224 px),
             ``pool`` for the ResNets (2,048 inputs) and for DeiT (its class token).
@@ -62,19 +62,19 @@ class ModelSpec:
 
 
 def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
-    def build(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
-        del nr_layers  # only the ViT has a depth option, as in the original project
+    def build(num_classes: int, *, head: str, img_size: int, nr_layers: int, patch_size: int = 16) -> nn.Module:
+        del nr_layers, patch_size  # only the ViT has depth and patch options, as in the original project
         return builder(num_classes, attn=attn, head=head, img_size=img_size)
 
     return build
 
 
-def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
+def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int, patch_size: int = 16) -> nn.Module:
     if head != "pool":
         raise ConfigError(
             f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool."
         )
-    return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
+    return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size, patch_size=patch_size)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -197,6 +197,7 @@ def create_model(
     img_size: int = 224,
     init: str = "fair",
     zero_init_residual_branches: bool = False,
+    patch_size: int = 16,
 ) -> nn.Module:
     """Build a registered model and initialise its backbone (see :func:`create_model_with_report`).
 
@@ -213,6 +214,7 @@ def create_model(
         img_size=img_size,
         init=init,
         zero_init_residual_branches=zero_init_residual_branches,
+        patch_size=patch_size,
     )
     return model
 
@@ -228,6 +230,7 @@ def create_model_with_report(
     img_size: int = 224,
     init: str = "fair",
     zero_init_residual_branches: bool = False,
+    patch_size: int = 16,
 ) -> tuple[nn.Module, WeightsReport | None]:
     """Build a registered model, initialise its backbone, and say what was loaded.
 
@@ -254,6 +257,8 @@ def create_model_with_report(
         zero_init_residual_branches: start every ResNet bottleneck's residual branch at zero
             (:func:`medattn.models.cnn.zero_init_residual`; ResNet variants only). Weights loaded
             afterwards replace it.
+        patch_size: ``deit_tiny``'s patch side (16 as in the paper; another value cannot load
+            ImageNet weights). The CNNs accept only 16, the default.
 
     Returns:
         ``(model, report)``: the model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``,
@@ -273,7 +278,13 @@ def create_model_with_report(
         raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")
 
     # Build first: option errors (sizes, head) should not wait for a download.
-    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers)
+    if patch_size != 16 and spec.backbone != "deit_tiny":
+        raise ConfigError(f"--patch-size applies to deit_tiny only; drop it for {spec.name}.")
+    if patch_size != 16 and (weights is not None or pretrained == "imagenet"):
+        raise ConfigError(
+            f"DeiT weights have 16-px patches; --patch-size {patch_size} trains from scratch, so pass --pretrained none."
+        )
+    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers, patch_size=patch_size)
     if zero_init_residual_branches and not zero_init_residual(model):
         raise config.zero_init_error(spec.name)
     state, source = None, ""
