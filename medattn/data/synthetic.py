@@ -499,7 +499,7 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
         columns[ORACLE_COLUMN] = oracle.to_numpy(dtype=np.float64)
     for extra in (SITE_COLUMN, RESERVED_COLUMN):
         if extra in raw.columns:
-            columns[extra] = raw[extra].fillna("").astype(str).to_numpy()
+            columns[extra] = raw[extra].astype(object).fillna("").astype(str).to_numpy()
     frame = pd.DataFrame(columns)[ok & present]
     return Table(frame=frame, num_classes=2, class_names=("no lesion", "lesion"), problems=problems)
 

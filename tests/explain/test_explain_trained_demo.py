@@ -29,7 +29,7 @@ BASELINES = ("random", "input", "centre", "edge")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    data = write_synthetic(tmp_path_factory.mktemp("trained_demo") / "demo", n=160, img_size=64, seed=0)
+    data = write_synthetic(tmp_path_factory.mktemp("trained_demo") / "demo", n=160, img_size=64, seed=0, version=2)
     index = load_index("demo", data)
     transform = build_transform(SIZE)
 

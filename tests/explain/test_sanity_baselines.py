@@ -224,7 +224,7 @@ def test_metric_names_of_the_entry_point():
 def test_deeplift_on_a_randomised_model_fails_the_sanity_rule_on_the_demo_set(tmp_path):
     """An untrained ResNet-50 (the issue's counter-example: its DeepLIFT maps had 2× the random
     maps' mask mass) must not pass: its scores are not above the baselines' with separated CIs."""
-    data = write_synthetic(tmp_path / "demo", n=68, img_size=96, seed=0)
+    data = write_synthetic(tmp_path / "demo", n=68, img_size=96, seed=0, version=2)
     frame = load_index("demo", data).frame.query("label == 1")
     transform = build_transform(64)
     images = torch.stack([transform(read_image(p)) for p in frame["path"]])
