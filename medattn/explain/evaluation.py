@@ -415,7 +415,7 @@ def road_curves(
         start = model(images).float().softmax(dim=1).gather(1, target[:, None])[:, 0].cpu()
         morf, lerf = [start], [start]
         for i in range(1, steps + 1):
-            k = round(float(fractions[i]) * n)
+            k = round(i * ROAD_MAX_FRACTION * n / steps)
             removed = torch.cat([rank < k, rank >= n - k]).reshape(2 * bsz, height, width)
             filled = road_impute(torch.cat([images, images]), removed, noise=noise, seed=seed + i)
             values = model(filled).float().softmax(dim=1).gather(1, both)[:, 0].cpu()
