@@ -169,3 +169,14 @@ def test_a_bad_oracle_prob_is_a_problem_not_a_crash(tmp_path):
     frame.to_csv(root / "labels.csv", index=False)
     report = check_data("demo", root)
     assert any("oracle_prob" in p and "1.5" in p for p in report.problems)
+
+
+def test_bad_tau_test_extra_and_removal_are_one_sentence(cli, one_error_line, tmp_path):
+    base = ["data", "synth", "--out", tmp_path / "x", "--n", "10", "--img-size", "32"]
+    one_error_line(cli([*base, "--tau", "-1"], exit_code=2), "--tau")
+    one_error_line(cli([*base, "--version", "2", "--test-extra", "4"], exit_code=2), "--test-extra")
+    one_error_line(cli(["interpret", "--run-id", "r", "--removal", "mean"], exit_code=2), "--removal")
+    assert not (tmp_path / "x" / "labels.csv").exists()
+    out = cli([*base, "--test-extra", "4"]).output
+    assert "Wrote 10 plus 4 test-only synthetic images" in out
+    assert len(pd.read_csv(tmp_path / "x" / "labels.csv")) == 14
