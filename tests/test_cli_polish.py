@@ -1,4 +1,4 @@
-"""Typer polish (issue 14.7): shell completion, the fixed choices of every option listed in
+"""Typer polish: shell completion, the fixed choices of every option listed in
 ``--help`` from their one source (and offered by completion), ``--quiet`` without progress bars."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from medattn import registry
 from medattn.cli import app
+from medattn.cli.options import registry_names
 from medattn.config import (
     CASES,
     DATA_PIPELINES,
@@ -27,7 +27,7 @@ from medattn.metrics import EPOCH_METRIC_NAMES
 
 
 def _names(kind: str) -> list[str]:
-    return registry.lookup(kind).names()
+    return registry_names(kind)  # loads the package that fills the registry
 
 
 # (command, option, the values --help must list), each from the list the config checks against

@@ -1,0 +1,150 @@
+"""Option types and helpers shared by several commands.
+
+Every option is declared with :func:`option`, which adds the other spellings of :data:`ALIASES`
+(the original project's flags), so an alias is written once for every command that has the option.
+Underscore spellings (``--data_dir``) need no entry: the root group turns them into dashes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medattn import registry
+
+#: Other spellings of an option (the original project's), by the option's dash-case name.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "--batch-size": ("--batchsize",),
+    "--img-size": ("--imgsize",),
+    "--class-weights": ("--classweights",),
+    "--ckpt": ("--modelckpt",),
+}
+
+#: The package whose import fills each registry (a registry is empty until its package is loaded).
+_REGISTRY_PACKAGES = {"dataset": "medattn.data", "model": "medattn.models", "explanation method": "medattn.explain"}
+
+
+def option(name: str, *short: str, help: str, **kwargs: Any) -> Any:
+    """``typer.Option(name, *short, *aliases, help=help, **kwargs)`` with the aliases of :data:`ALIASES`.
+
+    ``name`` may be a boolean flag pair (``--amp/--no-amp``); its aliases are looked up by the first name.
+    """
+    return typer.Option(name, *short, *ALIASES.get(name.split("/")[0], ()), help=help, **kwargs)
+
+
+def choices(values: Sequence[str]) -> dict[str, Any]:
+    """``typer.Option`` keywords for an option with a fixed set of values: ``--help`` lists them
+    (``[a|b|c]``) and shell completion offers them. They are not enforced here: the config
+    canonicalises the aliases the CLI accepts (``SEResNet50``, ``APTOS``, ``validation``) and answers
+    a typo with one "did you mean" sentence and exit code 2."""
+    names = [str(v) for v in values]
+
+    def complete(incomplete: str) -> list[str]:
+        return [n for n in names if n.lower().startswith(incomplete.lower())]
+
+    return {"metavar": "[" + "|".join(names) + "]", "autocompletion": complete}
+
+
+def registry_names(kind: str) -> list[str]:
+    """The canonical names of a registry (``dataset``, ``model``, ``explanation method``)."""
+    importlib.import_module(_REGISTRY_PACKAGES[kind])
+    reg = registry.lookup(kind)
+    return reg.names() if reg is not None else []
+
+
+def registry_choices(kind: str) -> dict[str, Any]:
+    """:func:`choices` of a registry's canonical names."""
+    return choices(registry_names(kind))
+
+
+def default(value: Any) -> str:
+    """`` (default: VALUE)``, the suffix of a help text whose option defaults to ``None`` ("not given")."""
+    return f" (default: {value:g})" if isinstance(value, float) else f" (default: {value})"
+
+
+def given(value: str | None) -> str | None:
+    """``None`` for an empty value: ``mlflow run`` passes an MLproject parameter left at its
+    default ``""`` as ``--name ''``, which means "not given"."""
+    return value if value and value.strip() else None
+
+
+def device_of(device: str | None, gpu_id: int | None) -> str | None:
+    """``--gpu-id N`` is ``--device cuda:N``."""
+    return f"cuda:{gpu_id}" if gpu_id is not None else device
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``"a, b,,c"`` → ``("a", "b", "c")`` (a comma-separated option)."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def _quiet(ctx: typer.Context, value: bool) -> bool:
+    """``--quiet``: MLflow's download bars off until the command ends (the command turns its own off)."""
+    if value:
+        # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+        from medattn import tracking
+
+        ctx.with_resource(tracking.quiet_artifact_downloads())
+    return value
+
+
+def done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) -> None:
+    """The final line of every command: what was logged where and how to look at it."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import tracking
+
+    exp = f" in experiment {tracking.experiment_name_of(experiment_id)!r}" if experiment_id is not None else ""
+    typer.echo(f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}")
+
+
+QuietOpt = Annotated[
+    bool,
+    option(
+        "--quiet",
+        "-q",
+        help="No progress bars (epochs, batches, explanations, MLflow downloads).",
+        callback=_quiet,
+    ),
+]
+TrackingUriOpt = Annotated[
+    str | None,
+    option(
+        "--tracking-uri",
+        help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db "
+        "(artifacts in <cwd>/mlruns).",
+    ),
+]
+DeviceOpt = Annotated[
+    str | None,
+    option("--device", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N. (default: auto)"),
+]
+GpuIdOpt = Annotated[int | None, option("--gpu-id", help="Use cuda:N (same as --device cuda:N).")]
+DataDirOpt = Annotated[Path, option("--data-dir", help="Folder holding the data set in its on-disk layout.")]
+
+# Which trained model test / interpret read: exactly one of --run-id, --model-uri, --ckpt.
+ModelUriOpt = Annotated[
+    str | None,
+    option(
+        "--model-uri",
+        help="Model URI instead of --run-id: models:/NAME@ALIAS (e.g. models:/medattn-demo@champion), "
+        "models:/NAME/VERSION, models:/m-<logged model id> or runs:/RUN_ID/model.",
+    ),
+]
+SourceCkptOpt = Annotated[str | None, option("--ckpt", help="Local checkpoint file written by medattn train.")]
+SourceDataDirOpt = Annotated[
+    str | None,
+    option("--data-dir", help="Data folder, when it moved since training. (default: the training run's)"),
+]
+
+DUPLICATES_HELP = (
+    "Near-duplicate images (fingerprint distance <= 0.15, joined transitively): keep each group in one split "
+    "(group), keep one image per group (drop), or ignore."
+)
+SEEDS_HELP = (
+    "Comma-separated seeds, e.g. 0,1,2: one training run per seed (replaces --seed); compare then reports "
+    "the mean ± sd of each variant's ΔAUC across seeds."
+)

@@ -1,0 +1,231 @@
+"""``medattn search``: an Optuna study over learning rate and batch size, one MLflow run per trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medattn.cli.options import (
+    DUPLICATES_HELP,
+    DeviceOpt,
+    QuietOpt,
+    TrackingUriOpt,
+    choices,
+    option,
+    registry_choices,
+)
+from medattn.config import DUPLICATES, MODES, DataConfig, SearchConfig, parse_batch_sizes
+from medattn.metrics import EPOCH_METRIC_NAMES
+
+app = typer.Typer(add_completion=False)
+C = SearchConfig  # every default below is the config class's
+BATCH_SIZES = ",".join(str(b) for b in C.batch_sizes)  # --batch-sizes as typed
+
+
+DatasetOpt = Annotated[
+    str, option("--dataset", help="Data set (seed spellings accepted).", **registry_choices("dataset"))
+]
+
+ModelOpt = Annotated[
+    str,
+    option("--model", help="Architecture every trial trains (seed spellings accepted).", **registry_choices("model")),
+]
+
+DataDirOpt = Annotated[
+    str | None,
+    option("--data-dir", help="Folder with the data set. (default: the config file's, else demo_data)"),
+]
+
+NTrialsOpt = Annotated[int, option("--n-trials", help="Trials this invocation adds to the study (at least 1).")]
+
+StorageOpt = Annotated[
+    str | None,
+    option(
+        "--storage",
+        help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as "
+        "postgresql://user@host/db; an existing study is resumed. Keep passwords out of it: without --storage, "
+        "$OPTUNA_STORAGE is used. (default: $OPTUNA_STORAGE, else sqlite:///optuna.db)",
+    ),
+]
+
+StudyNameOpt = Annotated[
+    str | None,
+    option(
+        "--study-name",
+        help="Optuna study name; reuse it to add trials. (default: medattn-<dataset>-<model>-<metric>)",
+    ),
+]
+
+NJobsOpt = Annotated[
+    int,
+    option(
+        "--n-jobs",
+        help="Trials run in parallel threads of this process (for more, start several processes on one RDB storage).",
+    ),
+]
+
+MetricOpt = Annotated[
+    str,
+    option(
+        "--metric",
+        help="Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best "
+        "checkpoint is chosen by it too.",
+        **choices(EPOCH_METRIC_NAMES),
+    ),
+]
+
+ModeOpt = Annotated[str | None, option("--mode", help="(default: min for *_loss, max otherwise)", **choices(MODES))]
+
+EpochsOpt = Annotated[int | None, option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")]
+
+ConfigOpt = Annotated[
+    Path | None,
+    option("--config", help="YAML experiment file with the fixed training options (experiments/*.yaml)."),
+]
+
+LrMinOpt = Annotated[float, option("--lr-min", help="Lower end of the log-uniform learning-rate range.")]
+
+LrMaxOpt = Annotated[float, option("--lr-max", help="Upper end of the log-uniform learning-rate range.")]
+
+BatchSizesOpt = Annotated[str, option("--batch-sizes", help="Comma-separated batch sizes the search chooses from.")]
+
+ImgSizeOpt = Annotated[
+    int | None,
+    option("--img-size", help="Image side in pixels. (default: the config file's, else 224)"),
+]
+
+PruneStartupTrialsOpt = Annotated[
+    int, option("--prune-startup-trials", help="MedianPruner: no pruning until this many trials have completed.")
+]
+
+PruneWarmupEpochsOpt = Annotated[
+    int, option("--prune-warmup-epochs", help="MedianPruner: no trial is pruned during its first N epochs.")
+]
+
+ExperimentOpt = Annotated[
+    str | None,
+    option("--experiment", help="MLflow experiment of the search and its trial runs. (default: medattn-<dataset>)"),
+]
+
+SeedOpt = Annotated[int, option("--seed", help="Seed of the TPE sampler (a resumed study adds its trial count to it).")]
+
+DuplicatesOpt = Annotated[
+    str | None,
+    option(
+        "--duplicates",
+        help=DUPLICATES_HELP + f" (default: {DataConfig.duplicates})",
+        show_default=False,
+        **choices(DUPLICATES),
+    ),
+]
+
+HeartbeatSOpt = Annotated[
+    int,
+    option(
+        "--heartbeat-s",
+        help="Seconds between a running trial's heartbeats in the storage; a trial silent for twice that (its "
+        "worker died) is marked failed and retried by the next worker. 0: no heartbeat.",
+    ),
+]
+
+TrialRetriesOpt = Annotated[
+    int, option("--trial-retries", help="How often a trial whose worker died is retried with the same parameters.")
+]
+
+LogModelsOpt = Annotated[
+    bool,
+    option("--log-models/--no-log-models", help="Log each trial's MLflow model (checkpoints are always logged)."),
+]
+
+
+@app.command("search")
+def search_cmd(
+    dataset: DatasetOpt = C.dataset,
+    model: ModelOpt = C.model,
+    data_dir: DataDirOpt = C.data_dir,
+    n_trials: NTrialsOpt = C.n_trials,
+    storage: StorageOpt = C.storage,
+    study_name: StudyNameOpt = C.study_name,
+    n_jobs: NJobsOpt = C.n_jobs,
+    metric: MetricOpt = C.metric,
+    mode: ModeOpt = C.mode,
+    epochs: EpochsOpt = C.epochs,
+    config: ConfigOpt = None,
+    lr_min: LrMinOpt = C.lr_min,
+    lr_max: LrMaxOpt = C.lr_max,
+    batch_sizes: BatchSizesOpt = BATCH_SIZES,
+    img_size: ImgSizeOpt = C.img_size,
+    prune_startup_trials: PruneStartupTrialsOpt = C.prune_startup_trials,
+    prune_warmup_epochs: PruneWarmupEpochsOpt = C.prune_warmup_epochs,
+    experiment: ExperimentOpt = C.experiment,
+    device: DeviceOpt = C.device,
+    seed: SeedOpt = C.seed,
+    tracking_uri: TrackingUriOpt = C.tracking_uri,
+    quiet: QuietOpt = False,
+    duplicates: DuplicatesOpt = None,
+    heartbeat_s: HeartbeatSOpt = C.heartbeat_s,
+    trial_retries: TrialRetriesOpt = C.trial_retries,
+    log_models: LogModelsOpt = C.log_models,
+) -> None:
+    """Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler,
+    median pruning per epoch, one parent MLflow run with one nested training run per trial."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import api
+
+    cfg = SearchConfig(
+        dataset=dataset,
+        model=model,
+        data_dir=data_dir,
+        n_trials=n_trials,
+        storage=storage,
+        study_name=study_name,
+        n_jobs=n_jobs,
+        metric=metric,
+        mode=mode,
+        epochs=epochs,
+        config_file=str(config) if config else None,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        img_size=img_size,
+        device=device,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        seed=seed,
+        prune_startup_trials=prune_startup_trials,
+        prune_warmup_epochs=prune_warmup_epochs,
+        heartbeat_s=heartbeat_s,
+        trial_retries=trial_retries,
+        log_models=log_models,
+        train_overrides={"duplicates": duplicates} if duplicates is not None else {},
+    )
+    _report(api.search(cfg, progress=not quiet), metric)
+
+
+def _report(result, metric: str) -> None:
+    """The lines ``medattn search`` prints (for an :class:`medattn.api.SearchResult`)."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import tracking
+
+    counts = {s: sum(1 for v in result.states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    n = len(result.states)
+    typer.echo(
+        f"{n} trial{'' if n == 1 else 's'}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"{counts['FAIL']} failed; the study now holds {result.n_study_trials}."
+    )
+    if result.best_value is not None:
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items()
+        )
+        typer.echo(f"best {metric} {result.best_value:.4f} with {params} (run {result.best_trial_run_id})")
+    else:
+        typer.echo("no trial of the study has completed yet.")
+    exp = tracking.experiment_name_of(result.experiment_id)
+    trials = len(result.trial_run_ids)
+    typer.echo(
+        f"Logged search run {result.parent_run_id} with {trials} nested trial run{'' if trials == 1 else 's'} in "
+        f"experiment {exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
+        f"view it with: {tracking.ui_command(result.tracking_uri)}"
+    )

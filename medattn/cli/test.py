@@ -1,0 +1,81 @@
+"""``medattn test``: test a trained model on one split."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from medattn.cli.options import (
+    DeviceOpt,
+    GpuIdOpt,
+    ModelUriOpt,
+    QuietOpt,
+    SourceCkptOpt,
+    SourceDataDirOpt,
+    TrackingUriOpt,
+    choices,
+    device_of,
+    done,
+    given,
+    option,
+)
+from medattn.config import SPLIT_ALIASES, TestConfig
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command("test")
+def test_cmd(
+    run_id: Annotated[str | None, option("--run-id", help="Training run whose logged model is tested.")] = None,
+    model_uri: ModelUriOpt = None,
+    ckpt: SourceCkptOpt = None,
+    split: Annotated[
+        str,
+        option("--split", help="Split to test (the seed's Test/Validation/Train accepted).", **choices(SPLIT_ALIASES)),
+    ] = TestConfig.split,
+    data_dir: SourceDataDirOpt = None,
+    batch_size: Annotated[int, option("--batch-size", help="Inference batch size.")] = TestConfig.batch_size,
+    num_workers: Annotated[int, option("--num-workers", help="DataLoader worker processes.")] = TestConfig.num_workers,
+    device: DeviceOpt = None,
+    gpu_id: GpuIdOpt = None,
+    n_boot: Annotated[
+        int, option("--n-boot", help="Bootstrap resamples for the 95 % CIs of AUC and balanced accuracy.")
+    ] = TestConfig.n_boot,
+    experiment: Annotated[
+        str | None, option("--experiment", help="Experiment of the test run. (default: the training run's)")
+    ] = None,
+    tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and
+    confusion-matrix figures, logged to a new run tagged with its source run.
+
+    The metrics are named test_* whatever --split is; the split is the run's param and its tag
+    medattn.split (medattn compare only reads test runs of the test split)."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import api
+
+    cfg = TestConfig(
+        run_id=given(run_id),
+        model_uri=given(model_uri),
+        ckpt=ckpt,
+        split=split,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device_of(device, gpu_id) or TestConfig.device,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        n_boot=n_boot,
+    )
+    result = api.test(cfg, progress=not quiet)
+    m = result.metrics
+    nan = float("nan")
+    typer.echo(
+        f"test AUC {m.get('test_auc', nan):.4f} "
+        f"[{m.get('test_auc_ci_low', nan):.4f}, {m.get('test_auc_ci_high', nan):.4f}], "
+        f"balanced accuracy {m.get('test_balanced_accuracy', nan):.4f}, "
+        f"sensitivity {m.get('test_sensitivity', nan):.4f}, specificity {m.get('test_specificity', nan):.4f}"
+    )
+    done("test", result.run_id, result.tracking_uri)

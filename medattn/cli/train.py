@@ -1,0 +1,408 @@
+"""``medattn train``: train one model (or one per seed), optionally under DDP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from medattn.cli import ARGV_KEY
+from medattn.cli.options import (
+    DUPLICATES_HELP,
+    SEEDS_HELP,
+    DeviceOpt,
+    GpuIdOpt,
+    QuietOpt,
+    TrackingUriOpt,
+    choices,
+    default,
+    device_of,
+    done,
+    given,
+    option,
+    registry_choices,
+)
+from medattn.config import (
+    DATA_PIPELINES,
+    DUPLICATES,
+    HEADS,
+    INITS,
+    PRETRAINED,
+    RESIZE_MODES,
+    SCHEDULERS,
+    UNCERTAIN,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    TrackingConfig,
+)
+from medattn.errors import MedattnError
+from medattn.metrics import EPOCH_METRIC_NAMES
+
+app = typer.Typer(add_completion=False)
+
+# Every option defaults to None, "not given", so that a --config file's value wins over the config
+# class's default and the command line wins over both; the help shows the config class's default.
+
+DatasetOpt = Annotated[
+    str | None,
+    option(
+        "--dataset",
+        help="Data set (the seed's APTOS, ISIC2020, MIMICCXR accepted)." + default(DataConfig.dataset),
+        **registry_choices("dataset"),
+    ),
+]
+DataDirOpt = Annotated[
+    str | None,
+    option("--data-dir", help="Folder with the data set in its on-disk layout." + default(DataConfig.data_dir)),
+]
+ModelOpt = Annotated[
+    str | None,
+    option(
+        "--model",
+        help="Architecture (seed spellings such as SEResNet50 or DeiT-T-LRP accepted)." + default(ModelConfig.model),
+        **registry_choices("model"),
+    ),
+]
+LowDataRegimenOpt = Annotated[
+    bool | None,
+    option(
+        "--low-data-regimen/--no-low-data-regimen",
+        help="Train on a stratified subsample of the training split (see --perc-train); val/test unchanged.",
+        show_default=False,
+    ),
+]
+PercTrainOpt = Annotated[
+    float | None,
+    option(
+        "--perc-train",
+        help="Fraction of the training split used in the low-data regimen, in (0, 1]." + default(DataConfig.perc_train),
+    ),
+]
+BatchSizeOpt = Annotated[
+    int | None, option("--batch-size", help="Batch size for training and validation." + default(OptimConfig.batch_size))
+]
+ImgSizeOpt = Annotated[
+    int | None,
+    option(
+        "--img-size",
+        help="Image side after the transforms, in pixels (a multiple of 16 for deit_tiny)."
+        + default(DataConfig.img_size),
+    ),
+]
+ResizeOpt = Annotated[
+    str | None, option("--resize", help="Resize transform." + default(DataConfig.resize), **choices(RESIZE_MODES))
+]
+ClassWeightsOpt = Annotated[
+    bool | None,
+    option(
+        "--class-weights/--no-class-weights",
+        help="Weight the loss by balanced class weights of the training split.",
+        show_default=False,
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    option("--epochs", help="Number of training epochs (with --resume: the new total)." + default(OptimConfig.epochs)),
+]
+LrOpt = Annotated[float | None, option("--lr", help="Adam learning rate." + default(OptimConfig.lr))]
+WeightDecayOpt = Annotated[
+    float | None, option("--weight-decay", help="Adam weight decay." + default(OptimConfig.weight_decay))
+]
+SchedulerOpt = Annotated[
+    str | None,
+    option("--scheduler", help="Learning-rate schedule." + default(OptimConfig.scheduler), **choices(SCHEDULERS)),
+]
+SelectMetricOpt = Annotated[
+    str | None,
+    option(
+        "--select-metric",
+        help="Metric that picks the epoch whose weights become the logged model: val_loss (lowest, as in the "
+        "paper) or e.g. val_auc (highest)." + default(OptimConfig.select_metric),
+        **choices(EPOCH_METRIC_NAMES),
+    ),
+]
+NumWorkersOpt = Annotated[
+    int | None, option("--num-workers", help="DataLoader worker processes." + default(DataConfig.num_workers))
+]
+DataPipelineOpt = Annotated[
+    str | None,
+    option(
+        "--data-pipeline",
+        help="auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists "
+        "and the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image)."
+        + default(DataConfig.data_pipeline),
+        **choices(DATA_PIPELINES),
+    ),
+]
+SaveFreqOpt = Annotated[
+    int | None,
+    option(
+        "--save-freq",
+        help="Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off)." + default(TrackingConfig.save_freq),
+    ),
+]
+ResumeOpt = Annotated[
+    str | None,
+    option("--resume", help="Continue this MLflow run from its checkpoints/last.pt (same run, no duplicate steps)."),
+]
+CkptOpt = Annotated[
+    str | None,
+    option("--ckpt", help="Start from a local checkpoint file (weights, optimiser and epoch) in a new run."),
+]
+NrLayersOpt = Annotated[
+    int | None, option("--nr-layers", help="Transformer blocks of deit_tiny." + default(ModelConfig.nr_layers))
+]
+PretrainedOpt = Annotated[
+    str | None,
+    option(
+        "--pretrained",
+        help="Initial weights. (default: imagenet for real data sets, none for demo)",
+        **choices(PRETRAINED),
+    ),
+]
+WeightsOpt = Annotated[
+    str | None,
+    option("--weights", help="Local ImageNet state_dict/checkpoint for the backbone (machines without network)."),
+]
+HeadOpt = Annotated[
+    str | None,
+    option(
+        "--head",
+        help="pool (global average pool + linear) | flatten (the original project's linear over the flattened "
+        "feature map) | paper (the original's head per family)." + default(ModelConfig.head),
+        **choices(HEADS),
+    ),
+]
+InitOpt = Annotated[
+    str | None,
+    option(
+        "--init",
+        help="fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from "
+        "scratch, as the original)." + default(ModelConfig.init),
+        **choices(INITS),
+    ),
+]
+ZeroInitOpt = Annotated[
+    bool | None,
+    option(
+        "--zero-init-residual/--no-zero-init-residual",
+        help="ResNet variants: start every bottleneck's residual branch at zero (its last BatchNorm's gamma = 0), "
+        "a control for the attention gates' down-scaling of that branch when training from scratch. (default: off)",
+        show_default=False,
+    ),
+]
+MulticlassOpt = Annotated[
+    bool | None,
+    option(
+        "--multiclass/--binary",
+        help="APTOS: 5-grade task instead of referable DR (diagnosis > 0).",
+        show_default=False,
+    ),
+]
+UncertainOpt = Annotated[
+    str | None,
+    option(
+        "--uncertain",
+        help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones." + default(DataConfig.uncertain),
+        **choices(UNCERTAIN),
+    ),
+]
+DuplicatesOpt = Annotated[
+    str | None,
+    option(
+        "--duplicates", help=DUPLICATES_HELP + default(DataConfig.duplicates), show_default=False, **choices(DUPLICATES)
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    option(
+        "--seed",
+        help="Seed of initialisation, shuffling and augmentation (splits always use 42)." + default(OptimConfig.seed),
+    ),
+]
+SeedsOpt = Annotated[str | None, option("--seeds", help=SEEDS_HELP)]
+AmpOpt = Annotated[
+    bool | None,
+    option("--amp/--no-amp", help="bf16 autocast on CUDA (ignored on CPU). (default: amp)", show_default=False),
+]
+CompileOpt = Annotated[
+    bool | None, option("--compile/--no-compile", help="torch.compile the model.", show_default=False)
+]
+ConfigOpt = Annotated[
+    Path | None,
+    option("--config", help="YAML experiment file (experiments/*.yaml); command-line options override it."),
+]
+ExperimentOpt = Annotated[str | None, option("--experiment", help="MLflow experiment. (default: medattn-<dataset>)")]
+RunNameOpt = Annotated[str | None, option("--run-name", help="MLflow run name. (default: <model>-<dataset>)")]
+RegisterOpt = Annotated[
+    bool | None,
+    option(
+        "--register/--no-register",
+        help="Register the model as medattn-<dataset> in the model registry.",
+        show_default=False,
+    ),
+]
+SystemMetricsOpt = Annotated[
+    bool | None,
+    option(
+        "--system-metrics/--no-system-metrics",
+        help="Log CPU/GPU/memory system metrics. (default: on)",
+        show_default=False,
+    ),
+]
+NprocOpt = Annotated[
+    int | None,
+    option(
+        "--nproc",
+        help="Train with PyTorch DDP on N local processes (one per GPU, or gloo on CPU): re-launches itself under "
+        "torchrun --nproc-per-node N. --batch-size is then the global batch, split evenly over the processes.",
+    ),
+]
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    model: ModelOpt = None,
+    low_data_regimen: LowDataRegimenOpt = None,
+    perc_train: PercTrainOpt = None,
+    batch_size: BatchSizeOpt = None,
+    img_size: ImgSizeOpt = None,
+    resize: ResizeOpt = None,
+    class_weights: ClassWeightsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    weight_decay: WeightDecayOpt = None,
+    scheduler: SchedulerOpt = None,
+    select_metric: SelectMetricOpt = None,
+    num_workers: NumWorkersOpt = None,
+    data_pipeline: DataPipelineOpt = None,
+    device: DeviceOpt = None,
+    gpu_id: GpuIdOpt = None,
+    save_freq: SaveFreqOpt = None,
+    resume: ResumeOpt = None,
+    ckpt: CkptOpt = None,
+    nr_layers: NrLayersOpt = None,
+    pretrained: PretrainedOpt = None,
+    weights: WeightsOpt = None,
+    head: HeadOpt = None,
+    init: InitOpt = None,
+    zero_init_residual: ZeroInitOpt = None,
+    multiclass: MulticlassOpt = None,
+    uncertain: UncertainOpt = None,
+    duplicates: DuplicatesOpt = None,
+    seed: SeedOpt = None,
+    seeds: SeedsOpt = None,
+    amp: AmpOpt = None,
+    compile: CompileOpt = None,
+    config: ConfigOpt = None,
+    experiment: ExperimentOpt = None,
+    run_name: RunNameOpt = None,
+    register: RegisterOpt = None,
+    system_metrics: SystemMetricsOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    nproc: NprocOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.
+
+    Under torchrun (or with --nproc N) every process trains its share of each global batch and
+    rank 0 alone logs to MLflow and writes checkpoints. With --seeds every seed is its own run.
+    """
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import api
+
+    # The command-line layer of the config, by section; None: not given (the --config file or the default holds).
+    # fmt: off
+    overrides = {
+        "dataset": dataset, "data_dir": data_dir, "img_size": img_size, "resize": resize,
+        "low_data_regimen": low_data_regimen, "perc_train": perc_train, "multiclass": multiclass,
+        "uncertain": uncertain, "num_workers": num_workers, "data_pipeline": data_pipeline, "duplicates": duplicates,
+        "model": model, "pretrained": pretrained, "weights": weights, "head": head, "nr_layers": nr_layers,
+        "init": init, "zero_init_residual": zero_init_residual,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "scheduler": scheduler,
+        "class_weights": class_weights, "select_metric": select_metric, "seed": seed, "amp": amp, "compile": compile,
+        "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "register": register,
+        "save_freq": save_freq, "system_metrics": system_metrics,
+        "device": device_of(device, gpu_id), "ckpt": ckpt,
+    }
+    # fmt: on
+    seed_list = api.parse_seeds(given(seeds))
+    if seed_list and seed is not None:
+        raise MedattnError("give either --seed or --seeds, not both.")
+    cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
+    cfgs = api.seed_configs(cfg, seed_list)  # one run per seed of --seeds
+    if not _relaunched(ctx, nproc, cfg.optim.batch_size):
+        _train_each(cfgs, seeds_given=bool(seed_list), progress=not quiet)
+
+
+def _train_each(cfgs, *, seeds_given: bool, progress: bool) -> None:
+    """Train one run per config (one per seed of --seeds); under DDP rank 0 alone prints the outcome."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import api, distributed
+
+    main_rank = distributed.is_main_process()
+    for i, run_cfg in enumerate(cfgs):
+        if seeds_given and main_rank:
+            typer.echo(f"[{i + 1}/{len(cfgs)}] {run_cfg.model.model}, seed={run_cfg.optim.seed}")
+        result = api.train(run_cfg, progress=progress)
+        if main_rank:
+            _train_outcome(result)
+
+
+def _train_outcome(result) -> None:
+    """The lines ``medattn train`` prints for one training run (an :class:`medattn.api.TrainResult`)."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import tracking
+
+    best = result.best_metrics
+    typer.echo(
+        f"best epoch {result.best_epoch}: "
+        + ", ".join(f"{k}={best[k]:.4f}" for k in ("val_loss", "val_auc", "val_balanced_accuracy") if k in best)
+    )
+    if result.registered_version:
+        name = tracking.registered_model_name(result.config["dataset"])
+        typer.echo(f"registered as {name} version {result.registered_version}")
+    done("train", result.run_id, result.tracking_uri, result.experiment_id)
+
+
+def _relaunched(ctx: click.Context, nproc: int | None, batch_size: int) -> bool:
+    """With ``--nproc N > 1`` outside torchrun: run this command again under torchrun (returns True).
+
+    Raises:
+        MedattnError: ``--nproc`` below 1, contradicting torchrun, or not dividing the global batch.
+    """
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import distributed
+
+    world = distributed.env_world_size()
+    if nproc is not None and nproc < 1:
+        raise MedattnError(f"--nproc must be at least 1, got {nproc}.")
+    if nproc is not None and world > 1 and nproc != world:
+        raise MedattnError(f"--nproc {nproc} contradicts torchrun's {world} processes; drop --nproc under torchrun.")
+    if nproc is None or nproc <= 1 or world != 1:
+        return False
+    # Validate here, so that bad input is one sentence and exit 2 rather than N worker tracebacks.
+    distributed.per_rank_batch(batch_size, nproc)
+    _relaunch_under_torchrun(ctx, nproc)
+    return True
+
+
+def _relaunch_under_torchrun(ctx: click.Context, nproc: int) -> None:
+    """Run this very ``medattn train`` command again under ``torchrun`` and exit with its status."""
+    # loaded when the command runs: --help and shell completion stay free of torch and MLflow
+    from medattn import distributed
+
+    argv = ctx.find_root().meta.get(ARGV_KEY) or sys.argv[1:]
+    cmd = distributed.torchrun_command(nproc, distributed.strip_nproc(argv))
+    typer.echo(f"Launching {nproc} DDP processes: {' '.join(cmd[1:])}", err=True)
+    code = subprocess.call(cmd)
+    if code:
+        raise typer.Exit(2 if code == 2 else 1)
