@@ -6,9 +6,10 @@ STAMP  := $(VENV)/.medattn-installed
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact versions the suite and the demo were run with (pyproject.toml: ranges).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -16,13 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medattn demo
 
-# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the suite,
-# one pytest-xdist worker per core; a file's tests stay on one worker, so its module fixtures run once.
+# Lint habits first (ruff, ruff format, the import-linter layers in pyproject.toml), then the docs site
+# (mkdocs.yml; --strict fails on a broken link, anchor or docstring; built offline into the ignored site/),
+# then the suite, one pytest-xdist worker per core; a file's tests stay on one worker, so its module
+# fixtures run once.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(PY) -m pytest -q -n auto --dist loadfile
 
 clean:
-	rm -rf mlruns mlflow.db optuna.db demo_data .pytest_cache
+	rm -rf mlruns mlflow.db optuna.db demo_data .pytest_cache site

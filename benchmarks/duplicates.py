@@ -1,4 +1,4 @@
-"""Issue 20's benchmark: near-duplicate fingerprints and groups of an ISIC 2020-sized uint8 cache.
+"""Benchmark of the near-duplicate fingerprints and groups of an ISIC 2020-sized uint8 cache.
 
 Writes a synthetic cache of ``--n`` photograph-like ``--size`` px images (smooth random scenes with
 sensor noise) in the layout of :mod:`medattn.data.cache`, plants a copy of every 100th image onto

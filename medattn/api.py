@@ -1,8 +1,8 @@
 """The library API behind every ``medattn`` command: a re-export facade over :mod:`medattn.stages`.
 
-Each function takes a frozen config (:mod:`medattn.config`, checked in its constructor), does the
+Each function takes a frozen config (``TrainConfig`` from :mod:`medattn.config`, the others from their stage modules; checked in its constructor), does the
 work, tracks it in MLflow through :mod:`medattn.tracking`, and returns a plain result object; the
-CLI only parses options and prints results (STYLE habit 4). User mistakes are raised as
+CLI only parses options and prints results, so the same work runs from a notebook or a script. User mistakes are raised as
 :class:`~medattn.errors.MedattnError` *before* any MLflow run starts, so bad input never leaves a
 run behind. No stage imports this module.
 
@@ -16,27 +16,11 @@ Example::
 
 from __future__ import annotations
 
-from medattn.config import (
-    DEMO_MODEL_OVERRIDES,
-    DEMO_MODELS,
-    DEMO_TRAIN_DEFAULTS,
-    BenchConfig,
-    CompareConfig,
-    DemoConfig,
-    FiguresConfig,
-    InterpretConfig,
-    PromoteConfig,
-    SearchConfig,
-    TestConfig,
-    TrainConfig,
-    build_train_config,
-    parse_seeds,
-    quick_config,
-)
+from medattn.config import TrainConfig, build_train_config, parse_seeds
 from medattn.engine import EpochOutput, FitResult
 from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
-from medattn.stages.bench import BenchResult, bench
+from medattn.stages.bench import BenchConfig, BenchResult, bench, quick_config
 from medattn.stages.common import (
     LoadedModel,
     build_model,
@@ -45,14 +29,14 @@ from medattn.stages.common import (
     make_loader,
     predictions_frame,
 )
-from medattn.stages.compare import CompareResult, compare, results_table, to_markdown
-from medattn.stages.demo import DemoResult, demo
-from medattn.stages.evaluate import TestResult, test
-from medattn.stages.figures import FiguresResult, figures
+from medattn.stages.compare import CompareConfig, CompareResult, compare, results_table, to_markdown
+from medattn.stages.demo import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_TRAIN_DEFAULTS, DemoConfig, DemoResult, demo
+from medattn.stages.evaluate import TestConfig, TestResult, test
+from medattn.stages.figures import FiguresConfig, FiguresResult, figures
 from medattn.stages.grid import grid, grid_cells, seed_configs, with_seed
-from medattn.stages.interpret import InterpretResult, interpret
-from medattn.stages.promote import PromoteResult, promote
-from medattn.stages.search import SearchResult, search
+from medattn.stages.interpret import InterpretConfig, InterpretResult, interpret
+from medattn.stages.promote import PromoteConfig, PromoteResult, promote
+from medattn.stages.search import SearchConfig, SearchResult, search
 from medattn.stages.train import EpochCallback, TrainResult, model_summary, resolve_train_config, train
 
 __all__ = [

@@ -116,7 +116,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 @dataclass
 class Manifest:
-    """Size and SHA-256 of every checkpoint a run uploaded (``checkpoints/manifest.json``; issue 17).
+    """Size and SHA-256 of every checkpoint a run uploaded (``checkpoints/manifest.json``): a kill
+    during an upload leaves a torn file that its entry does not match.
 
     MLflow copies a checkpoint into the artifact store without a rename, so a process killed during
     the copy leaves a truncated file under the right name. The manifest is uploaded after the

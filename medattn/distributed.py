@@ -13,7 +13,7 @@ What this module owns, so that :func:`medattn.stages.train.train` only asks "am 
   the padding duplicates, so validation metrics cover exactly the validation split;
 * :func:`gather_output`, which joins every rank's labels, scores and loss before metrics are computed;
 * :func:`on_main`, work rank 0 alone does while the others wait for its result (opening the
-  tracking store, finding the checkpoint to resume from: issue 17).
+  tracking store, finding the checkpoint to resume from).
 
 Parity with a single process (same ``--batch-size``, ``--seed``, ``--num-workers 0``): every rank
 replays the single-process random stream of the augmentation (it runs the random transforms on a
@@ -181,7 +181,7 @@ def on_main(ctx: DistContext, fn: Callable[[], T]) -> T:
     """``fn()`` run by rank 0 alone; every rank gets its result (or fails with its error).
 
     The other ranks wait here (the broadcast is a barrier) and never run ``fn``: e.g. rank 0 alone
-    creates or opens the tracking store (issue 17: two ranks creating a fresh sqlite store at once
+    creates or opens the tracking store (two ranks creating a fresh sqlite store at once
     crash), and reads the checkpoint a resumed run continues from. A :class:`MedattnError` of rank 0
     is raised on every rank with the same sentence; any other failure of rank 0 is re-raised there
     and stops the others with a ``RuntimeError`` instead of leaving them waiting.
@@ -314,7 +314,7 @@ class GlobalBatchSampler(BatchSampler):
         """Factor on this rank's loss of ``step``: 0 for a padding repeat, else 1.
 
         The loss is a weighted sum over the rank's images divided by the nominal per-rank batch
-        (:class:`medattn.engine.WeightedCrossEntropy`, issue 13.2), so DDP's average over the ranks
+        (:class:`medattn.engine.WeightedCrossEntropy`), so DDP's average over the ranks
         already equals the single-process loss of the global batch (its sum over the nominal
         global batch), however unevenly the last batch splits. ``local`` (the rank's images in
         this step) is part of the :class:`~medattn.engine.Parallel` hook and unused here.

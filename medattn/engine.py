@@ -1,5 +1,5 @@
 """Training and evaluation loops. They know nothing about MLflow: explicit arguments in, plain
-results out (STYLE habit 5)."""
+results out."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class EpochOutput:
     Attributes:
         loss: the class-weighted cross-entropy of the whole pass, ``Σ w_i l_i / Σ w_i`` over its
             images (the plain mean per image without class weights; :func:`loss_terms`), so it
-            depends on neither the batch size nor the batch composition (issue 13.2).
+            depends on neither the batch size nor the batch composition.
         y_true: labels, shape (N,).
         scores: softmax probabilities, shape (N, C), in loader order.
         n_images: number of images seen.
@@ -49,7 +49,8 @@ class EpochOutput:
 
 
 SYNC_EVERY = 50
-"""Training steps between host reads of the running loss (divergence check, progress bar; issue 8)."""
+"""Training steps between host reads of the running loss (divergence check, progress bar): a read
+makes the host wait for the GPU, so it happens only every this many steps."""
 
 
 class DivergedError(MedattnError):
@@ -57,7 +58,7 @@ class DivergedError(MedattnError):
 
 
 class WeightedCrossEntropy(nn.Module):
-    """Class-weighted cross-entropy summed over the batch and divided by a fixed ``norm`` (issue 13.2).
+    """Class-weighted cross-entropy summed over the batch and divided by a fixed ``norm``.
 
     ``nn.CrossEntropyLoss(weight=w)`` divides each batch by that batch's own ``Σ w``, so an image's
     share of an epoch's objective depends on which images share its batch: on ISIC (1.8 %
@@ -119,7 +120,8 @@ def _bar(loader: Iterable, desc: str, show: bool):
     # A DataLoader iterator draws its base seed from loader.generator when it is created, so that
     # throwaway draw would shift the shuffling permutation drawn next from the same generator (and,
     # for a loader without a generator, the global RNG that drives augmentation). The bar therefore
-    # gets a lazy view: exactly one iterator per pass, as GlobalBatchSampler assumes (issue 9).
+    # gets a lazy view: exactly one iterator per pass, as GlobalBatchSampler assumes
+    # (tests/test_distributed.py checks it).
     return tqdm(_lazy(loader), desc=desc, total=total, leave=False, disable=not show, unit="batch", dynamic_ncols=True)
 
 
@@ -163,7 +165,7 @@ def train_one_epoch(
         DivergedError: the loss became NaN or infinite.
     """
     model.train()
-    # Issue 8: the loss sum, labels and probabilities stay on the device and are read once per
+    # The loss sum, labels and probabilities stay on the device and are read once per
     # epoch; the divergence check and the progress bar read them every SYNC_EVERY steps only, so
     # the host does not wait for the GPU on each step.
     total, weight, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
@@ -193,7 +195,7 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{total.item() / weight.item():.4f}")
     if not (finite_check(total) if finite_check is not None else torch.isfinite(total)):
         raise DivergedError(f"the training loss became {total.item()} in {desc}; lower --lr or check the data.")
-    out = _output(total.item(), weight.item(), n, ys, ps)  # issue 8: time includes the one end-of-epoch sync
+    out = _output(total.item(), weight.item(), n, ys, ps)  # the time includes the one end-of-epoch sync
     return dataclasses.replace(out, seconds=time.perf_counter() - start)
 
 
@@ -211,10 +213,10 @@ def evaluate(
     """Loss and probabilities of ``model`` over ``loader`` in eval mode (loader order kept).
 
     The loss is ``Σ w_i l_i / Σ w_i`` over the whole split (class weights from ``loss_fn.weight``,
-    :func:`loss_terms`), independent of the batch size and composition (issue 13.2).
+    :func:`loss_terms`), independent of the batch size and composition.
     """
     model.eval()
-    # on the device: no per-batch host sync (issue 8)
+    # on the device: no per-batch host sync (the host would wait for the GPU)
     total, weight, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     ys, ps = [], []
     start = time.perf_counter()
@@ -336,7 +338,7 @@ def _passes(model, loaders, optimizer, loss_fn, device, par: Parallel, tag: str,
         loss_scale=par.loss_scale(train_loader),
         finite_check=par.finite_check(),
     )
-    # Issue 13.4: validation picks best.pt (and, through best_val_*, the champion), so it runs in
+    # Validation picks best.pt (and, through best_val_*, the champion), so it runs in
     # fp32 like `test`, never from bf16 logits (coarser scores, more ties), even with amp on.
     va = evaluate(par.eval_model(model), val_loader, loss_fn, device, amp=False, desc=f"{tag} val", progress=show)
     return par.gather(tr), par.gather(va)

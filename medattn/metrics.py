@@ -23,13 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm, rankdata
-from sklearn.metrics import (
-    accuracy_score,
-    precision_recall_fscore_support,
-    recall_score,
-    roc_auc_score,
-)
 
 __all__ = [
     "PairedDifference",
@@ -113,6 +106,9 @@ def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     n_neg = positive.shape[0] - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    # scipy / scikit-learn load on first use: the command line reads the metric names below without them (~1.5 s)
+    from scipy.stats import rankdata
+
     ranks = rankdata(score)  # average ("mid") ranks, so ties count one half
     rank_sum = float(np.sum(ranks[positive]))
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
@@ -185,6 +181,9 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, 
     Raises:
         ValueError: If the shapes disagree or a label is outside ``[0, C)``.
     """
+    # scipy / scikit-learn load on first use: the command line reads the metric names below without them (~1.5 s)
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, recall_score, roc_auc_score
+
     y, s = _check(y_true, scores)
     n_classes = s.shape[1]
     pred = np.argmax(s, axis=1)
@@ -388,6 +387,9 @@ def paired_bootstrap(
     elif sd == 0.0:
         p = 0.0
     else:
+        # scipy / scikit-learn load on first use: the command line reads the metric names below without them (~1.5 s)
+        from scipy.stats import norm
+
         p = float(2.0 * norm.sf(abs(delta) / sd))
     return PairedDifference(float(delta), float(low), float(high), min(p, 1.0), len(diffs))
 

@@ -1,6 +1,7 @@
 """Where and how reproducibly a stage runs: the device, the seeds, torch's global flags.
 
-Nothing here runs at import (STYLE habit 7); stages call these at run time.
+Nothing here runs at import (importing medattn must not change torch's global state); stages call
+these at run time.
 """
 
 from __future__ import annotations

@@ -7,13 +7,25 @@ starts ``mlflow server --app-name basic-auth`` (MLflow's authentication app, the
 extra) with the PostgreSQL backend store and a local artifact destination on another free port.
 Without PostgreSQL's binaries (or with ``--sqlite``) the stores are SQLite files instead.
 
+PostgreSQL asks every connection for a password (``scram-sha-256``, over TCP and the Unix socket
+alike), so no other local user reaches the databases. Three roles, each with a generated password:
+the superuser ``postgres`` (administration only), ``mlflow`` (owns ``mlflow`` and ``mlflow_auth``;
+the tracking server connects as it, its password given through ``PGPASSWORD`` to that process only,
+never on a command line) and ``optuna`` (owns ``optuna`` and may connect to nothing else). The
+passwords are kept in the stack's private state, ``<root>/team_server.secrets.json`` (mode 0600 in a
+0700 folder), for whoever administers the stack.
+
 With authentication (the default) the server gets a generated Flask secret key
 (``MLFLOW_FLASK_SERVER_SECRET_KEY``) and a generated admin password (``MLFLOW_AUTH_ADMIN_PASSWORD``,
 given to the server process only); ``start`` then creates two users with generated passwords,
 ``editor`` (EDIT) and ``reader`` (READ) on the experiment and the registered model
-``medattn-<dataset>``, and prints the environment each user needs. No password is written to disk
-(the auth store keeps hashes). Everything is stopped again by :meth:`TeamServer.stop` (also on errors
-when used as a context manager).
+``medattn-<dataset>``, and prints the environment each user needs. Only the admin and the editor get
+``OPTUNA_STORAGE`` (the ``optuna`` role's URL): a reader gets no Optuna access, so no write access
+either. MLflow users' passwords are not written to disk (the auth store keeps hashes). Everything is
+stopped again by :meth:`TeamServer.stop` (also on errors when used as a context manager).
+
+``start`` creates its ``--root`` (marked as its own by a ``.medattn-team-root`` file) and refuses a
+non-empty folder it did not create, so a mistyped ``--root`` never deletes anyone's files.
 
 Usage::
 
@@ -50,6 +62,12 @@ from pathlib import Path
 HOST = "127.0.0.1"
 TEAM_USERS = {"editor": "EDIT", "reader": "READ"}
 """The users ``start`` creates besides ``admin``, and their rights on the team's experiment and registered model."""
+OPTUNA_USERS = ("admin", "editor")
+"""The users whose environment holds ``OPTUNA_STORAGE`` (a reader gets no Optuna access)."""
+SECRETS_FILE = "team_server.secrets.json"
+ROOT_MARKER = ".medattn-team-root"
+PG_ROLES = ("postgres", "mlflow", "optuna")
+"""PostgreSQL roles with a generated password: the superuser, the tracking server's and Optuna's."""
 GRANT_PATH = "/api/3.0/mlflow/users/permissions/grant"
 STATE_FILE = "team_server.json"
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / "medattn-team-server"
@@ -143,6 +161,7 @@ class TeamServer:
         self.pg_root = self.root
         self._pg_started = False
         self.passwords: dict[str, str] = {}
+        self.pg_passwords: dict[str, str] = {}
 
     # ---- URIs ------------------------------------------------------------------------------
     @property
@@ -150,16 +169,20 @@ class TeamServer:
         """``http://127.0.0.1:PORT`` of the MLflow server."""
         return f"http://{HOST}:{self.mlflow_port}"
 
-    def db_uri(self, database: str) -> str:
-        """SQLAlchemy URL of one database: the cluster's (user ``postgres``, trust auth on 127.0.0.1) or ``<root>/<database>.db``."""
+    def db_uri(self, database: str, role: str = "mlflow") -> str:
+        """SQLAlchemy URL of one database without a password: the cluster's (as ``role``; the password
+        comes from ``PGPASSWORD``) or ``<root>/<database>.db``."""
         if not self.postgres:
             return f"sqlite:///{self.root.resolve() / database}.db"
-        return f"postgresql+psycopg2://postgres@{HOST}:{self.pg_port}/{database}"
+        return f"postgresql+psycopg2://{role}@{HOST}:{self.pg_port}/{database}"
 
     @property
     def optuna_uri(self) -> str:
-        """Optuna storage URL (the ``optuna`` database)."""
-        return self.db_uri("optuna")
+        """Optuna storage URL (the ``optuna`` database as role ``optuna``, its password in the URL: Optuna's clients
+        read it from ``OPTUNA_STORAGE`` or ``--storage``, and medattn redacts it wherever it logs or prints it)."""
+        if not self.postgres:
+            return self.db_uri("optuna")
+        return f"postgresql+psycopg2://optuna:{self.pg_passwords['optuna']}@{HOST}:{self.pg_port}/optuna"
 
     @property
     def team_name(self) -> str:
@@ -167,8 +190,11 @@ class TeamServer:
         return f"medattn-{self.dataset}"
 
     def env(self, user: str | None) -> dict[str, str]:
-        """The environment a client needs: the server, its login (``user`` of :attr:`passwords`) and Optuna's storage."""
-        env = {"MLFLOW_TRACKING_URI": self.tracking_uri, "OPTUNA_STORAGE": self.optuna_uri}
+        """The environment a client needs: the server, its login (``user`` of :attr:`passwords`) and, for
+        the admin and the editor (:data:`OPTUNA_USERS`) or without authentication, Optuna's storage."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if user is None or user in OPTUNA_USERS:
+            env["OPTUNA_STORAGE"] = self.optuna_uri
         if user is not None:
             env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=self.passwords[user])
         return env
@@ -192,10 +218,24 @@ class TeamServer:
             return ["runuser", "-u", "postgres", "--", *cmd]
         return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(cmd)]
 
-    def _run(self, cmd: list[str], timeout: float = 120) -> None:
-        proc = subprocess.run(self._as_postgres(cmd), capture_output=True, text=True, timeout=timeout)
+    def _run(self, cmd: list[str], timeout: float = 120, *, stdin: str | None = None, env: dict | None = None) -> None:
+        proc = subprocess.run(
+            self._as_postgres(cmd), capture_output=True, text=True, timeout=timeout, input=stdin, env=env
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+
+    def _pg_env(self, role: str = "postgres") -> dict[str, str]:
+        """This process's environment with ``role``'s password in ``PGPASSWORD`` (libpq's client variable)."""
+        env = dict(os.environ)
+        if role in self.pg_passwords:
+            env["PGPASSWORD"] = self.pg_passwords[role]
+        return env
+
+    def _sql(self, statements: list[str], database: str = "postgres") -> None:
+        """Run SQL as the superuser over TCP with its password (``psql`` stops at the first error)."""
+        cmd = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-w", "-h", HOST, "-p", str(self.pg_port)]
+        self._run([*cmd, "-U", "postgres", "-d", database], stdin="\n".join(statements) + "\n", env=self._pg_env())
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> TeamServer:
@@ -209,7 +249,7 @@ class TeamServer:
             raise RuntimeError(
                 "PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed; apt-get install postgresql"
             )
-        self.root.mkdir(parents=True, exist_ok=True)
+        claim_root(self.root)
         try:
             if self.postgres:
                 self._start_postgres()
@@ -224,6 +264,7 @@ class TeamServer:
 
     def _start_postgres(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.pg_passwords = {role: secrets.token_urlsafe(24) for role in PG_ROLES}
         if os.geteuid() == 0:
             # user postgres must reach the cluster, and pytest's (or the caller's) folders may be
             # private to root: the cluster gets its own world-traversable temporary folder
@@ -234,18 +275,29 @@ class TeamServer:
             shutil.chown(self.socket_dir, "postgres", "postgres")
             self.pgdata.mkdir(exist_ok=True)
             shutil.chown(self.pgdata, "postgres", "postgres")
-        self._run(
-            [
-                str(self.bin / "initdb"),
-                "-D",
-                str(self.pgdata),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-sync",
-            ]
-        )
+        pwfile = self.socket_dir / "superuser.pw"  # read by initdb, removed right after
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.pg_passwords["postgres"] + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        try:
+            self._run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        (self.pgdata / "pg_hba.conf").write_text(PG_HBA)
         self.pg_port = free_port()
         opts = f"-c listen_addresses={HOST} -p {self.pg_port} -k {self.socket_dir} -c fsync=off"
         self._run(
@@ -265,8 +317,21 @@ class TeamServer:
             timeout=90,
         )
         self._pg_started = True
-        for database in ("mlflow", "optuna", "mlflow_auth"):
-            self._run([str(self.bin / "createdb"), "-h", HOST, "-p", str(self.pg_port), "-U", "postgres", database])
+        pw = self.pg_passwords
+        self._sql(
+            [
+                "SET password_encryption = 'scram-sha-256';",
+                f"CREATE ROLE mlflow LOGIN PASSWORD '{pw['mlflow']}';",
+                f"CREATE ROLE optuna LOGIN PASSWORD '{pw['optuna']}';",
+                "CREATE DATABASE mlflow OWNER mlflow;",
+                "CREATE DATABASE mlflow_auth OWNER mlflow;",
+                "CREATE DATABASE optuna OWNER optuna;",
+                # a role connects only to the databases granted here (PUBLIC may connect to none)
+                "REVOKE ALL ON DATABASE mlflow, mlflow_auth, optuna, postgres, template1 FROM PUBLIC;",
+                "GRANT CONNECT ON DATABASE mlflow, mlflow_auth TO mlflow;",
+                "GRANT CONNECT ON DATABASE optuna TO optuna;",
+            ]
+        )
 
     def _auth_config(self) -> Path:
         """MLflow's ``basic_auth.ini``: its user store, READ by default; no password in it (the admin's
@@ -283,8 +348,10 @@ class TeamServer:
 
     def _server_env(self) -> dict[str, str]:
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI", "PGPASSWORD"):
             env.pop(var, None)
+        if self.postgres:
+            env["PGPASSWORD"] = self.pg_passwords["mlflow"]  # libpq reads it: no password on the command line
         if self.auth:
             self.passwords["admin"] = secrets.token_urlsafe(18)
             env.update(
@@ -394,20 +461,23 @@ class TeamServer:
 
     # ---- state for the start/stop CLI ------------------------------------------------------
     def _write_state(self) -> None:
-        # no password here: they are printed once by `start` and live only hashed in the auth store
+        # no MLflow user's password here: they are printed once by `start` and live only hashed in the
+        # auth store; the PostgreSQL roles' passwords go to the private secrets file (0600) alone
         state = {
             "root": str(self.root),
             "pg_port": self.pg_port,
             "mlflow_port": self.mlflow_port,
             "mlflow_pid": self.mlflow_pid,
             "tracking_uri": self.tracking_uri,
-            "optuna_uri": self.optuna_uri,
+            "optuna_uri": self.db_uri("optuna", "optuna"),
             "mlflow_db_uri": self.db_uri("mlflow"),
             "pg_root": str(self.pg_root),
             "postgres": self.postgres,
             "auth": self.auth,
         }
         (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if self.pg_passwords:
+            write_private(self.root / SECRETS_FILE, json.dumps({"postgres_roles": self.pg_passwords}, indent=2))
 
     @classmethod
     def from_state(cls, root: str | Path) -> TeamServer:
@@ -418,6 +488,42 @@ class TeamServer:
         ts.pg_root = Path(state["pg_root"])
         ts._pg_started = ts.postgres
         return ts
+
+
+PG_HBA = """\
+# medattn team stack: every connection, over the Unix socket or TCP on 127.0.0.1, needs its role's password
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+"""
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (mode 0600 from creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+class RootNotOursError(RuntimeError):
+    """``--root`` exists, is not empty, and was not created by this script."""
+
+
+def claim_root(root: Path) -> None:
+    """Create ``root`` (mode 0700, marked as this script's) or accept an empty one or one it created before.
+
+    Raises:
+        RootNotOursError: ``root`` holds files and no :data:`ROOT_MARKER` (nothing is deleted).
+    """
+    if root.exists() and any(root.iterdir()) and not (root / ROOT_MARKER).is_file():
+        raise RootNotOursError(
+            f"{root} is not empty and was not created by team_server.py; pass a new folder with --root "
+            "(nothing in it was touched)."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    (root / ROOT_MARKER).write_text("created by scripts/team_server.py; `stop` may delete this folder's stack\n")
 
 
 def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
@@ -479,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         TeamServer.from_state(root).stop()
         (root / STATE_FILE).unlink()
+        (root / SECRETS_FILE).unlink(missing_ok=True)
         print(f"stopped the team server in {root}")
         return 0
     if (root / STATE_FILE).exists():
@@ -487,8 +594,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if root.exists():
-        shutil.rmtree(root)
+    try:
+        claim_root(root)
+    except RootNotOursError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    for entry in root.iterdir():  # a stack this script started and stopped before: start afresh
+        if entry.name != ROOT_MARKER:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     ts = TeamServer(root, postgres=False if args.sqlite else None, auth=not args.no_auth, dataset=args.dataset)
     try:
         ts.start()
@@ -496,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     _print_envs(ts)
+    if ts.pg_passwords:
+        print(f"# PostgreSQL role passwords (administration only): {root / SECRETS_FILE} (mode 0600)")
     print(f"stop it with: python scripts/team_server.py stop --root {root}")
     return 0
 
@@ -504,8 +619,8 @@ def _print_envs(ts: TeamServer) -> None:
     """Each user's environment, as ``export`` lines (the passwords are shown this once only)."""
     users = {
         "admin": "admin: manages users and permissions",
-        "editor": f"editor: EDIT on experiment and registered model {ts.team_name}",
-        "reader": f"reader: READ on experiment and registered model {ts.team_name}",
+        "editor": f"editor: EDIT on experiment and registered model {ts.team_name}; Optuna studies",
+        "reader": f"reader: READ on experiment and registered model {ts.team_name}; no Optuna access",
     }
     for user, what in users.items() if ts.auth else [(None, "no authentication")]:
         print(f"# {what}")

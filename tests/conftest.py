@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 
 from medattn import tracking
 from medattn.cli import app
-from medattn.config import SearchConfig, TrainConfig
+from medattn.config import TrainConfig
 from medattn.data import write_synthetic
 from medattn.stages import train as train_stage
+from medattn.stages.search import SearchConfig
 from medattn.stages.train import TrainResult, resolve_train_config
 
 # The tiny training setup every training test starts from: a one-block DeiT at 32 px, one epoch.

@@ -24,12 +24,12 @@ HOMES = {
     "bench": "medattn.stages.bench",
     "load_trained": "medattn.stages.common",
     "TrainConfig": "medattn.config",
-    "TestConfig": "medattn.config",
-    "InterpretConfig": "medattn.config",
-    "FiguresConfig": "medattn.config",
-    "CompareConfig": "medattn.config",
-    "SearchConfig": "medattn.config",
-    "PromoteConfig": "medattn.config",
+    "TestConfig": "medattn.stages.evaluate",
+    "InterpretConfig": "medattn.stages.interpret",
+    "FiguresConfig": "medattn.stages.figures",
+    "CompareConfig": "medattn.stages.compare",
+    "SearchConfig": "medattn.stages.search",
+    "PromoteConfig": "medattn.stages.promote",
     "resolve_device": "medattn.runtime",
 }
 

@@ -1,4 +1,4 @@
-"""The package's shape (issue 15), read from its source: only ``medattn.tracking`` imports mlflow,
+"""The package's shape (``docs/architecture.md``), read from its source: only ``medattn.tracking`` imports mlflow,
 ``api.py`` is a short facade no stage imports, functions stay under 80 lines, and an import inside a
 function body says why in a comment. The layers themselves are ``lint-imports``' job (pyproject)."""
 

@@ -1,4 +1,4 @@
-"""The checksum manifest of a run's checkpoints (issue 17): a torn upload does not match its entry."""
+"""The checksum manifest of a run's checkpoints : a torn upload does not match its entry."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 commands (one ``Error:`` sentence, exit code 2, no traceback, no new run).
 
 Bad input of one stage is tested beside it as well (``tests/stages/test_train.py``,
-``test_evaluate.py``, ``test_search.py``, ...); the README's troubleshooting table lists all of it.
+``test_evaluate.py``, ``test_search.py``, ...); ``docs/troubleshooting.md`` lists all of it.
 """
 
 from __future__ import annotations

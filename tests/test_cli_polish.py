@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from medattn.cli import app
 from medattn.cli.options import registry_names
 from medattn.config import (
-    CASES,
     DATA_PIPELINES,
     HEADS,
     INITS,
@@ -24,6 +23,7 @@ from medattn.config import (
     UNCERTAIN,
 )
 from medattn.metrics import EPOCH_METRIC_NAMES
+from medattn.stages.compare import CASES
 
 
 def _names(kind: str) -> list[str]:

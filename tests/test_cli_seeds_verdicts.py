@@ -1,4 +1,4 @@
-"""The command line of issue 12.3/12.4: ``--seeds`` on train, grid and demo; ``compare`` prints one
+"""The command line of seeds, verdicts and ties: ``--seeds`` on train, grid and demo; ``compare`` prints one
 verdict per attention variant; ``promote`` says how it broke a tie."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from medattn import api, tracking
-from medattn.config import DemoConfig, parse_seeds
+from medattn.config import parse_seeds
 from medattn.errors import ConfigError
 from medattn.metrics import roc_auc
 from medattn.stages import compare, grid
 from medattn.stages import demo as demo_stage
+from medattn.stages.demo import DemoConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

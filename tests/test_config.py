@@ -4,18 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from medattn.config import (
-    FiguresConfig,
-    InterpretConfig,
-    TestConfig,
-    build_train_config,
-    config_from_flat,
-    load_yaml,
-    parse_batch_sizes,
-    split_name,
-)
+from medattn.config import build_train_config, config_from_flat, load_yaml, parse_batch_sizes, split_name
 from medattn.errors import ConfigError
+from medattn.stages.evaluate import TestConfig
+from medattn.stages.figures import FiguresConfig
 from medattn.stages.grid import grid_cells
+from medattn.stages.interpret import InterpretConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +47,7 @@ def test_flat_roundtrip():
         ({"epochs": 0}, "--epochs must be positive"),
         ({"lr": -1}, "--lr must be positive"),
         ({"resize": "direct"}, "did you mean 'direct_resize'"),
-        ({"select_metric": "auc"}, "--select-metric must name a logged metric"),
+        ({"select_metric": "auc"}, "unknown per-epoch metric .auc. for --select-metric; did you mean .val_auc."),
         ({"resume": "abc", "ckpt": "x.pt"}, "not both"),
         ({"epochs": "many"}, "not a valid int"),
     ],
@@ -97,7 +91,8 @@ def test_paper_grid_settings():
     isic = load_yaml(REPO / "experiments/paper/isic2020.yaml")
     aptos = load_yaml(REPO / "experiments/paper/aptos2019.yaml")
     assert isic["class_weights"] is True and aptos["class_weights"] is False
-    # head "paper": resolved per family by the model factory (DenseNets flatten, ResNets pool), issue 13
+    # head "paper": resolved per family by the model factory (DenseNets flatten, ResNets pool), as the
+    # original project did
     assert isic["head"] == "paper" and isic["init"] == "paper" and isic["select_metric"] == "val_loss"
 
 
@@ -120,7 +115,7 @@ def test_parse_batch_sizes():
     ],
 )
 def test_configs_refuse_bad_values_in_their_constructor(make, needle):
-    """The Python API refuses what the CLI refuses, before any work (issue 15)."""
+    """The Python API refuses what the CLI refuses, before any work."""
     with pytest.raises(ConfigError, match=needle):
         make()
 

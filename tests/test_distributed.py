@@ -48,7 +48,7 @@ def test_rank_shares_rebuild_the_single_process_batches(tiny_config, world):
             # each rank's loss is its weighted sum over the nominal per-rank batch, so DDP's average
             # gives every image weight scale / (world · local) = 1 / global batch, the single-process
             # loss's (a sum over the nominal batch), even in an uneven last batch; a rank left
-            # without images repeats one at weight 0 (issue 13.2)
+            # without images repeats one at weight 0
             global_batch = cfg.optim.batch_size
             local = distributed.per_rank_batch(global_batch, world)
             weights = [s.loss_scale(k, len(batches[k][1])) for batches, s in ranks]
@@ -88,7 +88,7 @@ def test_helpers():
 
 @pytest.mark.parametrize("show", [False, True])
 def test_training_pass_draws_the_batches_global_batch_sampler_rebuilds(show):
-    # Issue 9's root cause: tqdm.auto (tqdm.asyncio) called iter(loader) in its constructor, a
+    # A bug this guards against: tqdm.auto (tqdm.asyncio) called iter(loader) in its constructor, a
     # throwaway DataLoader iterator whose base-seed draw advanced loader.generator before the
     # shuffling permutation, so api.train's single-process batches were not the ones a fresh
     # loader (and GlobalBatchSampler) draws. The progress bar must create exactly one iterator.

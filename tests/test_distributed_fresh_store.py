@@ -1,4 +1,4 @@
-"""``torchrun --nproc-per-node 2`` in a folder with no store yet (issue 17): rank 0 alone creates it."""
+"""``torchrun --nproc-per-node 2`` in a folder with no store yet: rank 0 alone creates it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DDP with the weighted-sum training loss (issue 13.2): each rank's gradient share, averaged as DDP
+"""DDP with the weighted-sum training loss: each rank's gradient share, averaged as DDP
 does, equals the single-process gradient of the global batch, and the gathered validation loss is
 ``Σ w l / Σ w`` over the whole split, as one process computes it.
 

@@ -1,4 +1,4 @@
-"""The weighted loss (issue 13.2) and fp32 validation (issue 13.4) of medattn.engine, against values
+"""The weighted loss and fp32 validation of medattn.engine, against values
 worked out by hand."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Tests of medattn.metrics against values worked out by hand (STYLE habit 6)."""
+"""Tests of medattn.metrics against values worked out by hand (a
+number checked only against the code's own output cannot be wrong)."""
 
 from __future__ import annotations
 

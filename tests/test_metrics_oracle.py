@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from medattn.config import TestConfig
 from medattn.engine import EpochOutput
 from medattn.metrics import oracle_metrics
-from medattn.stages.evaluate import ceiling_metrics
+from medattn.stages.evaluate import TestConfig, ceiling_metrics
 
 
 def _draw(n: int = 600, seed: int = 0):

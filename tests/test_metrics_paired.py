@@ -1,4 +1,4 @@
-"""medattn.metrics.paired_bootstrap against a case worked out by hand (issue 12.3)."""
+"""medattn.metrics.paired_bootstrap against a case worked out by hand."""
 
 from __future__ import annotations
 

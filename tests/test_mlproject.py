@@ -1,4 +1,4 @@
-"""``mlflow run`` as its users type it (issue 14.1, 14.2): every entry point of the MLproject with
+"""``mlflow run`` as its users type it: every entry point of the MLproject with
 the spellings the CLI accepts (``model=SEResNet50``, ``lr=1e-3``, ``split=validation``, the
 default relative search storage) and ``model_uri=models:/…@champion``, without
 ``--experiment-name``, so that ``promote`` and ``compare`` must find the project's runs in the
@@ -6,7 +6,7 @@ Default experiment.
 
 The project files are copied into ``tmp_path`` so that the relative paths of the MLproject's
 defaults (``demo_data``, ``sqlite:///optuna.db``) land there; ``python -m medattn`` comes from the
-venv first on PATH, as the README's ``. .venv/bin/activate`` arranges.
+venv first on PATH, as the ``. .venv/bin/activate`` of ``docs/mlflow.md`` arranges.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     assert compare.data.tags[tracking.TAG_KIND] == "compare" and compare.info.status == "FINISHED"
     assert compare.info.experiment_id == "0"
 
-    # a relative sqlite path, spelled as the README does (the MLproject default "" means $OPTUNA_STORAGE, else this)
+    # a relative sqlite path, spelled as docs/mlflow.md does (the MLproject default "" means $OPTUNA_STORAGE, else this)
     mlflow_run(
         project,
         "search",
@@ -119,10 +119,10 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     assert not mlflow.active_run()
 
 
-def test_mlproject_and_readme_say_how_to_run_it():
-    """Entry points take run_id or model_uri; the README activates the venv (MLflow starts ``python``
-    from PATH), names the experiment in every ``mlflow run`` example and installs the ``gpu`` extra
-    that GPU system metrics need."""
+def test_mlproject_and_docs_say_how_to_run_it():
+    """Entry points take run_id or model_uri; ``docs/mlflow.md`` activates the venv (MLflow starts
+    ``python`` from PATH) and names the experiment in every ``mlflow run`` example, and
+    ``docs/performance.md`` installs the ``gpu`` extra that GPU system metrics need."""
     spec = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
     for entry in ("test", "interpret", "figures"):
         params = spec[entry]["parameters"]
@@ -130,12 +130,11 @@ def test_mlproject_and_readme_say_how_to_run_it():
         assert "--model-uri {model_uri}" in spec[entry]["command"], entry
     for entry in ("promote", "compare"):
         assert spec[entry]["parameters"]["experiment"]["default"] == "", entry
-    readme = (REPO / "README.md").read_text()
-    lines = readme.splitlines()
+    lines = (REPO / "docs" / "mlflow.md").read_text().splitlines()
     runs = [i for i, ln in enumerate(lines) if ln.startswith("mlflow run ")]
     assert len(runs) >= 8
     assert all("--experiment-name" in lines[i] for i in runs), [lines[i] for i in runs]
     assert ". .venv/bin/activate" in lines[runs[0] - 1]
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("nvidia-ml-py") for req in extras["gpu"])
-    assert "pip install -e '.[gpu]'" in readme
+    assert "pip install -e '.[gpu]'" in (REPO / "docs" / "performance.md").read_text()

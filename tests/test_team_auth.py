@@ -1,4 +1,4 @@
-"""Issue 19: a team server that lets in only the team (``scripts/team_server.py``, MLflow's basic-auth app).
+"""A team server that lets in only the team (``scripts/team_server.py``, MLflow's basic-auth app).
 
 One ``mlflow server --app-name basic-auth`` on 127.0.0.1 (SQLite stores, so no PostgreSQL is
 needed) with the users the script creates: ``editor`` (EDIT) and ``reader`` (READ) on experiment

@@ -2,13 +2,17 @@
 
 ``medattn train``, ``test`` and ``promote`` run against the server as user ``editor``; the runs and the champion alias
 are read back through the REST API. Then two ``medattn search`` worker processes share one Optuna
-study in the same PostgreSQL cluster, and every trial must be recorded exactly once. Skipped where
-Debian's PostgreSQL server binaries are missing (``.ci/run`` installs them).
+study in the same PostgreSQL cluster, and every trial must be recorded exactly once. The stack's own
+security: no local user (``nobody``) reaches PostgreSQL without a password, Optuna's role reaches only
+its database, the passwords stay in the private state, ``start`` never takes over someone's folder,
+and a database URI's password is never logged or printed. Skipped where Debian's PostgreSQL server
+binaries are missing (``.ci/run`` installs them).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -196,3 +200,94 @@ def test_two_search_workers_share_one_postgres_study(server, demo_dir, tmp_path)
     assert all(r["info"]["status"] != "RUNNING" for r in runs)
     children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" for t in r["data"]["tags"])]
     assert len(children) == 4
+
+
+# ---- the stack's own security -------------------------------------------------------------------------
+def _psql(server, role: str, database: str, host: str, password: str | None = None) -> subprocess.CompletedProcess:
+    """``psql`` as another local user (``nobody`` when we are root, else ourselves) with ``role``'s password or none."""
+    as_other = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    cmd = [*as_other, str(server.bin / "psql"), "-X", "-w", "-h", host, "-p", str(server.pg_port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return subprocess.run(
+        [*cmd, "-U", role, "-d", database, "-tAc", "select current_user"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_local_non_owner_cannot_connect_without_a_password(server):
+    for host in (team_server.HOST, str(server.socket_dir)):  # TCP and the Unix socket
+        for role in ("postgres", "mlflow", "optuna"):
+            for database in ("mlflow", "optuna", "postgres"):
+                proc = _psql(server, role, database, host)
+                assert proc.returncode != 0 and "password" in proc.stderr, (host, role, database, proc.stdout)
+        proc = _psql(server, "postgres", "mlflow", host, password="guessed")
+        assert proc.returncode != 0 and "password authentication failed" in proc.stderr
+    # Optuna's role reaches its own database, and no other
+    optuna_pw = server.pg_passwords["optuna"]
+    ok = _psql(server, "optuna", "optuna", team_server.HOST, optuna_pw)
+    assert ok.returncode == 0 and ok.stdout.strip() == "optuna", ok.stderr
+    for database in ("mlflow", "mlflow_auth", "postgres"):
+        proc = _psql(server, "optuna", database, team_server.HOST, optuna_pw)
+        assert proc.returncode != 0 and "permission denied" in proc.stderr, (database, proc.stderr)
+
+
+def test_the_stack_keeps_its_passwords_private(server):
+    secrets_file = server.root / team_server.SECRETS_FILE
+    assert secrets_file.stat().st_mode & 0o777 == 0o600 and server.root.stat().st_mode & 0o777 == 0o700
+    assert json.loads(secrets_file.read_text())["postgres_roles"] == server.pg_passwords
+    passwords = list(server.pg_passwords.values())
+    state = (server.root / team_server.STATE_FILE).read_text()
+    cmdline = Path(f"/proc/{server.mlflow_pid}/cmdline").read_bytes().decode()
+    ini = (server.root / "basic_auth.ini").read_text()
+    for text in (state, cmdline, ini):  # other local users can read a command line; the state is not private
+        assert not any(pw in text for pw in passwords)
+    # readers get no Optuna access; the editor gets Optuna's own role, not the superuser
+    assert "OPTUNA_STORAGE" not in server.env("reader")
+    assert server.env("editor")["OPTUNA_STORAGE"].startswith("postgresql+psycopg2://optuna:")
+
+
+def test_start_refuses_a_root_it_did_not_create(tmp_path):
+    root = tmp_path / "someones-folder"
+    root.mkdir()
+    (root / "thesis.tex").write_text("years of work")
+    assert team_server.main(["start", "--root", str(root), "--sqlite"]) == 2
+    assert (root / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in root.iterdir()) == ["thesis.tex"]
+
+
+def test_a_database_password_is_never_logged_or_printed(server, demo_dir, tmp_path, tiny_args):
+    """A tracking URI straight to the database, password included: params, tags, artifacts and output stay clean."""
+    import mlflow
+
+    password = server.pg_passwords["mlflow"]
+    uri = f"postgresql+psycopg2://mlflow:{password}@{team_server.HOST}:{server.pg_port}/mlflow"
+    env = {k: v for k, v in _env(server).items() if not k.startswith(("MLFLOW_TRACKING", "OPTUNA"))}
+    args = ["train", "--dataset", "demo", "--data-dir", str(demo_dir), *tiny_args, "--epochs", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "medattn", *args, "--experiment", "direct-db", "--tracking-uri", uri],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert password not in proc.stdout + proc.stderr and "mlflow:***@" in proc.stdout
+    run_id = _run_id(proc.stdout)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        data = mlflow.get_run(run_id).data
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / "back")))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert data.params["tracking_uri"] == uri.replace(password, "***")
+    assert not any(password in v for v in [*data.params.values(), *data.tags.values()])
+    texts = [p for p in local.rglob("*") if p.is_file() and p.suffix in {".yaml", ".csv", ".txt", ".json"}]
+    assert any(p.name == "config.yaml" for p in texts)
+    assert not [p for p in texts if password in p.read_text(errors="replace")]

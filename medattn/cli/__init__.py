@@ -114,7 +114,11 @@ class _Group(TyperGroup):
                     raise
                 raise err from None
         except MedattnError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            # a database password inside a URI is never printed (only a command that loaded
+            # medattn.tracking can have a store URI in its message)
+            tracking = sys.modules.get("medattn.tracking")
+            text = tracking.redact_secrets(str(exc)) if tracking is not None else str(exc)
+            click.echo(f"Error: {text}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
 

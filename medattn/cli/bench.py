@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import DeviceOpt, default, option, registry_names, split_list
-from medattn.config import BenchConfig
+from medattn.stages.bench import BenchConfig
 
 app = typer.Typer(add_completion=False)
 C = BenchConfig  # options left out (None) keep the config class's defaults, shown in their help

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import QuietOpt, TrackingUriOpt, choices, done, given, option
-from medattn.config import CASES, CompareConfig
 from medattn.metrics import CLASSIFICATION_KEYS
+from medattn.stages.compare import CASES, CompareConfig
 
 app = typer.Typer(add_completion=False)
 C = CompareConfig

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import DeviceOpt, QuietOpt, TrackingUriOpt, done, given, option, registry_names, split_list
-from medattn.config import DemoConfig
+from medattn.stages.demo import DemoConfig
 
 app = typer.Typer(add_completion=False)
 C = DemoConfig

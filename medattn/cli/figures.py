@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import QuietOpt, TrackingUriOpt, choices, done, given, option, registry_names
-from medattn.config import FiguresConfig
+from medattn.stages.figures import FiguresConfig
 
 app = typer.Typer(add_completion=False)
 C = FiguresConfig

@@ -36,7 +36,7 @@ def grid_cmd(
 ) -> None:
     """Train every cell of an experiment grid (models × training fractions [× seeds]), one run per cell."""
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
-    from medattn import api
+    from medattn import api, tracking
 
     overrides = {
         "data_dir": data_dir,
@@ -58,6 +58,8 @@ def grid_cmd(
         return
     results = api.grid(config, overrides, echo=typer.echo, seeds=seed_list)
     typer.echo(
-        f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
-        f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
+        tracking.redact_secrets(
+            f"Logged {len(results)} training runs to {results[-1].tracking_uri}; "
+            f"view them with: mlflow ui --backend-store-uri {results[-1].tracking_uri}"
+        )
     )

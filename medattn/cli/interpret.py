@@ -22,7 +22,8 @@ from medattn.cli.options import (
     registry_names,
     split_list,
 )
-from medattn.config import REMOVALS, SPLIT_ALIASES, TARGETS, InterpretConfig
+from medattn.config import REMOVALS, SPLIT_ALIASES, TARGETS
+from medattn.stages.interpret import InterpretConfig
 
 app = typer.Typer(add_completion=False)
 C = InterpretConfig

@@ -7,7 +7,6 @@ Underscore spellings (``--data_dir``) need no entry: the root group turns them i
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,9 +22,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "--class-weights": ("--classweights",),
     "--ckpt": ("--modelckpt",),
 }
-
-#: The package whose import fills each registry (a registry is empty until its package is loaded).
-_REGISTRY_PACKAGES = {"dataset": "medattn.data", "model": "medattn.models", "explanation method": "medattn.explain"}
 
 
 def option(name: str, *short: str, help: str, **kwargs: Any) -> Any:
@@ -50,10 +46,9 @@ def choices(values: Sequence[str]) -> dict[str, Any]:
 
 
 def registry_names(kind: str) -> list[str]:
-    """The canonical names of a registry (``dataset``, ``model``, ``explanation method``)."""
-    importlib.import_module(_REGISTRY_PACKAGES[kind])
-    reg = registry.lookup(kind)
-    return reg.names() if reg is not None else []
+    """The canonical names of a registry (``dataset``, ``model``, ``explanation method``); the
+    look-up loads the package that fills it (:data:`medattn.registry.PROVIDERS`)."""
+    return registry.lookup(kind).names()
 
 
 def registry_choices(kind: str) -> dict[str, Any]:
@@ -98,7 +93,8 @@ def done(kind: str, run_id: str, uri: str, experiment_id: str | None = None) -> 
     from medattn import tracking
 
     exp = f" in experiment {tracking.experiment_name_of(experiment_id)!r}" if experiment_id is not None else ""
-    typer.echo(f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}")
+    line = f"Logged {kind} run {run_id}{exp} to {uri}; view it with: {tracking.ui_command(uri)}"
+    typer.echo(tracking.redact_secrets(line))  # a database password in the URI is never printed
 
 
 QuietOpt = Annotated[

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import TrackingUriOpt, choices, given, option, registry_choices
-from medattn.config import MODES, PromoteConfig
+from medattn.config import MODES
 from medattn.metrics import EPOCH_METRIC_NAMES
+from medattn.stages.promote import PromoteConfig
 
 app = typer.Typer(add_completion=False)
 C = PromoteConfig
@@ -69,6 +70,9 @@ def promote_cmd(
     )
     what = "Set" if result.changed else "Kept"
     typer.echo(
-        f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
-        f"{result.tracking_uri}; load it with {result.model_uri}; view it with: {tracking.ui_command(result.tracking_uri)}"
+        tracking.redact_secrets(
+            f"{what} alias {result.alias!r} of registered model {result.name!r} on version {result.version} in "
+            f"{result.tracking_uri}; load it with {result.model_uri}; view it with: "
+            f"{tracking.ui_command(result.tracking_uri)}"
+        )
     )

@@ -16,8 +16,9 @@ from medattn.cli.options import (
     option,
     registry_choices,
 )
-from medattn.config import DUPLICATES, MODES, DataConfig, SearchConfig, parse_batch_sizes
+from medattn.config import DUPLICATES, MODES, DataConfig, parse_batch_sizes
 from medattn.metrics import EPOCH_METRIC_NAMES
+from medattn.stages.search import SearchConfig
 
 app = typer.Typer(add_completion=False)
 C = SearchConfig  # every default below is the config class's
@@ -225,7 +226,9 @@ def _report(result, metric: str) -> None:
     exp = tracking.experiment_name_of(result.experiment_id)
     trials = len(result.trial_run_ids)
     typer.echo(
-        f"Logged search run {result.parent_run_id} with {trials} nested trial run{'' if trials == 1 else 's'} in "
-        f"experiment {exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
-        f"view it with: {tracking.ui_command(result.tracking_uri)}"
+        tracking.redact_secrets(
+            f"Logged search run {result.parent_run_id} with {trials} nested trial run{'' if trials == 1 else 's'} "
+            f"in experiment {exp!r} to {result.tracking_uri} and study {result.study_name!r} to {result.storage}; "
+            f"view it with: {tracking.ui_command(result.tracking_uri)}"
+        )
     )

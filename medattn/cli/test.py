@@ -20,7 +20,8 @@ from medattn.cli.options import (
     given,
     option,
 )
-from medattn.config import SPLIT_ALIASES, TestConfig
+from medattn.config import SPLIT_ALIASES
+from medattn.stages.evaluate import TestConfig
 
 app = typer.Typer(add_completion=False)
 

@@ -1,4 +1,5 @@
-"""Data layer: the four data sets of SPEC §2, splits, transforms, loaders, cache and checks.
+"""Data layer: the four data sets (APTOS 2019, ISIC 2020, MIMIC-CXR, the synthetic demo set), splits,
+transforms, loaders, cache and checks.
 
 Importing this package registers ``aptos2019``, ``isic2020``, ``mimic-cxr`` and ``demo`` in
 :data:`DATASETS`.

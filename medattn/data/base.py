@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from medattn.config import SPLITS as CONFIG_SPLITS
 from medattn.config import split_name
@@ -33,6 +32,7 @@ from medattn.data.duplicates import (
     split_units,
     with_final_split,
 )
+from medattn.data.ids import id_problems
 from medattn.data.splits import GROUP_COLUMN, patient_leak_problems
 from medattn.errors import ConfigError, DataError
 from medattn.registry import Registry
@@ -69,6 +69,8 @@ class Table:
         notes: one sentence per group of rows left out by design (e.g. non-AP views).
         duplicate_groups: one row per image in a near-duplicate group (filled by
             :func:`read_table`; columns :data:`medattn.data.duplicates.GROUP_COLUMNS`).
+        ids_are_paths: the layout defines image ids as ``/``-separated relative paths (the
+            original MIMIC folders), so ``/`` is allowed in them (:mod:`medattn.data.ids`).
     """
 
     frame: pd.DataFrame
@@ -77,6 +79,7 @@ class Table:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duplicate_groups: pd.DataFrame = field(default_factory=empty_groups)
+    ids_are_paths: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class DatasetSpec:
     supports_uncertain: bool = False
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS: Registry[DatasetSpec] = Registry.for_kind("dataset")
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,13 @@ def label_problems(
     ]
 
 
+def checked(ids, paths, expected, safe) -> tuple[list[str], list, list]:
+    """``ids``, ``paths`` and ``expected`` of the rows whose id passed :func:`medattn.data.ids.id_problems`
+    (refused ids are already problems of their own, not missing files)."""
+    rows = [(i, p, e) for i, p, e, ok in zip(ids, paths, expected, safe, strict=True) if ok]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
 def missing_problems(
     source: Path, ids: Sequence[str], paths: Sequence[str | None], expected: Sequence[Path]
 ) -> list[str]:
@@ -282,7 +292,8 @@ def _apply_duplicates(spec: DatasetSpec, table: Table, root: Path, policy: str, 
     frame = table.frame
     split_before = _split_of_layout(spec, frame, seed)
     if spec.has_patients:
-        # Issue 13 item 6: a layout that puts one patient in two splits is a problem, before any move.
+        # A layout that puts one patient in two splits leaks that patient into the test split: a problem,
+        # reported before any near-duplicate move.
         table.problems += patient_leak_problems(frame.assign(split=split_before))
     if policy == "ignore" or not len(frame):
         frame["split"] = split_before
@@ -342,6 +353,9 @@ def read_table(
     for column in ("image_id", "path", "patient_id"):
         frame[column] = frame[column].astype(str)
     frame["label"] = frame["label"].astype(np.int64)
+    bad_ids, safe = id_problems(root, "image id", frame["image_id"], relative_path=table.ids_are_paths)
+    table.problems.extend(bad_ids)
+    frame = frame[np.asarray(safe, dtype=bool)].reset_index(drop=True)
     dup = frame["image_id"][frame["image_id"].duplicated()]
     table.problems.extend(
         f"image id {i!r} appears more than once in {data_dir}; make image ids unique." for i in dup.unique()
@@ -400,6 +414,9 @@ def low_data_subsample(
     # train_test_split refuses to stratify when a class has one image or a side is smaller than
     # the number of classes; then a plain random subsample is the only honest option.
     can_stratify = counts.min() >= 2 and n_keep >= len(counts) and len(train_idx) - n_keep >= len(counts)
+    # scikit-learn loads on first use: the command line reads the data set names without it (~1 s)
+    from sklearn.model_selection import train_test_split
+
     keep, _ = train_test_split(
         train_idx, train_size=n_keep, stratify=labels if can_stratify else None, random_state=seed
     )

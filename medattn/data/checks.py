@@ -1,6 +1,6 @@
 """``medattn data check``: every problem of a data folder at once, then a per-split summary.
 
-Besides problems (which fail the check), it reports the near-duplicate groups of issue 20 as notes:
+Besides problems (which fail the check), it reports the near-duplicate groups (:mod:`medattn.data.duplicates`) as notes:
 how many, how many cross the splits made without duplicate handling, how many carry conflicting
 labels, with the ids; ``duplicates_out`` writes every group's rows to a CSV.
 """

@@ -1,4 +1,4 @@
-"""Near-duplicate images (issue 20): fingerprints, groups, and what the splits do with them.
+"""Near-duplicate images: fingerprints, groups, and what the splits do with them.
 
 Public medical image sets hold the same picture more than once (re-exported, re-encoded, re-cropped);
 Cassidy et al., *Analysis of the ISIC image datasets*, Medical Image Analysis 75 (2022) found such
@@ -49,13 +49,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.fft import dctn
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from medattn.config import DUPLICATES
-from medattn.data.io import DECODE_ERRORS
+from medattn.data.io import DECODE_ERRORS, ImageReadError, open_image
 from medattn.data.transforms import to_rgb
 from medattn.errors import ConfigError, DataError
 
@@ -120,6 +116,9 @@ def fingerprints_from_thumbnails(thumbs: np.ndarray) -> np.ndarray:
     Returns:
         float32 ``(N, 64)``, each row of unit length (all-zero rows for flat images).
     """
+    # scipy loads on first use: the command line reads the data set names without it
+    from scipy.fft import dctn
+
     coeffs = dctn(np.asarray(thumbs, dtype=np.float32), type=2, norm="ortho", axes=(1, 2))
     flat = coeffs.reshape(len(coeffs), -1)[:, _ZIGZAG]
     norm = np.linalg.norm(flat, axis=1, keepdims=True)
@@ -139,15 +138,15 @@ def thumbnail_from_file(path: str | Path) -> np.ndarray | None:
     """Grey 32×32 thumbnail of an image file, float32 ``(32, 32)``; ``None`` if it cannot be decoded.
 
     JPEGs are decoded at reduced scale (``Image.draft``), which makes a 6000×4000 photograph cost
-    about as much as a 750×500 one. Undecodable files are left to ``data check`` / the loader,
-    which name them.
+    about as much as a 750×500 one. Undecodable files and files above the pixel budget
+    (:func:`medattn.data.io.open_image`) are left to ``data check`` / the loader, which name them.
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.draft(None, (2 * THUMBNAIL, 2 * THUMBNAIL))
             grey = to_rgb(im).convert("L")
             return np.asarray(grey.resize((THUMBNAIL, THUMBNAIL), Image.BOX), dtype=np.float32)
-    except DECODE_ERRORS:
+    except (*DECODE_ERRORS, ImageReadError):
         return None
 
 
@@ -297,6 +296,9 @@ def near_duplicate_pairs(fps: np.ndarray, max_distance: float = MAX_DISTANCE) ->
     # Orthonormal principal axes: the projection never increases a distance (no pair is missed).
     _, _, vt = np.linalg.svd(centred[:: max(1, len(x) // 20000)], full_matrices=False)
     projected = centred @ vt[: min(_SEARCH_DIMS, vt.shape[0])].T
+    # scipy loads on first use: the command line reads the data set names without it
+    from scipy.spatial import cKDTree
+
     cand = cKDTree(projected).query_pairs(r=max_distance, output_type="ndarray").astype(np.int64)
     if len(cand):
         dist = np.linalg.norm(x[cand[:, 0]] - x[cand[:, 1]], axis=1)
@@ -350,6 +352,10 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.empty(0, dtype=np.int64)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    # scipy loads on first use: the command line reads the data set names without it
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components  # (with coo_matrix, above)
+
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
@@ -429,7 +435,7 @@ def split_units(patients: Sequence[str], group: np.ndarray) -> np.ndarray:
     """The unit a split must keep whole: a duplicate group joined with its images' patients.
 
     Each unit is named by the smallest patient id in it, so without duplicates every unit is
-    exactly its patient and the seeded splits are the ones medattn made before issue 20.
+    exactly its patient and the seeded splits are the ones ``--duplicates ignore`` makes.
 
     Returns:
         str array ``(N,)``.

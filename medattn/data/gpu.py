@@ -1,7 +1,8 @@
 """The fast input path: uint8 cache batches on the training device and batched augmentation there.
 
 The PIL path (:func:`medattn.data.build_loader`) decodes, augments and normalises one image at a
-time on the CPU, which feeds a GPU at ~125 images/s per worker (``docs/facts.md``). This module
+time on the CPU, which fed a GPU at 125 images/s with 0 workers and 1103 with 15 (a 512×680 JPEG to 224 px,
+affine + flip, on 16 cores), below every model's GPU rate. This module
 replaces it when the uint8 cache of ``medattn data prepare`` exists:
 
 1. :class:`CacheBatchLoader` gathers whole batches of rows from the memory-mapped cache

@@ -38,12 +38,23 @@ triangle; the means are below one grey level everywhere. (The issue's own measur
 :data:`DOCUMENTED_DIFFERENCE` holds bounds above these that the tests enforce. The settings are
 recorded in every cache (:meth:`DecodeSettings.as_dict`) and a cache made with other settings is
 never used silently (:func:`medattn.data.cache.open_cache`).
+
+**Pixel budget.** Every image medattn decodes (a data set's file in ``data check``, in a prepare
+worker, in a data-loader worker, the duplicate finder's thumbnails, a mask, and the bytes posted to
+the served model) is opened by :func:`open_image`, which refuses one whose header declares more
+than :data:`PIXEL_BUDGET` pixels before a single pixel is decoded: a PNG of a few hundred KB can
+declare 13000 × 13000 pixels and take gigabytes once decoded (a decompression bomb). Pillow's own
+``DecompressionBombWarning`` is turned into an error there as well. The largest real images of
+the three data sets are about 24 Mpx (6000 × 4000 dermoscopy), so 50 Mpx leaves room for any
+genuine photograph or radiograph.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -52,6 +63,9 @@ from medattn.errors import DataError
 
 # What PIL raises on unreadable, corrupt or truncated files (truncated PNG chunks raise SyntaxError).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+PIXEL_BUDGET = 50_000_000
+"""Most pixels (width × height) medattn decodes from one image: larger ones are refused unread."""
 
 # Modes whose channels ``Image.reduce`` may average before the RGB conversion with the same result
 # as after it (a palette image is converted first: averaging palette indices is meaningless).
@@ -73,6 +87,57 @@ class ImageReadError(DataError):
             last = [line for line in text.splitlines() if marker in line]
             text = last[-1].split(marker, 1)[1] if last else text
         super().__init__(text)
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose declared size is above :data:`PIXEL_BUDGET` (refused before decoding)."""
+
+
+def _describe(source: str | Path | BinaryIO) -> str:
+    return f"image {source}" if isinstance(source, (str, Path)) else "the image bytes"
+
+
+def open_image(source: str | Path | BinaryIO) -> Image.Image:
+    """Open an image (header only, nothing decoded yet), refusing it when it exceeds :data:`PIXEL_BUDGET`.
+
+    Args:
+        source: a file path or a binary file object.
+
+    Returns:
+        The opened (lazy) PIL image; the caller closes it.
+
+    Raises:
+        ImageTooLargeError: the header declares more pixels than the budget.
+        ImageReadError: the file is missing or not an image.
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            im = Image.open(source)
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(
+            f"{_describe(source)} declares more pixels than Pillow's decompression-bomb limit, far above "
+            f"medattn's pixel budget of {PIXEL_BUDGET / 1e6:.0f} Mpx; it is refused unread: replace the file or "
+            "remove its row."
+        ) from None
+    except DECODE_ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ImageReadError(
+            f"cannot decode {_describe(source)} ({reason}); replace the file or remove its row from the labels."
+        ) from None
+    width, height = im.size
+    bomb_warning = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+    if width * height > PIXEL_BUDGET or bomb_warning:  # Pillow's warning is an error here too
+        im.close()
+        raise ImageTooLargeError(
+            f"{_describe(source)} declares {width}×{height} pixels ({width * height / 1e6:.0f} Mpx), above "
+            f"medattn's pixel budget of {PIXEL_BUDGET / 1e6:.0f} Mpx (a decompression bomb, or a scan to "
+            "downsample first); it is refused unread: replace the file or remove its row."
+        )
+    for warning in caught:  # anything else Pillow warned about is passed on as it was
+        if not issubclass(warning.category, Image.DecompressionBombWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return im
 
 
 @dataclass(frozen=True)
@@ -126,7 +191,9 @@ def _reduced(im: Image.Image, target: int, settings: DecodeSettings) -> Image.Im
     return (im if im.mode in _REDUCE_FIRST_MODES else to_rgb(im)).reduce(factor)
 
 
-def decode_image(path: str | Path, target: int | None = None, settings: DecodeSettings = DEFAULT_DECODE) -> Image.Image:
+def decode_image(
+    path: str | Path | BinaryIO, target: int | None = None, settings: DecodeSettings = DEFAULT_DECODE
+) -> Image.Image:
     """Decode ``path`` to 8-bit RGB with at least ``target`` pixels per side (where the file has them).
 
     Args:
@@ -138,10 +205,11 @@ def decode_image(path: str | Path, target: int | None = None, settings: DecodeSe
         An RGB PIL image whose sides are each ≥ ``min(target, original side)``.
 
     Raises:
+        ImageTooLargeError: the image declares more than :data:`PIXEL_BUDGET` pixels (nothing decoded).
         ImageReadError: the file is missing, corrupt or truncated.
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if target is None:
                 im.load()
                 return to_rgb(im)
@@ -149,7 +217,7 @@ def decode_image(path: str | Path, target: int | None = None, settings: DecodeSe
     except DECODE_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageReadError(
-            f"cannot decode image {path} ({reason}); replace the file or remove its row from the labels."
+            f"cannot decode {_describe(path)} ({reason}); replace the file or remove its row from the labels."
         ) from None
 
 

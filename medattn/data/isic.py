@@ -20,6 +20,7 @@ from medattn.data.base import (
     DatasetSpec,
     ReadOptions,
     Table,
+    checked,
     first_existing,
     label_problems,
     match_images,
@@ -28,6 +29,7 @@ from medattn.data.base import (
     read_csv,
     require_dir,
 )
+from medattn.data.ids import id_problems
 from medattn.data.splits import patient_split
 from medattn.errors import DataError
 
@@ -71,8 +73,10 @@ def read_isic(data_dir: Path, opts: ReadOptions) -> Table:
         for i in raw["image_name"][no_patient]
     ]
     ids = raw["image_name"].astype(str)
-    paths = match_images(folder, list(ids), IMAGE_EXTS)
-    problems += missing_problems(csv, list(ids), paths, [folder / f"{i}.jpg" for i in ids])
+    bad_ids, safe = id_problems(csv, "image_name", ids)
+    problems += bad_ids
+    paths = [p if ok else None for p, ok in zip(match_images(folder, list(ids), IMAGE_EXTS), safe, strict=True)]
+    problems += missing_problems(csv, *checked(ids, paths, [folder / f"{i}.jpg" for i in ids], safe))
     keep = ok & ~no_patient & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
     frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"]})[keep]
     return Table(frame=frame, num_classes=2, class_names=("benign", "melanoma"), problems=problems)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medattn.data.base import DATASETS, DatasetSpec, ReadOptions, Table, parse_int_labels, read_csv, require_dir
+from medattn.data.ids import id_problems
 from medattn.errors import DataError
 
 LABEL = "Pleural Effusion"
@@ -88,9 +89,15 @@ def _read_jpg_layout(data_dir: Path, opts: ReadOptions) -> Table:
         for d, s in zip(df["dicom_id"][no_split], df["split"][no_split], strict=True)
     ]
     use &= ~no_split
+    safe = np.ones(len(df), dtype=bool)
+    for column, source in (("subject_id", meta_csv), ("study_id", meta_csv), ("dicom_id", meta_csv)):
+        bad_ids, ok_ids = id_problems(source, column, df[column].astype(str))
+        problems += bad_ids
+        safe &= np.asarray(ok_ids, dtype=bool)
+    use &= safe
     paths = [
-        _image_path(data_dir, s, st, d)
-        for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)
+        _image_path(data_dir, s, st, d) if ok else data_dir
+        for s, st, d, ok in zip(df["subject_id"], df["study_id"], df["dicom_id"], safe, strict=True)
     ]
     exists = np.array([u and p.is_file() for u, p in zip(use, paths, strict=True)], dtype=bool)
     problems += [
@@ -118,6 +125,38 @@ def _read_jpg_layout(data_dir: Path, opts: ReadOptions) -> Table:
     return Table(frame=frame, num_classes=2, class_names=CLASS_NAMES, problems=problems, notes=notes)
 
 
+# What unpickling a numpy array of strings or numbers needs (numpy 1.x wrote ``numpy.core``, 2.x
+# ``numpy._core``; protocol 2 adds ``_codecs.encode`` for the raw bytes). Nothing else is looked up.
+_ARRAY_GLOBALS = {
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+    **{
+        (f"numpy.{core}.{module}", name): (f"numpy._core.{module}", name)
+        for core in ("core", "_core")
+        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    },
+}
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays of strings and numbers, and nothing else.
+
+    ``pickle.load`` runs whatever callable a file names, so an ``Annotations.pickle`` from a
+    colleague or the internet could run any code. This unpickler resolves only the globals in
+    :data:`_ARRAY_GLOBALS` (Python's documented way to restrict unpickling, ``find_class``); any
+    other global raises :class:`pickle.UnpicklingError` before it is imported or called.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        target = _ARRAY_GLOBALS.get((module, name))
+        if target is None:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a numpy array of strings or numbers never needs"
+            )
+        return super().find_class(*target)
+
+
 def _load_annotations(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(
@@ -125,8 +164,14 @@ def _load_annotations(path: Path) -> np.ndarray:
         )
     try:
         with path.open("rb") as fh:
-            arr = np.asarray(pickle.load(fh), dtype=object)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as exc:
+            loaded = ArrayUnpickler(fh).load()
+        arr = np.asarray(loaded, dtype=object)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{path} is refused: {exc}, so reading it could run code; re-create it as an (N, 2) array of "
+            "[path, label] strings."
+        ) from None
+    except (OSError, EOFError, ValueError, AttributeError, ImportError, TypeError, IndexError, KeyError) as exc:
         raise DataError(f"cannot read {path} ({exc}); re-create the Annotations.pickle file.") from None
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise DataError(f"{path} holds an array of shape {arr.shape}, not (N, 2) [path, label]; re-create it.")
@@ -154,6 +199,9 @@ def _read_folder_layout(data_dir: Path, opts: ReadOptions) -> Table:
         arr = _load_annotations(ann)
         rel = pd.Series(arr[:, 0], dtype=str)
         raw = pd.Series(arr[:, 1], dtype=object)
+        bad_ids, safe = id_problems(ann, "image path", rel, relative_path=True)
+        problems += bad_ids
+        rel, raw = rel[safe].reset_index(drop=True), raw[safe].reset_index(drop=True)
         labels, ok = parse_int_labels(raw, (0, 1))
         problems += [
             f"{ann}: label {v!r} of image {r} is outside the task (expected 0 or 1); fix the annotation."
@@ -176,7 +224,13 @@ def _read_folder_layout(data_dir: Path, opts: ReadOptions) -> Table:
             }
         )[ok & exists]
         frames.append(frame)
-    return Table(frame=pd.concat(frames, ignore_index=True), num_classes=2, class_names=CLASS_NAMES, problems=problems)
+    return Table(
+        frame=pd.concat(frames, ignore_index=True),
+        num_classes=2,
+        class_names=CLASS_NAMES,
+        problems=problems,
+        ids_are_paths=True,
+    )
 
 
 def read_mimic_cxr(data_dir: Path, opts: ReadOptions) -> Table:

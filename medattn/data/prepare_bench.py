@@ -1,4 +1,4 @@
-"""How fast ``medattn data prepare`` is, measured as ratios in one run (issue 18).
+"""How fast ``medattn data prepare`` is, measured as ratios in one run (``docs/performance.md``).
 
 :func:`measure_prepare` writes synthetic high-resolution images in the real on-disk layouts
 (ISIC 2020: 6000×4000 RGB JPEGs; MIMIC-CXR-JPG: 2500×3000 greyscale JPEGs; APTOS 2019: 3000×2000

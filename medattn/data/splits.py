@@ -1,11 +1,11 @@
-"""Train/val/test splits (SPEC §2), all seeded and reproducible.
+"""Train/val/test splits, all seeded and reproducible.
 
 - image-level, stratified by label (APTOS 2019): 85 % train+val / 15 % test, then 75 / 25
   train / val, as in the original project;
 - patient-level (ISIC 2020, demo): 60 / 20 / 20 of the *patients*, so no patient's images end up
   in two splits.
 
-Both keep near-duplicate groups whole (issue 20): when the frame carries a :data:`GROUP_COLUMN`
+Both keep near-duplicate groups whole: when the frame carries a :data:`GROUP_COLUMN`
 column, rows sharing a value land in one split. The patient-level split then splits those units
 instead of patients; the image-level split splits one representative row per unit (its first) and
 the other rows follow it. Without shared values both give exactly the splits made before.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from medattn.errors import DataError
 
@@ -60,6 +59,9 @@ def stratified_image_split(
     if len(frame) < _MIN_UNITS * 2:
         raise DataError(f"only {len(frame)} usable images, too few for a train/val/test split; add images.")
     labels = frame["label"].to_numpy(dtype=np.int64)
+    # scikit-learn loads on first use: the command line reads the data set names without it (~1 s)
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(frame))
     trainval, test = train_test_split(
         idx, test_size=test_size, stratify=_stratify(labels, test_size), random_state=seed
@@ -90,6 +92,9 @@ def patient_split(frame: pd.DataFrame, seed: int = 42, test_size: float = 0.2, v
         raise DataError(
             f"only {len(np.unique(groups))} patients, too few for a patient-level train/val/test split; add patients."
         )
+    # scikit-learn loads on first use: the command line reads the data set names without it (~1 s)
+    from sklearn.model_selection import GroupShuffleSplit
+
     idx = np.arange(len(frame))
     outer = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     trainval, test = next(outer.split(idx, groups=groups))

@@ -25,7 +25,7 @@ every blob of both classes is blended with the fundus at opacity ``U(1 − 0.5·
 blobs, hence faint rings). Small positives come from the shared size distribution. Difficulty 0
 gives crisp rings with large cores; 1 makes many positives nearly invisible.
 
-Version 1 (the demo set before issue 12) drew bright blobs in class 1 only; its label
+Version 1 (the demo set of earlier medattn versions) drew bright blobs in class 1 only; its label
 is decidable from the presence of one yellow pixel. It is kept for comparison only
 (``version=1``; ``difficulty`` has no effect on it).
 
@@ -49,6 +49,7 @@ from medattn.data.base import (
     DatasetSpec,
     ReadOptions,
     Table,
+    checked,
     label_problems,
     match_images,
     missing_problems,
@@ -56,6 +57,8 @@ from medattn.data.base import (
     read_csv,
     require_dir,
 )
+from medattn.data.ids import id_problems
+from medattn.data.io import ImageReadError, open_image
 from medattn.data.splits import GROUP_COLUMN, patient_split
 from medattn.errors import ConfigError, DataError
 
@@ -457,9 +460,9 @@ def load_mask(path: Path | str, size: int) -> np.ndarray:
         bool array ``(size, size)``, True on lesion pixels.
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             m = im.convert("L").resize((size, size), Image.NEAREST)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, ImageReadError) as exc:
         raise DataError(f"cannot read mask {path} ({exc}); re-create the demo set with `medattn data synth`.") from None
     return np.asarray(m) > 127
 
@@ -472,13 +475,15 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
     labels, ok = parse_int_labels(raw["label"], (0, 1))
     problems = label_problems(csv, "label", raw["image_id"], raw["label"], ok, "0 or 1")
     ids = list(raw["image_id"].astype(str))
-    paths = match_images(data_dir / "images", ids, (".png",))
-    masks = match_images(data_dir / "masks", ids, (".png",))
-    problems += missing_problems(csv, ids, paths, [data_dir / "images" / f"{i}.png" for i in ids])
+    bad_ids, safe = id_problems(csv, "image_id", ids)
+    problems += bad_ids
+    paths = [p if ok else None for p, ok in zip(match_images(data_dir / "images", ids, (".png",)), safe, strict=True)]
+    masks = [m if ok else None for m, ok in zip(match_images(data_dir / "masks", ids, (".png",)), safe, strict=True)]
+    problems += missing_problems(csv, *checked(ids, paths, [data_dir / "images" / f"{i}.png" for i in ids], safe))
     problems += [
         f"mask file {data_dir / 'masks' / f'{i}.png'} listed in {csv} does not exist; re-create the demo set."
-        for i, m in zip(ids, masks, strict=True)
-        if m is None
+        for i, m, ok in zip(ids, masks, safe, strict=True)
+        if m is None and ok
     ]
     present = np.array([p is not None and m is not None for p, m in zip(paths, masks, strict=True)], dtype=bool)
     columns = {

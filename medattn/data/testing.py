@@ -1,4 +1,4 @@
-"""Tiny data folders in the real on-disk formats of SPEC §2, for tests and dry runs.
+"""Tiny data folders in the real on-disk formats of the data sets (``docs/datasets.md``), for tests and dry runs.
 
 Each writer draws small random images (tens of pixels) with a given generator seed and returns
 the folder, so tests of any stage can run the real readers without the real data. The demo set
@@ -8,6 +8,8 @@ has its own generator, :func:`medattn.data.write_synthetic`.
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +139,22 @@ def write_fake_mimic_folders(root: Path | str, per_split: tuple[int, int, int] =
         with (folder / "Annotations.pickle").open("wb") as fh:
             pickle.dump(np.asarray(entries, dtype=object), fh)
     return root
+
+
+def write_png_bomb(path: Path, side: int = 13000) -> Path:
+    """A decompression bomb: a valid greyscale PNG of ``side`` × ``side`` black pixels (about 170 KB for
+    13000, 169 Mpx: above medattn's pixel budget, below Pillow's own ``DecompressionBombError``).
+
+    Written chunk by chunk with zlib (not through PIL) so that the test itself never holds the
+    169 MB of pixels it declares.
+    """
+    comp = zlib.compressobj(6)
+    row = b"\0" * (side + 1)  # filter byte + pixels
+    data = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path

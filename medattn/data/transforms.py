@@ -14,23 +14,30 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from medattn.registry import Registry
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-RESIZE_MODES: Registry[Callable[[int, bool], list]] = Registry("resize mode")
+RESIZE_MODES: Registry[Callable[[int, bool], list]] = Registry.for_kind("resize mode")
 
 
 @RESIZE_MODES.register("direct_resize")
 def _direct_resize(size: int, train: bool) -> list:
+    # torchvision loads on first use (its import pulls in torch._dynamo, seconds): the command line
+    # reads the data set names without it
+    from torchvision.transforms import v2
+
     return [v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR)]
 
 
 @RESIZE_MODES.register("resizeshortest_randomcrop")
 def _resizeshortest_randomcrop(size: int, train: bool) -> list:
+    # torchvision loads on first use (its import pulls in torch._dynamo, seconds): the command line
+    # reads the data set names without it
+    from torchvision.transforms import v2
+
     crop = v2.RandomCrop(size) if train else v2.CenterCrop(size)
     return [v2.Resize(size, interpolation=v2.InterpolationMode.BILINEAR), crop]
 
@@ -65,6 +72,10 @@ def build_transform(
     Returns:
         A callable mapping a PIL image (any mode) to a float tensor ``(3, s, s)``, ImageNet-normalised.
     """
+    # torchvision loads on first use (its import pulls in torch._dynamo, seconds): the command line
+    # reads the data set names without it
+    from torchvision.transforms import v2
+
     ops: list = [v2.Lambda(to_rgb), *RESIZE_MODES.get(resize)(img_size, train)]
     if train:
         ops += [

@@ -6,10 +6,11 @@
   transformer attribution (Chefer et al. 2021) for DeiT in :mod:`medattn.explain.transformer_lrp`.
 - :mod:`medattn.explain.evaluation`: deletion/insertion AUC, pointing game, relevance mass inside
   a mask, and the same scores for random maps.
+
+Every module of this package that registers an explainer (``@register``) is imported on the first
+look-up in :data:`EXPLAINERS` (:mod:`medattn.registry`), so a new such file needs no import here.
 """
 
-from medattn.explain import captum_methods as _captum_methods  # noqa: F401  (registers the CNN methods)
-from medattn.explain import transformer_lrp as _transformer_lrp  # noqa: F401  (registers transformer-lrp)
 from medattn.explain.base import EXPLAINERS, Explainer, attribute, methods_for
 from medattn.explain.evaluation import (
     DeletionInsertion,

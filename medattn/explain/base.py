@@ -57,7 +57,7 @@ class Explainer(ABC):
         return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-EXPLAINERS: Registry[Explainer] = Registry("explanation method")
+EXPLAINERS: Registry[Explainer] = Registry.for_kind("explanation method")
 """Explanation methods by name (``deeplift``, ``lrp``, ``transformer-lrp``, ...)."""
 
 

@@ -10,7 +10,7 @@ weak spot: the composed ε-rules divide the relevance by the *pre-BN* conv outpu
 wherever that output is near or below ε while the BN output is not (small conv outputs, large BN
 shifts), relevance is distorted and float32 rounding of that small output is amplified; the
 folded conv divides only by its own output, which is small only where its relevance is too.
-Measured on ResNet-50 at 32 px with trained-like BN statistics (issue 13): float32-vs-float64
+Measured on ResNet-50 at 32 px with trained-like BN statistics: float32-vs-float64
 map error 2e-3..2e-2 of the map maximum unfolded, 8e-5..7e-3 folded. What remains is not BN's:
 a ReLU whose input lies within float32 rounding (~1e-6 here) of zero switches between float32
 and float64, which moves plain gradient x input maps of the same networks by up to 3e-2 too.

@@ -28,13 +28,11 @@ import copy
 import warnings
 
 import torch
-from captum.attr import DeepLift, IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 
 from medattn.errors import ConfigError
 from medattn.explain.base import Explainer, is_vit, register
 from medattn.explain.canonize import fold_batchnorm
-from medattn.explain.lrp_rules import DEFAULT_EPSILON, RuleTableLRP, attach_rules
 
 
 def working_copy(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -85,6 +83,9 @@ class DeepLiftExplainer(_CNNExplainer):
         Returns:
             ``(B, 3, H, W)``; each image's sum ≈ logit(x) − logit(baseline).
         """
+        # captum loads when an explanation is computed, not when the method names are listed (the command line's --help)
+        from captum.attr import DeepLift
+
         net = working_copy(model, x.dtype)
         with warnings.catch_warnings():
             # captum announces that it hooks the (private copy's) activations; nothing to act on.
@@ -98,23 +99,26 @@ class LRPExplainer(_CNNExplainer):
 
     name = "lrp"
 
-    def attribute(self, model: nn.Module, x: Tensor, target: Tensor, *, epsilon: float = DEFAULT_EPSILON) -> Tensor:
+    def attribute(self, model: nn.Module, x: Tensor, target: Tensor, *, epsilon: float | None = None) -> Tensor:
         """LRP relevance of the target logits.
 
         Args:
             model: a CNN (left unchanged; the rules go on a private copy).
             x: ``(B, 3, H, W)`` float32 images (float64 runs the whole propagation in float64).
             target: ``(B,)`` class indices.
-            epsilon: ε of the ε-rules (default :data:`~medattn.explain.lrp_rules.DEFAULT_EPSILON`
+            epsilon: ε of the ε-rules (``None``: :data:`~medattn.explain.lrp_rules.DEFAULT_EPSILON`
                 = 1e-6, see :mod:`medattn.explain.lrp_rules`).
 
         Returns:
             ``(B, 3, H, W)``; each image's sum ≈ logit minus the relevance the biases absorb (head
             bias and BatchNorm shifts; see :mod:`medattn.explain.lrp_rules`).
         """
+        # captum (which lrp_rules subclasses) loads when an explanation is computed, not when the names are listed
+        from medattn.explain.lrp_rules import DEFAULT_EPSILON, RuleTableLRP, attach_rules
+
         net = working_copy(model, x.dtype)
         fold_batchnorm(net, x[:1])  # conv → BN as one conv: no division by pre-BN outputs (see canonize)
-        attach_rules(net, epsilon=epsilon)
+        attach_rules(net, epsilon=DEFAULT_EPSILON if epsilon is None else epsilon)
         return RuleTableLRP(net).attribute(_input(x), target=target)
 
 
@@ -144,6 +148,9 @@ class IntegratedGradientsExplainer(Explainer):
             ``(B, 3, H, W)``.
         """
         net = working_copy(model)
+        # captum loads when an explanation is computed, not when the method names are listed (the command line's --help)
+        from captum.attr import IntegratedGradients
+
         return IntegratedGradients(net).attribute(
             _input(x), baselines=_baseline(x, baseline), target=target, n_steps=n_steps, internal_batch_size=x.shape[0]
         )
@@ -171,5 +178,8 @@ class GradCamExplainer(_CNNExplainer):
         layer = getattr(net, "features", None) if layer is None else layer
         if layer is None:
             raise ConfigError(f"gradcam needs a model with 'layer4' or 'features', not {type(model).__name__}.")
+        # captum loads when an explanation is computed, not when the method names are listed (the command line's --help)
+        from captum.attr import LayerAttribution, LayerGradCam
+
         cam = LayerGradCam(net, layer).attribute(_input(x), target=target, relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")

@@ -56,7 +56,6 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.transforms.functional import gaussian_blur
 
 from medattn.config import REMOVALS
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -121,6 +120,9 @@ def _baseline_image(images: Tensor, baseline: object) -> Tensor:
     if baseline == "zeros":
         return torch.zeros_like(images)
     if baseline == "blur":
+        # torchvision loads on first use: the command line lists the method names without it (seconds)
+        from torchvision.transforms.functional import gaussian_blur
+
         return gaussian_blur(images, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
     raise ConfigError(f"baseline must be 'zeros', 'blur' or a tensor, got {baseline!r}.")
 
@@ -450,7 +452,7 @@ def road_curves(
 
 
 # =============================================================================================
-# Sanity baselines and confidence intervals (issue 12)
+# Sanity baselines and confidence intervals
 # =============================================================================================
 #: Whether a larger value of each score is better (deletion AUC: lower is better).
 HIGHER_IS_BETTER: dict[str, bool] = {

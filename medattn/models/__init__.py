@@ -43,8 +43,9 @@ SE: Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018. CBAM: Woo et al., "
 Convolutional Block Attention Module", ECCV 2018. DeiT: Touvron et al., ICML 2021.
 """
 
+import importlib
+
 from medattn.models.attention import ATTENTION, CBAMBlock, ECABlock, SEBlock, create_attention
-from medattn.models.cnn import Bottleneck, DenseNet, ResNet, densenet121, resnet50
 from medattn.models.factory import (
     HEAD_CHOICES,
     MODELS,
@@ -59,8 +60,27 @@ from medattn.models.factory import (
     resolve_head,
 )
 from medattn.models.layers import Add, ChannelPool, GateMul
-from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, load_weights, read_state_dict
+
+# The CNN and ViT classes load on first use: they subclass torchvision's and timm's models, whose
+# imports take seconds, and listing the models (the command line's --help) needs only the registry.
+_LAZY = {
+    "Bottleneck": "medattn.models.cnn",
+    "DenseNet": "medattn.models.cnn",
+    "ResNet": "medattn.models.cnn",
+    "densenet121": "medattn.models.cnn",
+    "resnet50": "medattn.models.cnn",
+    "DeiT": "medattn.models.vit",
+    "deit_tiny": "medattn.models.vit",
+}
+
+
+def __getattr__(name: str):
+    """``medattn.models.ResNet`` etc., imported from their module when first asked for."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ATTENTION",

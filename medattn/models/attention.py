@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from medattn.models.layers import Add, ChannelPool, GateMul
 from medattn.registry import Registry
 
-ATTENTION: Registry[type[nn.Module]] = Registry("attention block")
+ATTENTION: Registry[type[nn.Module]] = Registry.for_kind("attention block")
 """Attention blocks by name (``se``, ``cbam``, ``eca``); values are classes ``Block(channels, reduction)``."""
 
 

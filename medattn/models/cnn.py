@@ -13,7 +13,7 @@ only the attention modules (``*.attn*``) and the head are new. Changes, and why:
 - no ``nn.Identity`` placeholders (captum's LRP has no rule for them): a plain variant simply has
   no attention module.
 
-Placement (SPEC §3): ResNet-50 puts the block inside every bottleneck after ``bn3`` and before
+Placement (as in the SE and CBAM papers): ResNet-50 puts the block inside every bottleneck after ``bn3`` and before
 the residual add; DenseNet-121 puts one block after each of the 4 dense blocks
 (``features.attn1..attn4``, before the transition or the final norm).
 

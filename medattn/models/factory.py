@@ -2,26 +2,26 @@
 
 Each registry entry is a :class:`ModelSpec` (architecture, attention block, placement, how to
 build it). The builders take attention as a parameter (``resnet50(attn="cbam")``), so an entry
-is one line; tests are parametrized over ``MODELS.names()`` and cover new entries for free.
+is one :meth:`MODELS.add <medattn.registry.Registry.add>` call, here or in a new module of this
+package (found without an import: see ``docs/extending.md``); the tests are parametrized over
+``MODELS.names()`` and cover new entries for free.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from medattn import config
 from medattn.errors import ConfigError
-from medattn.models.cnn import densenet121, resnet50, zero_init_residual
-from medattn.models.vit import DeiT, deit_tiny
 from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weights, read_state_dict
-from medattn.registry import Registry
+from medattn.registry import Registry, choose
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,10 @@ class ModelSpec:
         architecture: human name of the backbone (``ResNet-50``).
         backbone: weights family (``resnet50``, ``densenet121``, ``deit_tiny``).
         attention: attention block name, ``None`` for the plain CNNs, ``self-attention`` for DeiT.
-        placement: where the attention sits (SPEC §3).
+        placement: where the attention sits, in words (shown by ``medattn models``).
         scratch_in_paper: the original project trained it from scratch (``init="paper"``).
-        build: ``build(num_classes, head=, img_size=, nr_layers=, patch_size=) -> nn.Module``.
+        build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module`` (the ViT's also takes
+            ``patch_size=``).
         paper_head: the head the original project gave this family, what ``head="paper"`` builds:
             ``flatten`` for the DenseNets (a Linear over 1024 x 7 x 7 = 50,176 inputs at 224 px),
             ``pool`` for the ResNets (2,048 inputs) and for DeiT (its class token).
@@ -61,9 +62,29 @@ class ModelSpec:
     paper_head: str = "pool"
 
 
-def _cnn(builder: Callable[..., nn.Module], attn: str | None) -> Callable[..., nn.Module]:
-    def build(num_classes: int, *, head: str, img_size: int, nr_layers: int, patch_size: int = 16) -> nn.Module:
-        del nr_layers, patch_size  # only the ViT has depth and patch options, as in the original project
+def cnn_builder(family: str, attn: str | None) -> Callable[..., nn.Module]:
+    """The :attr:`ModelSpec.build` of a ``resnet50`` or ``densenet121`` variant with attention block ``attn``.
+
+    Args:
+        family: ``resnet50`` or ``densenet121`` (:func:`medattn.models.cnn.resnet50` / ``densenet121``).
+        attn: a name in :data:`~medattn.models.attention.ATTENTION`, or ``None`` for the plain CNN.
+
+    Returns:
+        ``build(num_classes, *, head, img_size, nr_layers) -> nn.Module`` (``nr_layers`` unused);
+        torchvision is imported when it builds, not before.
+
+    Raises:
+        ValueError: another ``family`` (a programming error in a model module).
+    """
+    if family not in ("resnet50", "densenet121"):
+        raise ValueError(f"cnn_builder builds resnet50 or densenet121, not {family!r}")
+
+    def build(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
+        del nr_layers  # only the ViT has a depth option, as in the original project
+        # torchvision loads when a CNN is built, not when the names are listed (the command line's --help)
+        from medattn.models import cnn
+
+        builder = cnn.resnet50 if family == "resnet50" else cnn.densenet121
         return builder(num_classes, attn=attn, head=head, img_size=img_size)
 
     return build
@@ -74,10 +95,13 @@ def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int, patch_si
         raise ConfigError(
             f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool."
         )
+    # timm loads when the ViT is built, not when the names are listed (the command line's --help)
+    from medattn.models.vit import deit_tiny
+
     return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size, patch_size=patch_size)
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry.for_kind("model")
 """All models by canonical name; the original project's spellings are aliases."""
 
 _RESNET_PLACEMENT = "in every bottleneck, after bn3 and before the residual add (16 blocks, reduction 16)"
@@ -85,11 +109,18 @@ _DENSENET_PLACEMENT = "after each of the 4 dense blocks, before the transition /
 for _spec, _aliases in (
     (
         ModelSpec(
-            "densenet121", "DenseNet-121", "densenet121", None, "none", False, _cnn(densenet121, None), "flatten"
+            "densenet121",
+            "DenseNet-121",
+            "densenet121",
+            None,
+            "none",
+            False,
+            cnn_builder("densenet121", None),
+            "flatten",
         ),
         ("DenseNet121",),
     ),
-    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, _cnn(resnet50, None)), ("ResNet50",)),
+    (ModelSpec("resnet50", "ResNet-50", "resnet50", None, "none", False, cnn_builder("resnet50", None)), ("ResNet50",)),
     (
         ModelSpec(
             "se_densenet121",
@@ -98,13 +129,21 @@ for _spec, _aliases in (
             "se",
             f"SE {_DENSENET_PLACEMENT}",
             True,
-            _cnn(densenet121, "se"),
+            cnn_builder("densenet121", "se"),
             "flatten",
         ),
         ("SEDenseNet121",),
     ),
     (
-        ModelSpec("se_resnet50", "ResNet-50", "resnet50", "se", f"SE {_RESNET_PLACEMENT}", False, _cnn(resnet50, "se")),
+        ModelSpec(
+            "se_resnet50",
+            "ResNet-50",
+            "resnet50",
+            "se",
+            f"SE {_RESNET_PLACEMENT}",
+            False,
+            cnn_builder("resnet50", "se"),
+        ),
         ("SEResNet50",),
     ),
     (
@@ -115,14 +154,20 @@ for _spec, _aliases in (
             "cbam",
             f"CBAM {_DENSENET_PLACEMENT}",
             True,
-            _cnn(densenet121, "cbam"),
+            cnn_builder("densenet121", "cbam"),
             "flatten",
         ),
         ("CBAMDenseNet121",),
     ),
     (
         ModelSpec(
-            "cbam_resnet50", "ResNet-50", "resnet50", "cbam", f"CBAM {_RESNET_PLACEMENT}", True, _cnn(resnet50, "cbam")
+            "cbam_resnet50",
+            "ResNet-50",
+            "resnet50",
+            "cbam",
+            f"CBAM {_RESNET_PLACEMENT}",
+            True,
+            cnn_builder("resnet50", "cbam"),
         ),
         ("CBAMResNet50",),
     ),
@@ -175,15 +220,8 @@ def resolve_head(name: str, head: str) -> str:
         ConfigError: unknown model name or head value.
     """
     spec = MODELS.get(name)
-    head = _choice(head, HEAD_CHOICES, "head", "--head")
+    head = choose(head, HEAD_CHOICES, what="head", option="--head")
     return spec.paper_head if head == PAPER_HEAD else head
-
-
-def _choice(value: str, choices: tuple[str, ...], what: str, option: str) -> str:
-    key = str(value).strip().lower()
-    if key not in choices:
-        raise ConfigError(f"unknown {what} {value!r} for {option}; choose one of: {', '.join(choices)}.")
-    return key
 
 
 def create_model(
@@ -271,8 +309,8 @@ def create_model_with_report(
     spec = MODELS.get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    pretrained = _choice(pretrained, PRETRAINED, "pretrained weights", "--pretrained")
-    init = _choice(init, INITS, "init", "--init")
+    pretrained = choose(pretrained, PRETRAINED, what="pretrained weights", option="--pretrained")
+    init = choose(init, INITS, what="init", option="--init")
     head = resolve_head(spec.name, head)
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")
@@ -284,7 +322,12 @@ def create_model_with_report(
         raise ConfigError(
             f"DeiT weights have 16-px patches; --patch-size {patch_size} trains from scratch, so pass --pretrained none."
         )
-    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers, patch_size=patch_size)
+    # only the ViT takes a patch size; other builders keep the four-argument signature
+    extra = {"patch_size": patch_size} if patch_size != 16 else {}
+    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers, **extra)
+    # torchvision's ResNet classes load with the CNN builders (see cnn_builder)
+    from medattn.models.cnn import zero_init_residual
+
     if zero_init_residual_branches and not zero_init_residual(model):
         raise config.zero_init_error(spec.name)
     state, source = None, ""
@@ -305,7 +348,9 @@ def is_vit(model: nn.Module) -> bool:
     """Whether ``model`` (possibly wrapped by DDP or ``torch.compile``) is a vision transformer."""
     inner = getattr(model, "_orig_mod", model)
     inner = getattr(inner, "module", inner)
-    return isinstance(inner, VisionTransformer)
+    # Without timm loaded no ViT can exist; looking it up in sys.modules keeps timm out of CNN-only runs.
+    vision_transformer = sys.modules.get("timm.models.vision_transformer")
+    return vision_transformer is not None and isinstance(inner, vision_transformer.VisionTransformer)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -339,10 +384,10 @@ def model_table() -> list[dict]:
 __all__ = [
     "MODELS",
     "ModelSpec",
-    "DeiT",
     "HEAD_CHOICES",
     "PAPER_HEAD",
     "canonical_model_name",
+    "cnn_builder",
     "count_parameters",
     "create_model",
     "create_model_with_report",

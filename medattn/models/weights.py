@@ -1,6 +1,6 @@
 """Initial weights: reading local checkpoints, fetching ImageNet weights, loading them with a report.
 
-The rule (SPEC §3): weights initialise the *backbone* of every variant. A tensor of the model may
+The rule (a fair comparison of attention variants): weights initialise the *backbone* of every variant. A tensor of the model may
 stay at its fresh initialisation only when it belongs to an attention module or to the head; a
 tensor of the source may be ignored only when it belongs to the source's head (``fc.*``,
 ``classifier.*``, ``head.*``; ImageNet's 1000-class head) or, for DeiT with fewer blocks than
@@ -100,10 +100,7 @@ def _family(arch: str) -> str:
             return family
     # The model registry is filled by models.factory, which imports this module: look it up by kind
     # (medattn.registry) instead of importing factory back.
-    models = lookup("model")
-    if models is None:
-        raise ConfigError(f"unknown architecture {arch!r}; use one of {', '.join(BACKBONE_HEADS)}.")
-    return models.get(arch).backbone
+    return lookup("model").get(arch).backbone
 
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -300,7 +297,7 @@ _IMAGENET_TIMM = {"deit_tiny": "deit_tiny_patch16_224"}
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in a Hugging Face repo, in order
 
 DOWNLOAD_PROBE_TIMEOUT_S = 3.0
-"""Seconds the connection probe waits before a download is declared impossible (issue 17: the
+"""Seconds the connection probe waits before a download is declared impossible (the
 Hugging Face hub otherwise retries for about 50 s, where torchvision fails at once)."""
 
 

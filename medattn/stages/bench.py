@@ -15,13 +15,13 @@ timed region:
 - ``infer_img_s``: eval forward under bf16 + channels_last (CUDA) on random device batches.
 - ``attr_img_s`` / ``attr_single_img_s``: :func:`medattn.explain.attribute` per default method
   of the model (fp32/TF32), batched and one image per call.
-- ``prepare`` (with ``--prepare``, issue 18): :func:`medattn.data.prepare_bench.measure_prepare` on synthetic
+- ``prepare`` (with ``--prepare``): :func:`medattn.data.prepare_bench.measure_prepare` on synthetic
   high-resolution files in the ISIC/MIMIC/APTOS layouts: ``prepare_img_s`` of ``medattn data
   prepare`` against ``serial_full_decode_img_s`` (full-resolution decoding on one core), per layout
   with the scaling over 1, 2, ... workers.
 
 The result (device name, torch/timm/captum versions, date, settings, per-model rates, ratios
-``pipeline/pure`` and ``pipeline/seed_config`` and the issue-8 targets) is written as JSON after
+``pipeline/pure`` and ``pipeline/seed_config`` and the :data:`TARGETS` it is held to) is written as JSON after
 every model, so a run cut short still leaves what it measured, and as a markdown table.
 """
 
@@ -49,7 +49,8 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from medattn.config import BenchConfig, quick_config
+from medattn import registry
+from medattn.config import at_least, positive, set_field
 from medattn.data import load_index, prepare_cache
 from medattn.data.cache import available_cpus
 from medattn.data.gpu import build_device_loader, wants_channels_last
@@ -61,6 +62,117 @@ from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
 from medattn.models import MODELS, canonical_model_name, create_model, is_vit
 from medattn.runtime import resolve_device, torch_flags
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Options of ``medattn bench``.
+
+    Attributes:
+        models: model names, or ``("all",)``.
+        batch_size: training batch of pure/pipeline/files.
+        img_size: image side.
+        steps: timed training steps (pure, pipeline).
+        warmup: untimed steps before each timed region.
+        seed_batch_size: batch of the seed configuration.
+        seed_steps: timed steps of the seed configuration.
+        files_steps: timed steps of the files path (slow: bounded by PIL decoding).
+        num_workers: DataLoader workers of the files path.
+        infer_batch_size: inference batch.
+        infer_steps: timed inference batches.
+        attr_batch_size: batched explanation size.
+        attr_steps: timed batched explanation calls per method.
+        single_steps: timed one-image explanation calls per method.
+        num_images: images of the synthetic data set.
+        source_size: ``(height, width)`` of its JPEG files (ISIC/APTOS photos are ~512×680 after
+            the usual downscaling).
+        nr_layers: DeiT blocks.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        compile: ``torch.compile`` the model for pure and pipeline.
+        work_dir: where the synthetic data set is written (a temporary folder if ``None``).
+        out: JSON file to write (default: ``benchmarks/results/<device>-<date>.json`` for a full
+            CUDA run, ``medattn-bench-<device>-<date>.json`` in the working directory otherwise).
+        quick: tiny CPU settings for the test suite (:func:`quick_config`).
+        prepare: also measure ``medattn data prepare`` on synthetic high-resolution files.
+        prepare_workers: most workers of the prepare scaling series (``None``: every CPU).
+    """
+
+    models: tuple[str, ...] = ("all",)
+    batch_size: int = 128
+    img_size: int = 224
+    steps: int = 20
+    warmup: int = 5
+    seed_batch_size: int = 4
+    seed_steps: int = 25
+    files_steps: int = 4
+    num_workers: int = 8
+    infer_batch_size: int = 256
+    infer_steps: int = 10
+    attr_batch_size: int = 32
+    attr_steps: int = 3
+    single_steps: int = 8
+    num_images: int = 768
+    source_size: tuple[int, int] = (512, 680)
+    nr_layers: int = 12
+    device: str = "auto"
+    compile: bool = False
+    work_dir: str | None = None
+    out: str | None = None
+    quick: bool = False
+    prepare: bool = False
+    prepare_workers: int | None = None
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if self.prepare_workers is not None:
+            at_least("prepare_workers", self.prepare_workers, 1, "1 or more (leave it out to use every CPU)")
+        for key in (
+            "batch_size",
+            "img_size",
+            "steps",
+            "seed_batch_size",
+            "seed_steps",
+            "files_steps",
+            "infer_batch_size",
+            "infer_steps",
+            "attr_batch_size",
+            "attr_steps",
+            "single_steps",
+            "num_images",
+        ):
+            positive(key, getattr(self, key))
+        if self.num_workers < 0 or self.warmup < 0:
+            raise ConfigError("--num-workers and --warmup must be 0 or more.")
+        names = [m.strip() for part in self.models for m in str(part).split(",") if m.strip()]
+        if names and names != ["all"]:
+            set_field(self, "models", tuple(registry.canonical("model", m) for m in names))
+
+
+def quick_config(**overrides: Any) -> BenchConfig:
+    """Tiny settings for the test suite on a CPU: 2 models, 32 px, batch 4, 2 steps, no warm-up."""
+    base = dict(
+        models=("resnet50", "deit_tiny"),
+        batch_size=4,
+        img_size=32,
+        steps=2,
+        warmup=0,
+        seed_batch_size=4,
+        seed_steps=1,
+        files_steps=1,
+        num_workers=0,
+        infer_batch_size=4,
+        infer_steps=1,
+        attr_batch_size=2,
+        attr_steps=1,
+        single_steps=1,
+        num_images=40,
+        source_size=(40, 48),
+        nr_layers=2,
+        device="cpu",
+        quick=True,
+    )
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return BenchConfig(**base)
+
 
 __all__ = [
     "RATE_FIELDS",
@@ -94,7 +206,8 @@ TARGETS = {
     "resnet50_deeplift_img_s_min": 500.0,
     "deit_tiny_transformer_lrp_batched_over_single_min": 20.0,
 }
-"""Issue 8's targets on one H100/H200 (evaluated only when the device is CUDA)."""
+"""The throughput the GPU input path is built to reach on one H100/H200 (evaluated only when the
+device is CUDA)."""
 
 QUICK_PREPARE_LAYOUTS = {
     "isic_jpeg": Layout("isic2020", (240, 160), "RGB", "JPEG", 8),
@@ -128,7 +241,7 @@ class BenchResult:
     prepare: dict[str, Any] | None = None
 
     def targets(self) -> dict[str, Any]:
-        """Issue 8's targets against the measured rates (``None`` where not measured or not CUDA)."""
+        """The :data:`TARGETS` against the measured rates (``None`` where not measured or not CUDA)."""
         by = {m["model"]: m for m in self.models}
         cuda = self.device.get("type") == "cuda"
         checks: dict[str, Any] = {"evaluated": cuda}
@@ -444,7 +557,7 @@ def resolve_models(models: Sequence[str]) -> list[str]:
 
 
 def bench(cfg: BenchConfig, *, echo: Callable[[str], None] = print) -> BenchResult:
-    """Measure training, inference and explanation throughput (SPEC §6, issue 8); write the JSON
+    """Measure training, inference and explanation throughput (``medattn bench``); write the JSON
     (after every model) and the markdown table.
 
     Torch's TF32 and cuDNN autotuning flags, which the measurements turn on, are restored on return.
@@ -564,7 +677,7 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 
 def markdown_table(result: BenchResult | dict[str, Any]) -> str:
-    """The README table of a result (or of a loaded JSON document).
+    """The markdown table of a result (or of a loaded JSON document), as ``docs/performance.md`` shows it.
 
     Args:
         result: a :class:`BenchResult` or the dict :meth:`BenchResult.to_json` produced.

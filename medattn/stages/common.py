@@ -123,7 +123,8 @@ def load_trained(run_id: str | None = None, model_uri: str | None = None, ckpt: 
             raise MedattnError(
                 f"run {run_id!r} is a {kind} run, not a training run; pass the id of a medattn train run."
             )
-        # Issue 14.5: the weights of the run's logged model (best.pt for older runs), read and removed again.
+        # The weights of the run's logged model (best.pt for older runs), read from a private folder that is
+        # removed at once: no command leaves files in the system temp folder.
         with tempfile.TemporaryDirectory(prefix="medattn-weights-") as tmp:
             state = ckpt_io.load(tracking.model_weights(run_id, tmp))
         source = f"runs:/{run_id}/{tracking.MODEL_NAME}"

@@ -1,4 +1,4 @@
-"""The ``compare`` stage: the variants of an experiment side by side (SPEC §5, "compare").
+"""The ``compare`` stage: the variants of an experiment side by side (``medattn compare``).
 
 Gathers the finished test runs of an experiment (tag ``medattn.kind=test``, split ``test``) into a
 tidy table per model variant and training-data fraction, draws the low-data-regimen figure, the
@@ -22,11 +22,34 @@ import numpy as np
 import pandas as pd
 
 from medattn import plots, tracking
-from medattn.config import CASES, CompareConfig
+from medattn.config import TrackingPart, at_least, check_alpha
 from medattn.errors import ConfigError, MedattnError
 from medattn.explain.evaluation import HIGHER_IS_BETTER
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
+
+#: Choices of ``compare --cases``.
+CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig(TrackingPart):
+    """Options of ``medattn compare``."""
+
+    experiment: str = "medattn-demo"
+    metric: str = "test_auc"
+    cases: str | None = None
+    max_images: int = 4
+    alpha_overlay: float = 0.5
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if self.cases is not None and self.cases not in CASES:
+            raise ConfigError(f"--cases must be one of {', '.join(CASES)}, got {self.cases!r}.")
+        at_least("max_images", self.max_images, 1, "at least 1")
+        if not self.metric.startswith("test_"):
+            raise ConfigError(f"--metric must be a test metric such as test_auc, got {self.metric!r}.")
+        check_alpha(self.alpha_overlay)
+
 
 #: Test metrics put in the comparison table (those a run lacks are left empty).
 TABLE_METRICS = ("auc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "loss")
@@ -132,7 +155,7 @@ def xai_table(runs: Sequence[Any]) -> pd.DataFrame:
 
     One interpret run per model is used: the one of the largest training-data fraction, newest
     first among those. ``method`` is an explanation method (spelled as in the run's ``methods``
-    param), a sanity baseline ``baseline_<b>`` (issue 12.2: ``random``, ``input``, ``centre``,
+    param), a sanity baseline ``baseline_<b>`` (``random``, ``input``, ``centre``,
     ``edge``, ``randomized_<method>``) or, for older runs, ``random``; ``score`` one of
     :data:`XAI_SCORES`. The bootstrap CI bounds are columns (NaN when not logged); pass verdicts
     and image counts are not rows.
@@ -214,7 +237,7 @@ def case_ids(predictions: Mapping[str, pd.DataFrame], case: str) -> list[str]:
 
 
 # =============================================================================================
-# paired statistics: each attention variant against its plain backbone (issue 12.3)
+# paired statistics: each attention variant against its plain backbone (does attention help?)
 # =============================================================================================
 #: Bootstrap resamples of the paired ΔAUC and their seed.
 PAIRED_N_BOOT, PAIRED_SEED = 1000, 0
@@ -572,5 +595,5 @@ def compare(cfg: CompareConfig) -> CompareResult:
             artifacts += _log_cases(cfg, selected, case_frame, interp, workdir)
         paired, paired_artifacts = _log_paired(exp_id, test_runs, workdir)
         artifacts += paired_artifacts
-    shutil.rmtree(workdir, ignore_errors=True)  # issue 14.5: the downloads are read; nothing stays in TMPDIR
+    shutil.rmtree(workdir, ignore_errors=True)  # the downloads are read; no command leaves files in TMPDIR
     return CompareResult(run_id, cfg.experiment, table, xai, selected, artifacts, uri, paired)

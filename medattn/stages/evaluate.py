@@ -1,5 +1,5 @@
 """The ``evaluate`` stage (the ``medattn test`` command): a trained model on a split, with
-bootstrap CIs, predictions and figures, logged to a new run linked to its source (SPEC §5, "test")."""
+bootstrap CIs, predictions and figures, logged to a new run linked to its source (``medattn test``)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,29 @@ import pandas as pd
 from torch import nn
 
 from medattn import engine, plots, tracking
-from medattn.config import SourcePart, TestConfig
+from medattn.config import RuntimePart, SourcePart, at_least, positive
 from medattn.data.synthetic import ORACLE_COLUMN
 from medattn.errors import MedattnError
 from medattn.metrics import oracle_metrics, test_metrics
 from medattn.runtime import resolve_device
 from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestConfig(SourcePart, RuntimePart):
+    """Options of ``medattn test``; exactly one of ``run_id``, ``model_uri``, ``ckpt``."""
+
+    __test__ = False  # not a pytest class
+
+    batch_size: int = 64
+    num_workers: int = 0
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:  # noqa: D105
+        super().__post_init__()
+        positive("batch_size", self.batch_size)
+        at_least("num_workers", self.num_workers, 0, "0 or more")
+        at_least("n_boot", self.n_boot, 0, "0 or more")
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ def log_split_input(loaded: LoadedModel, frame: pd.DataFrame, split: str, data_d
 
 
 def test(cfg: TestConfig, *, parent_run_id: str | None = None, progress: bool = True) -> TestResult:
-    """Evaluate a trained model on a split and log a linked test run (SPEC §5, "test").
+    """Evaluate a trained model on a split and log a linked test run (``medattn test``).
 
     Logs ``test_*`` metrics (with ``test_oracle_auc`` and ``test_oracle_gap`` and their CIs where
     the data set carries ``oracle_prob``, :func:`ceiling_metrics`), ``predictions.csv`` and the same rows as the MLflow table

@@ -1,5 +1,5 @@
 """The ``figures`` stage: an interpret run's maps and its training history drawn as figures and
-logged to that interpret run under ``figures/`` (SPEC §5, "figures").
+logged to that interpret run under ``figures/`` (``medattn figures``).
 
 A training run id is accepted too, or a model URI of one: its latest finished interpret run (tag
 ``medattn.source_run``) is used. Nothing here needs the data folder: every input is an MLflow tag or artifact.
@@ -13,8 +13,33 @@ from typing import Any
 import numpy as np
 
 from medattn import plots, tracking
-from medattn.config import FiguresConfig
-from medattn.errors import MedattnError
+from medattn.config import TrackingPart, at_least, check_alpha, saliency_choice, set_field
+from medattn.errors import ConfigError, MedattnError
+
+
+@dataclass(frozen=True, kw_only=True)
+class FiguresConfig(TrackingPart):
+    """Options of ``medattn figures``.
+
+    ``run_id`` is an interpret run, or a training run whose latest finished interpret run is used;
+    ``model_uri`` (instead of ``run_id``) names such a training run by a model URI.
+    ``saliency_maps`` is ``all`` or one explanation method (any that ``interpret`` logs).
+    """
+
+    run_id: str | None = None
+    model_uri: str | None = None
+    saliency_maps: str = "all"
+    alpha_overlay: float = 0.5
+    max_images: int | None = None  # figures for the first this many explained images (None or 0: all)
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if bool(self.run_id) == bool(self.model_uri):
+            raise ConfigError("give exactly one of --run-id or --model-uri.")
+        if self.max_images is not None:
+            at_least("max_images", self.max_images, 0, "0 (every image) or more")
+            set_field(self, "max_images", self.max_images or None)
+        set_field(self, "saliency_maps", saliency_choice(self.saliency_maps))
+        check_alpha(self.alpha_overlay)
 
 
 @dataclass(frozen=True)
@@ -66,10 +91,10 @@ def _draw_maps(reader: tracking.SaliencyReader, index, methods: list[str], alpha
         labels.append(f"{image_id}\nlabel {first['label']}, pred {first['prediction']}")
         tracking.log_figure(
             plots.image_figure(image, title=f"{image_id} (label {first['label']})"),
-            f"{tracking.ORIGINAL_DIR}/{image_id}.png",
+            tracking.original_artifact(image_id),
             run_id=rid,
         )
-        logged.append(f"{tracking.ORIGINAL_DIR}/{image_id}.png")
+        logged.append(tracking.original_artifact(image_id))
         row: list[np.ndarray | None] = []
         for method in methods:
             entry = by_key.get((image_id, method))

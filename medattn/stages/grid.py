@@ -22,7 +22,7 @@ def with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
 
 
 def seed_configs(cfg: TrainConfig, seeds: Sequence[int] | None) -> list[TrainConfig]:
-    """The configs ``train --seeds 0,1,2`` trains, one run each (issue 12.3): ``cfg`` once per seed.
+    """The configs ``train --seeds 0,1,2`` trains, one run each: ``cfg`` once per seed.
 
     Args:
         cfg: the resolved training config; the seeds replace its seed (:func:`with_seed`).
@@ -54,7 +54,7 @@ def grid_cells(
         config_file: an ``experiments/*.yaml`` with a ``grid`` mapping of option → list of values.
         overrides: options applied to every cell (e.g. ``data_dir``); a gridded option given here
             pins that axis to the one value.
-        seeds: train every cell once per seed (``--seeds 0,1,2``; issue 12.3), seeds innermost;
+        seeds: train every cell once per seed (``--seeds 0,1,2``), seeds innermost;
             ``None``: the config's one seed.
 
     Raises:

@@ -1,7 +1,7 @@
-"""The ``interpret`` stage: explain a trained model's images and score the explanations (SPEC §5).
+"""The ``interpret`` stage: explain a trained model's images and score the explanations.
 
 The scoring, the sanity baselines and the pass rule are
-:func:`medattn.explain.evaluation.evaluate_explanations` (issue 12.2); this stage collects the
+:func:`medattn.explain.evaluation.evaluate_explanations`; this stage collects the
 images, runs it once, and logs the report. The maps, inputs and index are written through
 :class:`medattn.tracking.SaliencyWriter`, the one writer of that layout; ``figures`` and
 ``compare`` read it back with its reader.
@@ -17,14 +17,49 @@ import pandas as pd
 import torch
 from torch import nn
 
-from medattn import tracking
-from medattn.config import InterpretConfig
+from medattn import registry, tracking
+from medattn.config import REMOVALS, TARGETS, RuntimePart, SourcePart, at_least, positive, set_field
 from medattn.data import load_mask
+from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
 from medattn.explain.evaluation import ExplanationReport, evaluate_explanations
 from medattn.runtime import resolve_device
 from medattn.stages.common import LoadedModel, build_model, data_index, denormalize, make_loader
 from medattn.stages.evaluate import load_source, source_tags
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterpretConfig(SourcePart, RuntimePart):
+    """Options of ``medattn interpret``; exactly one of ``run_id``, ``model_uri``, ``ckpt``.
+
+    ``methods`` empty means the model's defaults (deeplift + lrp for CNNs, transformer-lrp for DeiT).
+    """
+
+    methods: tuple[str, ...] = ()
+    max_images: int = 16
+    target: str = "label"
+    batch_size: int = 8
+    steps: int = 16
+    curve_images: int | None = None  # removal curves on this many images (the first with a lesion mask; None: all)
+    randomized_images: int | None = None  # images explained on the randomised model (None: all)
+    n_boot: int = 1000  # bootstrap resamples per 95 % CI (0: no CIs, hence no method passes)
+    removal: str = "road"  # removal curves: road (MoRF/LeRF, noisy linear imputation), zeros or blur
+
+    def __post_init__(self) -> None:  # noqa: D105
+        super().__post_init__()
+        if self.removal not in REMOVALS:
+            raise ConfigError(f"--removal must be one of {', '.join(REMOVALS)}, got {self.removal!r}.")
+        if self.target not in TARGETS:
+            raise ConfigError(f"--target must be label or pred, got {self.target!r}.")
+        at_least("max_images", self.max_images, 1, "at least 1")
+        at_least("steps", self.steps, 1, "at least 1")
+        for name in ("curve_images", "randomized_images"):
+            if getattr(self, name) is not None:
+                at_least(name, getattr(self, name), 1, "at least 1")
+        at_least("n_boot", self.n_boot, 0, "0 or more")
+        positive("batch_size", self.batch_size)
+        set_field(self, "methods", tuple(registry.canonical("explanation method", m) for m in self.methods))
+
 
 # The randomised twin is a fresh model of the factory under this seed offset (E measured that
 # PyTorch's default re-initialisation behaves unlike timm's init, so the factory's init is used).
@@ -177,7 +212,7 @@ def _explain(cfg: InterpretConfig, loaded: LoadedModel, batch: _Batch, methods: 
 
 
 def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progress: bool = True):
-    """Explain a trained model's images and score the explanations (SPEC §5, "interpret").
+    """Explain a trained model's images and score the explanations (``medattn interpret``).
 
     For the first ``max_images`` images of the split (split order) and each method, logs the raw
     map ``saliency/<method>/<image_id>.npy``, the input ``inputs/<image_id>.png`` (the model's
@@ -196,7 +231,7 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
     with ``_`` in metric names (``transformer-lrp`` → ``xai_transformer_lrp_...``).
 
     Returns:
-        An :class:`InterpretResult`.
+        InterpretResult: the interpret run's id and what it logged.
     """
     uri = tracking.connect(cfg.tracking_uri)
     split = cfg.split

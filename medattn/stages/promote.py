@@ -8,7 +8,7 @@ version, and the version is tagged with the metric and the variant. Promotion is
 the alias already points at the best run's version, nothing changes. Everyone then loads
 ``models:/medattn-<dataset>@champion``.
 
-Ties (issue 12.4): runs with the same value of the metric (several variants at AUC 1.000 on an easy
+Ties: runs with the same value of the metric (several variants at AUC 1.000 on an easy
 split) are not decided by the order of the search. The stated secondary metric
 (:func:`tie_break_metric`: the lowest ``val_loss``; the highest ``val_auc`` when ranking by
 ``val_loss``) decides among them; runs still tied keep the current champion, else the earliest run
@@ -21,10 +21,54 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from medattn import tracking
-from medattn.config import PromoteConfig, check_mode
-from medattn.errors import MedattnError
+from medattn import registry, tracking
+from medattn.config import TrackingPart, check_metric, check_mode, set_field
+from medattn.errors import ConfigError, MedattnError
 from medattn.metrics import metric_mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteConfig(TrackingPart):
+    """Options of ``medattn promote``.
+
+    Attributes:
+        experiment: MLflow experiment whose training runs compete (default ``medattn-<dataset>``).
+        dataset: only runs of this data set compete; also names the default experiment
+            (``demo`` when neither is given).
+        metric: per-epoch metric name, e.g. ``val_auc`` (``best_val_auc`` is used when logged).
+        mode: ``max`` or ``min``; default ``min`` for losses, ``max`` otherwise.
+        alias: registry alias to move.
+        tracking_uri: MLflow tracking URI.
+    """
+
+    experiment: str | None = None
+    dataset: str | None = None
+    metric: str = "val_auc"
+    mode: str | None = None
+    alias: str = "champion"
+
+    def __post_init__(self) -> None:  # noqa: D105
+        base = self.metric[len("best_") :] if self.metric.startswith("best_") else self.metric
+        check_metric(base, shown=self.metric)
+        check_mode(self.mode, base)
+        alias = self.alias.strip()
+        if (
+            not alias
+            or not all(c.isalnum() or c in "_-" for c in alias)
+            or alias.lower() == "latest"
+            or (alias[0] in "vV" and alias[1:].isdigit())
+        ):
+            raise ConfigError(
+                f"--alias {self.alias!r} is not a valid registry alias; use letters, digits, '-' or '_' "
+                "(not 'latest' or v<number>), e.g. champion."
+            )
+        if self.dataset:
+            set_field(self, "dataset", registry.canonical("dataset", self.dataset))
+
+    @property
+    def base_metric(self) -> str:
+        """The per-epoch metric compared (``best_`` prefix removed)."""
+        return self.metric[len("best_") :] if self.metric.startswith("best_") else self.metric
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ Each trial's ``checkpoints/best.pt`` is selected by the searched metric, so the 
 the value of its checkpoint. Trials log no MLflow model unless ``log_models`` is set (a search
 writes many runs; ``medattn train --register`` or ``promote`` is how a model reaches the registry).
 
-Workers that die (issue 14.6): the storage records a heartbeat of every running trial every
-``heartbeat_s`` seconds. A trial whose heartbeat is older than twice that is *stale*: the next
+Workers that die (a preempted node, the OOM killer, ``kill -9``): the storage records a heartbeat
+of every running trial every ``heartbeat_s`` seconds. A trial whose heartbeat is older than twice that is *stale*: the next
 worker that asks the study for a trial marks it FAIL, queues a retry with the same parameters
 (:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, at most ``trial_retries`` times) and
 ends the dead worker's MLflow runs (the trial's and its parent) FAILED. Each trial records its
@@ -59,8 +59,18 @@ import torch
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
 from medattn import tracking
-from medattn.config import DEFAULT_STORAGE, SearchConfig, TrainConfig, build_train_config, parse_batch_sizes
+from medattn.config import (
+    TrackingPart,
+    TrainConfig,
+    at_least,
+    build_train_config,
+    check_metric,
+    check_mode,
+    parse_batch_sizes,
+    set_field,
+)
 from medattn.errors import ConfigError, MedattnError
+from medattn.metrics import metric_mode
 from medattn.stages.common import data_index
 from medattn.stages.train import train
 from medattn.tracking import (
@@ -72,6 +82,89 @@ from medattn.tracking import (
     TAG_TRIAL_STATE,
     redact_url,
 )
+
+#: ``search --storage`` default (relative to the working directory).
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_BATCH_SIZES = (8, 16, 32, 64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(TrackingPart):
+    """Options of ``medattn search``.
+
+    Attributes:
+        dataset: data set id (aliases accepted).
+        model: architecture (seed spellings accepted).
+        data_dir: data folder (default: the config file's or ``demo_data``).
+        n_trials: trials added by this invocation (at least 1).
+        storage: Optuna storage URL; a relative sqlite path is relative to the working directory.
+            ``None`` or empty: ``$OPTUNA_STORAGE``, else :data:`DEFAULT_STORAGE` (so that a
+            database password need not be passed through ``mlflow run -P``, which logs it).
+        study_name: default ``medattn-<dataset>-<model>-<metric>``.
+        n_jobs: parallel trials in threads of this process (more: several processes, one RDB storage).
+        metric: per-epoch metric the trials are ranked and pruned by.
+        mode: ``max`` or ``min``; default from the metric (``min`` for losses).
+        epochs: epochs per trial (default: the config file's, else the train default).
+        config_file: an ``experiments/*.yaml`` file with the fixed training options.
+        lr_min, lr_max: the ends of the log-uniform learning-rate range.
+        batch_sizes: categorical batch-size choices (sorted, duplicates removed).
+        img_size: image side (default: the config file's, else the train default).
+        device: ``auto``, ``cpu`` or ``cuda:N`` (default: the config file's, else auto).
+        experiment: MLflow experiment (default ``medattn-<dataset>``).
+        tracking_uri: MLflow tracking URI.
+        seed: seed of the TPE sampler (training seeds come from the config).
+        prune_startup_trials, prune_warmup_epochs: MedianPruner ``n_startup_trials``, ``n_warmup_steps`` (epochs).
+        heartbeat_s: seconds between the heartbeats of a running trial in the storage; a trial
+            silent for twice that is failed and retried by the next worker (0: no heartbeat).
+        trial_retries: how often a trial whose worker died is retried.
+        log_models: log each trial's model to MLflow (checkpoints are always logged).
+        train_overrides: ``medattn train`` options fixed for every trial (``{"nr_layers": 1}``), over the config file.
+    """
+
+    dataset: str = "demo"
+    model: str = "resnet50"
+    data_dir: str | None = None
+    n_trials: int = 20
+    storage: str | None = None
+    study_name: str | None = None
+    n_jobs: int = 1
+    metric: str = "val_auc"
+    mode: str | None = None
+    epochs: int | None = None
+    config_file: str | None = None
+    lr_min: float = 1e-6
+    lr_max: float = 1e-2
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    img_size: int | None = None
+    device: str | None = None
+    experiment: str | None = None
+    seed: int = 0
+    prune_startup_trials: int = 5
+    prune_warmup_epochs: int = 1
+    heartbeat_s: int = 60
+    trial_retries: int = 1
+    log_models: bool = False
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # noqa: D105
+        metric = check_metric(self.metric)
+        mode = check_mode(self.mode, metric)
+        if mode != metric_mode(metric):
+            verb = "minimised" if metric_mode(metric) == "min" else "maximised"
+            raise ConfigError(f"--mode {mode} contradicts {metric}, which is always {verb}; leave --mode out.")
+        at_least("n_trials", self.n_trials, 1, "at least 1")
+        at_least("n_jobs", self.n_jobs, 1, "at least 1")
+        if not (math.isfinite(self.lr_min) and math.isfinite(self.lr_max)) or self.lr_min <= 0:
+            raise ConfigError(f"--lr-min must be a positive number, got {self.lr_min}.")
+        if self.lr_min >= self.lr_max:
+            raise ConfigError(f"--lr-min ({self.lr_min:g}) must be smaller than --lr-max ({self.lr_max:g}).")
+        if self.prune_startup_trials < 0 or self.prune_warmup_epochs < 0:
+            raise ConfigError("--prune-startup-trials and --prune-warmup-epochs must be 0 or more.")
+        at_least("heartbeat_s", self.heartbeat_s, 0, "0 (no heartbeat) or more seconds")
+        at_least("trial_retries", self.trial_retries, 0, "0 or more")
+        set_field(self, "batch_sizes", parse_batch_sizes(self.batch_sizes))
+        set_field(self, "mode", mode)
+
 
 __all__ = [
     "TAG_BEST_TRIAL_NUMBER",

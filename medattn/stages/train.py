@@ -1,4 +1,4 @@
-"""The ``train`` stage: one model trained and tracked in MLflow (SPEC §5, "train").
+"""The ``train`` stage: one model trained and tracked in MLflow (``medattn train``).
 
 The epoch loop is :func:`medattn.engine.fit`; this module prepares its inputs (data, model,
 optimiser, a resumed :class:`~medattn.checkpoint.TrainState`), hooks tracking in through
@@ -82,7 +82,8 @@ def resolve_train_config(
         return build_train_config(overrides, config_file=config_file)
     tracking.connect(overrides.get("tracking_uri"))
     logged = with_legacy_defaults(tracking.run_config(resume))  # a run of an older version resumes as it was
-    base = {k: v for k, v in logged.items() if k not in ("resume", "ckpt")}
+    # where the run goes is the caller's choice, never the logged config's (it could name another server)
+    base = {k: v for k, v in logged.items() if k not in ("resume", "ckpt", "tracking_uri")}
     return build_train_config({**base, **overrides, "resume": resume})
 
 
@@ -132,7 +133,8 @@ class TrackingCallback(engine.Callback):
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, optimizer, scheduler, meta: Mapping[str, Any]) -> None:
         self.cfg, self.model, self.optimizer, self.scheduler, self.meta = cfg, model, optimizer, scheduler, meta
-        self.manifest: ckpt_io.Manifest | None = None  # issue 17: checksums of the uploads, read on first use
+        # checksums of the uploads (a kill can tear one), read on first use
+        self.manifest: ckpt_io.Manifest | None = None
 
     def _manifest(self) -> ckpt_io.Manifest:
         """The run's checksum manifest: a resumed run continues its own."""
@@ -156,7 +158,7 @@ class TrackingCallback(engine.Callback):
             best_metrics=end.best_metrics,
             rng=ckpt_io.rng_state(),
         )
-        # Issue 14.5: the local copies live only until uploaded; nothing stays in the temp folder.
+        # The local copies live only until uploaded; no command leaves files in the temp folder.
         with tempfile.TemporaryDirectory(prefix="medattn-ckpt-") as tmp:
             workdir = Path(tmp)
             paths = [ckpt_io.save(workdir / "best.pt", state.best_payload(end.metrics))] if end.improved else []
@@ -188,7 +190,7 @@ def train(
     on_run_start: Callable[[str], None] | None = None,
     log_model: bool = True,
 ) -> TrainResult:
-    """Train one model and track everything in MLflow (SPEC §5, "train").
+    """Train one model and track everything in MLflow (``medattn train``).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this function: it joins the process
     group, trains its share of each global batch with DDP, and rank 0 alone logs to MLflow and
@@ -205,7 +207,8 @@ def train(
         extra_tags: tags added to the run.
         on_run_start: called with the run id as soon as the run exists, before anything is logged
             to it (search records it on the Optuna trial, so a killed trial still names its run).
-        log_model: log the MLflow model at the end (search turns it off per trial: issue 14.6);
+        log_model: log the MLflow model at the end (search turns it off per trial unless ``--log-models``: a
+            model per trial would fill the store);
             without it ``checkpoints/best.pt`` stays and ``model_uri`` is ``None``.
 
     Returns:
@@ -245,7 +248,7 @@ def _run_source(cfg: TrainConfig, uri: str, parent_run_id: str | None):
 
 def load_resume_state(run_id: str) -> dict[str, Any]:
     """The newest complete training state of ``run_id``, with a one-line warning naming any newer one
-    skipped (a ``last.pt`` torn by a kill during its upload; issue 17).
+    skipped (a ``last.pt`` torn by a kill during its upload).
 
     Raises:
         MedattnError: no checkpoint of the run is complete.
@@ -275,7 +278,7 @@ def training_loss(
     """The training loss: the class-weighted cross-entropy summed over a batch, divided by ``norm``.
 
     With ``class_weights`` ("balanced": ``N / (C · N_c)``) every class carries the same share of
-    an epoch's loss weight, whatever the batches hold (issue 13.2); the validation loss that
+    an epoch's loss weight, whatever the batches hold (a per-batch weighted mean does not); the validation loss that
     selects ``best.pt`` is ``Σ w l / Σ w`` over the whole split (:func:`medattn.engine.evaluate`).
 
     Args:
@@ -297,8 +300,8 @@ def _build(cfg: TrainConfig, index, device: torch.device, resume_state, dctx):
         check_compatible(resume_state, cfg)
         model.load_state_dict(resume_state["model"])
     model.to(device)
-    # Issue 8: --data-pipeline gpu|auto: loaders from the uint8 cache with batched augmentation on
-    # the device; None keeps the PIL loaders below.
+    # --data-pipeline gpu|auto (the GPU input path; a PIL pipeline cannot feed a GPU): loaders from
+    # the uint8 cache with batched augmentation on the device; None keeps the PIL loaders below.
     channels_last = wants_channels_last(device, cfg.optim.amp, vit=is_vit(model))
     fast, fast_pair = fast_loaders(index, cfg, device, distributed=dctx.enabled, channels_last=channels_last)
     if fast.channels_last:
@@ -363,7 +366,8 @@ def schedule_end(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, next_epo
 def extend_cosine(
     scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, next_epoch: int, end: int, last_lr: float
 ) -> None:
-    """Re-aim a restored cosine schedule at a new end (a resume with a new ``--epochs``; issue 13.5).
+    """Re-aim a restored cosine schedule at a new end (a resume with a new ``--epochs``: the lr
+    keeps falling instead of rising again at the old horizon).
 
     The restored schedule keeps its old horizon: past it, cosine annealing rises again. Instead,
     a new half cosine starts at the lr of the last trained epoch (``next_epoch - 1``) and reaches
@@ -430,7 +434,7 @@ def _log_start(
         tracking.log_dataset(
             frame, name=tracking.dataset_name(cfg.data.dataset, split), context=split, source=str(cfg.data.data_dir)
         )
-    # Issue 20: the near-duplicate groups the splits were made with (the policy is the param `duplicates`).
+    # The near-duplicate groups the splits were made with (the policy is the param `duplicates`).
     tracking.log_text(index.duplicate_groups.to_csv(index=False), tracking.DUPLICATE_GROUPS)
     tracking.log_metrics(duplicate_counts(index.duplicate_groups))
     tracking.log_text(model_summary(model), tracking.MODEL_SUMMARY)
@@ -459,7 +463,7 @@ def _finish(
             register_as=register,
             tags={"variant": cfg.model.model, "dataset": cfg.data.dataset},
         )
-    tracking.prune_checkpoints(run_id)  # issue 14.5: best.pt now is the model; README "Storage"
+    tracking.prune_checkpoints(run_id)  # best.pt now is the model; docs/storage.md
     return logged
 
 
@@ -473,7 +477,7 @@ def _train(
     on_run_start: Callable[[str], None] | None = None,
     log_model: bool = True,
 ) -> TrainResult:
-    uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))  # issue 17: rank 0 alone
+    uri = distributed.on_main(dctx, lambda: tracking.connect(cfg.tracking.tracking_uri))  # rank 0 alone opens the store
     # DDP: each rank on its own GPU; --batch-size is the global batch (checked before any run starts).
     device = resolve_device(distributed.device_for(dctx, cfg.device))
     if dctx.enabled:

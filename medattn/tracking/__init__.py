@@ -20,6 +20,7 @@ from medattn.tracking.auth import (
     auth_error,
     auth_errors,
     check_uri_has_no_secret,
+    redact_secrets,
     redact_url,
     refused,
 )
@@ -43,6 +44,7 @@ from medattn.tracking.names import (
     epoch_ckpt,
     experiment_name,
     heat_map_artifact,
+    original_artifact,
     registered_model_name,
 )
 from medattn.tracking.runs import (
@@ -94,6 +96,7 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "auth_error",
     "auth_errors",
     "check_uri_has_no_secret",
+    "redact_secrets",
     "redact_url",
     "refused",
     "Resumable",
@@ -115,6 +118,7 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "epoch_ckpt",
     "experiment_name",
     "heat_map_artifact",
+    "original_artifact",
     "registered_model_name",
     "HTTP_PROBE_TIMEOUT_S",
     "active_experiment_id",

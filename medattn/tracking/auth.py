@@ -62,11 +62,39 @@ class PermissionDeniedError(MedattnError):
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs, params and messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # an unparsable URL (a bad port...): redact it as text
+        return redact_secrets(url)
+    if password is None:
+        return redact_secrets(url)  # a password holding '/' is not parsed by urlsplit, but by SQLAlchemy
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact_secrets(urlunsplit(parts._replace(netloc=netloc)))
+
+
+# ``scheme://user:password@`` anywhere in a text (a URI inside a message, a param, a YAML dump).
+_URI_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*:)(?P<password>[^\s@'\"]+)(?P<at>@)")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it replaced by ``***``.
+
+    Every scheme is covered (``postgresql+psycopg2://``, ``mysql://``, ``http://``...): what medattn
+    logs (params, tags, ``config.yaml``, text artifacts) and prints goes through this function.
+    """
+    return _URI_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", str(text))
+
+
+def redact_value(value):
+    """:func:`redact_secrets` applied to every string inside ``value`` (mappings and sequences walked)."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v) for v in value)
+    return value
 
 
 def check_uri_has_no_secret(uri: str, what: str = "--tracking-uri") -> None:

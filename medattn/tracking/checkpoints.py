@@ -1,7 +1,7 @@
 """Checkpoints in a run's artifact store: uploaded with their checksums, resumed from the newest complete one.
 
 MLflow copies a file into the artifact store without a temporary name, so a process killed during
-the copy of ``checkpoints/last.pt`` leaves a truncated file (issue 17). Every upload is therefore
+the copy of ``checkpoints/last.pt`` leaves a truncated file. Every upload is therefore
 followed by ``checkpoints/manifest.json`` (:class:`medattn.checkpoint.Manifest`: size and SHA-256
 of each file), and :func:`newest_complete_checkpoint` tries ``last.pt``, then the periodic
 ``epoch_XXXX.pt`` files from the newest, skipping any that does not match its entry or does not load.
@@ -43,7 +43,7 @@ def log_checkpoints(paths: Sequence[Path], manifest: ckpt_io.Manifest, epoch: in
 def read_manifest(run_id: str) -> ckpt_io.Manifest | None:
     """The checksum manifest of ``run_id``; ``None`` when the run has none (older runs) or it is unreadable."""
     try:
-        with tempfile.TemporaryDirectory(prefix="medattn-manifest-") as tmp:  # issue 14.5: nothing left behind
+        with tempfile.TemporaryDirectory(prefix="medattn-manifest-") as tmp:  # nothing left in TMPDIR
             return ckpt_io.Manifest.from_json(download(run_id, CHECKPOINT_MANIFEST, tmp).read_text())
     except (MedattnError, ValueError, UnicodeDecodeError):
         return None
@@ -99,7 +99,8 @@ def newest_complete_checkpoint(run_id: str) -> Resumable:
     manifest = read_manifest(run_id)
     names = [Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(run_id, CHECKPOINT_DIR)]
     skipped: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="medattn-resume-") as tmp:  # issue 14.5: the payload is in memory
+    # the payload is read into memory, so nothing is left in TMPDIR
+    with tempfile.TemporaryDirectory(prefix="medattn-resume-") as tmp:
         for artifact in resume_candidates(names, manifest):
             name = Path(artifact).name
             path = download(run_id, artifact, Path(tmp) / name.removesuffix(".pt"))

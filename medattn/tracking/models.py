@@ -141,7 +141,7 @@ def best_weights(run_id: str, dst: str | Path) -> Path:
 
 def _delete_artifacts(repo, path: str) -> bool:
     """Delete ``path``; ``False`` (it stays) when the server refuses: with MLflow's authentication app
-    only MANAGE rights delete artifacts, and an EDIT user's run keeps its copy (README, "Team set-up")."""
+    only MANAGE rights delete artifacts, and an EDIT user's run keeps its copy (``docs/team-server.md``)."""
     try:
         repo.delete_artifacts(path)
     except (MlflowException, requests.HTTPError) as exc:
@@ -152,7 +152,7 @@ def _delete_artifacts(repo, path: str) -> bool:
 
 
 def prune_checkpoints(run_id: str, *, keep_resume: bool = True) -> list[str]:
-    """Delete the weights a finished run no longer needs once its model is logged (README, "Storage").
+    """Delete the weights a finished run no longer needs once its model is logged (``docs/storage.md``).
 
     ``checkpoints/best.pt`` now is the logged model's ``weights`` artifact, so it goes and the checksum
     manifest is rewritten without it. ``checkpoints/last.pt`` (what ``--resume`` continues from) stays,

@@ -1,32 +1,35 @@
 """Every MLflow name medattn writes: tags, artifact paths, registry and experiment names.
 
 Stages hand over MLflow identifiers (run ids, ``models:/NAME@ALIAS``) rather than local paths
-(STYLE habit 10); the names below are the only spelling of each artifact and tag.
+(a path means nothing on another machine or server); the names below are the only spelling of each artifact and tag.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from medattn.data.ids import safe_name
+
 # ---- artifacts of a training run ------------------------------------------------------------
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "checkpoints/best.pt"
 LAST_CKPT = "checkpoints/last.pt"
-CHECKPOINT_MANIFEST = "checkpoints/manifest.json"  # issue 17: sha256 and size of every checkpoint uploaded
+CHECKPOINT_MANIFEST = "checkpoints/manifest.json"  # sha256 and size of every checkpoint uploaded
 SPLITS_DIR = "splits"
-DUPLICATE_GROUPS = "splits/duplicate_groups.csv"  # issue 20: one row per image in a near-duplicate group
+DUPLICATE_GROUPS = "splits/duplicate_groups.csv"  # one row per image in a near-duplicate group
 MODEL_SUMMARY = "model_summary.txt"
 HISTORY_DIR = "history"
 MODEL_NAME = "model"
 # ---- test runs ------------------------------------------------------------------------------
 PREDICTIONS = "predictions.csv"
-PREDICTIONS_TABLE = "predictions.json"  # the same rows as an MLflow table (mlflow.log_table), issue 14.4
+PREDICTIONS_TABLE = "predictions.json"  # the same rows as an MLflow table (mlflow.log_table), shown by the UI
 TEST_FIGURES_DIR = "figures"
 # ---- interpret / figures / compare ----------------------------------------------------------
 SALIENCY_DIR = "saliency"  # saliency/<method>/<image_id>.npy
 INPUTS_DIR = "inputs"  # inputs/<image_id>.png (the model's view of the image)
 SALIENCY_INDEX = "saliency/index.csv"
+SALIENCY_ID_MAP = "saliency/id_map.csv"  # id,name of every image id whose file name had to change (safe_name)
 FIGURES_DIR = "figures"
 ORIGINAL_DIR = "figures/original"  # figures/original/<image_id>.png
 GRID_FIGURE = "figures/grid.png"
@@ -36,7 +39,7 @@ XAI_CSV = "xai_scores.csv"
 LOW_DATA_FIGURE = "figures/low_data.png"
 XAI_FIGURE = "figures/xai_scores.png"
 COMPARE_GRID_FIGURE = "figures/saliency_grid.png"
-PAIRED_CSV = "paired_auc.csv"  # issue 12.3: ΔAUC of each attention variant vs its plain backbone
+PAIRED_CSV = "paired_auc.csv"  # ΔAUC of each attention variant vs its plain backbone
 FOREST_FIGURE = "figures/forest_auc.png"  # the same ΔAUCs with their paired bootstrap CIs
 # ---- search ---------------------------------------------------------------------------------
 SEARCH_SPACE_FILE = "search_space.yaml"
@@ -53,7 +56,7 @@ TAG_SPLIT = "medattn.split"
 TAG_MODEL_ID = "medattn.logged_model_id"
 TAG_PERC_TRAIN = "medattn.perc_train"
 TAG_FIGURES = "medattn.figures"  # set on an interpret run once `medattn figures` logged to it
-TAG_DATA_PIPELINE = "medattn.data_pipeline"  # issue 8: what --data-pipeline auto resolved to
+TAG_DATA_PIPELINE = "medattn.data_pipeline"  # what --data-pipeline auto resolved to
 TAG_RESUMED_TO = "medattn.resumed_to_epochs"
 TAG_BEST_EPOCH = "medattn.best_epoch"
 TAG_CHAMPION = "medattn.champion"
@@ -125,8 +128,14 @@ def epoch_ckpt(epoch: int) -> str:
 
 
 def heat_map_artifact(method: str, image_id: str) -> str:
-    """Artifact path of one blended heat map, ``figures/<method>/<image_id>.png``."""
-    return f"{FIGURES_DIR}/{method}/{image_id}.png"
+    """Artifact path of one blended heat map, ``figures/<method>/<image_id>.png`` (both made file-safe by
+    :func:`medattn.data.ids.safe_name`: they come from an index that may have been written by anyone)."""
+    return f"{FIGURES_DIR}/{safe_name(method)}/{safe_name(image_id)}.png"
+
+
+def original_artifact(image_id: str) -> str:
+    """Artifact path of one explained image as drawn by ``figures``, ``figures/original/<image_id>.png`` (file-safe)."""
+    return f"{ORIGINAL_DIR}/{safe_name(image_id)}.png"
 
 
 def cases_csv(case: str) -> str:

@@ -1,4 +1,4 @@
-"""The registered model as an MLflow pyfunc: images in, class probabilities with class names out (issue 14.3).
+"""The registered model as an MLflow pyfunc: images in, class probabilities with class names out.
 
 What a user has is an image, not an ImageNet-normalised float tensor at the training size. The
 logged model therefore takes a DataFrame whose ``image`` column holds, per row, encoded PNG/JPEG
@@ -29,7 +29,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, DataType, Schema
 from PIL import Image
 from torch import nn
@@ -37,6 +39,7 @@ from torch import nn
 from medattn import checkpoint as ckpt_io
 from medattn.config import config_from_flat
 from medattn.data import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, build_transform, decode_image
+from medattn.data.io import ImageTooLargeError
 from medattn.data.transforms import to_rgb
 from medattn.errors import MedattnError
 from medattn.models import create_model
@@ -134,7 +137,9 @@ def to_image(value: Any, img_size: int) -> Image.Image:
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
         try:
-            return decode_image(io.BytesIO(bytes(value)), img_size)  # type: ignore[arg-type] - PIL reads file objects
+            return decode_image(io.BytesIO(bytes(value)), img_size)
+        except ImageTooLargeError as exc:
+            raise MedattnError(f"{len(value)} bytes in the {IMAGE_COLUMN!r} column: {exc}") from None
         except ImageReadError:
             raise MedattnError(
                 f"{len(value)} bytes in the {IMAGE_COLUMN!r} column do not decode as an image; send PNG or JPEG "
@@ -198,12 +203,24 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
         Returns:
             One row per image: ``prob_<class>`` (float64, summing to 1) and ``prediction`` (class name).
+
+        Raises:
+            MlflowException: (``INVALID_PARAMETER_VALUE``, HTTP 400 when served) an input it cannot
+                use: bytes that are not an image, an image above the pixel budget
+                (:data:`medattn.data.io.PIXEL_BUDGET`), a wrong type; the message is medattn's sentence.
         """
-        cells = images_of(model_input)
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(cells), PREDICT_BATCH):
-                batch = [self.transform(to_image(c, self.spec.img_size)) for c in cells[start : start + PREDICT_BATCH]]
-                chunks.append(torch.softmax(self.model(torch.stack(batch)).float(), 1).numpy())
+        try:
+            cells = images_of(model_input)
+            chunks = []
+            with torch.inference_mode():
+                for start in range(0, len(cells), PREDICT_BATCH):
+                    batch = [
+                        self.transform(to_image(c, self.spec.img_size)) for c in cells[start : start + PREDICT_BATCH]
+                    ]
+                    chunks.append(torch.softmax(self.model(torch.stack(batch)).float(), 1).numpy())
+        except MedattnError as exc:
+            # MLflow's scoring server answers its own invalid-parameter error with HTTP 400 and this
+            # sentence, without the stack trace (and server paths) any other exception would carry.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.spec.class_names)))
         return probability_frame(probs, self.spec)

@@ -1,8 +1,9 @@
 """The tracking store and the runs of every stage: connect, start / resume / nest, log, read back.
 
-Default store (SPEC §1): ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
+Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
 experiments are created with an explicit artifact location next to the database, because MLflow
-fixes it at creation time from whatever the working directory was (docs/mlflow-notes.md §1).
+fixes it at creation time from whatever the working directory was (a store created from another
+directory would put later artifacts there).
 ``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` point anywhere else.
 
 ``MLFLOW_RUN_ID`` (set by ``mlflow run``) is read in one place, :func:`project_run_id`: a
@@ -29,9 +30,10 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from medattn.errors import MedattnError
-from medattn.tracking.auth import auth_error, check_uri_has_no_secret
+from medattn.tracking.auth import auth_error, check_uri_has_no_secret, redact_secrets, redact_url, redact_value
 from medattn.tracking.names import (
     CONFIG_FILE,
     ENV_EXPERIMENT_ID,
@@ -97,8 +99,42 @@ def _probe_http(uri: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise MedattnError(
-            f"cannot reach the MLflow tracking server {uri!r} ({str(reason)[:120] or type(exc).__name__}); "
+            f"cannot reach the MLflow tracking server {redact_url(uri)!r} ({str(reason)[:120] or type(exc).__name__}); "
             "start it or check --tracking-uri and MLFLOW_TRACKING_URI."
+        ) from None
+
+
+DB_PROBE_TIMEOUT_S = 5
+"""Seconds ``connect`` waits for a database tracking store to accept a connection."""
+
+
+def _probe_database(uri: str) -> None:
+    """Fail fast when a database tracking store (PostgreSQL, MySQL, ...) does not accept a connection.
+
+    MLflow retries an unreachable database with exponential backoff for about 100 s before raising;
+    one direct connection attempt here turns that into one sentence at once.
+
+    Raises:
+        MedattnError: the driver is missing or the database refuses or does not answer.
+    """
+    import sqlalchemy  # MLflow's own dependency; imported here only for database stores
+
+    args = {"connect_timeout": DB_PROBE_TIMEOUT_S} if uri.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (install the database driver the URI names)" if isinstance(exc, ImportError) else ""
+        raise MedattnError(
+            redact_secrets(
+                f"cannot reach the MLflow tracking store {redact_url(uri)!r} ({first[:160]}){hint}; check "
+                "--tracking-uri or MLFLOW_TRACKING_URI."
+            )
         ) from None
 
 
@@ -112,16 +148,22 @@ def connect(uri: str | None = None) -> str:
         MedattnError: the store cannot be reached or opened.
     """
     resolved = resolve_tracking_uri(uri)
-    check_uri_has_no_secret(resolved)  # issue 19: credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD
-    if urlparse(resolved).scheme in ("http", "https"):
+    check_uri_has_no_secret(resolved)  # credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD, never the URI
+    scheme = urlparse(resolved).scheme
+    if scheme in ("http", "https"):
         _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
+    elif scheme not in ("", "file", "sqlite", "databricks", "databricks-uc", "uc"):
+        _probe_database(resolved)  # and an unreachable database for about 100 s
     try:
-        open_store(resolved)  # issue 17: of many processes, one at a time creates or repairs a sqlite store
-    except (MlflowException, OSError, ConnectionError) as exc:
+        open_store(resolved)  # of many processes, one at a time creates or repairs a sqlite store
+    except (MlflowException, OSError, ConnectionError, SQLAlchemyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (install the database driver the URI names)" if isinstance(exc, ImportError) else ""
         raise auth_error(exc, resolved) or MedattnError(
-            f"cannot reach the MLflow tracking store {resolved!r} ({first[:160]}); check --tracking-uri "
-            "or MLFLOW_TRACKING_URI."
+            redact_secrets(
+                f"cannot reach the MLflow tracking store {redact_url(resolved)!r} ({first[:160]}){hint}; check "
+                "--tracking-uri or MLFLOW_TRACKING_URI."
+            )
         ) from None
     return resolved
 
@@ -138,7 +180,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     location = (root / name).as_uri() if root is not None else None
     try:
         return retry_locked(client.create_experiment)(name, artifact_location=location)
-    except MlflowException as exc:  # issue 17: parallel runs in a fresh store create it together
+    except MlflowException as exc:  # parallel runs in a fresh store create it together
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return client.get_experiment_by_name(name).experiment_id
@@ -209,7 +251,7 @@ def project_experiment_name(uri: str | None = None) -> str | None:
 
     ``mlflow run`` without ``--experiment-name`` puts its run in the Default experiment; the
     ``promote`` and ``compare`` entry points then look there, where the project's training runs
-    went, instead of in ``medattn-demo`` (issue 14.1).
+    went, instead of in ``medattn-demo``.
     """
     run_id = os.environ.get(ENV_RUN_ID)
     if not run_id:
@@ -320,7 +362,7 @@ def log_params(params: Mapping[str, Any]) -> dict[str, str]:
     ``split=validation``, a relative storage path) before medattn starts, and MLflow refuses to
     change a param. A key already logged with the same string is left alone; one logged with
     another string keeps it, and medattn's normalised value goes under ``resolved.<key>``
-    (issue 14.1; the resolved config is also the run's ``config.yaml``).
+    (the resolved config is also the run's ``config.yaml``).
 
     Returns:
         What was logged now, ``{key: value as a string}``.
@@ -331,7 +373,7 @@ def log_params(params: Mapping[str, Any]) -> dict[str, str]:
     for key, value in params.items():
         if value is None and have.get(key) == "":
             continue  # an MLproject parameter left at its empty default: "not given" already
-        text = "None" if value is None else str(value)
+        text = "None" if value is None else redact_secrets(str(value))  # no password is ever logged
         if have.get(key, text) != text:
             key = resolved_param(key)
         if key not in have:
@@ -347,7 +389,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None, *, model_
 
     With ``model_id``, a metric the run already holds with the same value (``best_val_*``, logged at
     the best epoch) is attached to the model at that point's step and time, which the store keeps
-    once: the run's history shows it once, not again at step 0 (issue 14.4).
+    once: the run's history shows it once, not again at step 0.
     """
     values = finite(metrics)
     if model_id is None:
@@ -421,8 +463,9 @@ def set_description(text: str, run_id: str | None = None) -> None:
 @retry_locked
 def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
     """Set tags on the active run, or on ``run_id``."""
+    tags = {k: redact_secrets(str(v)) for k, v in tags.items()}  # no password is ever logged
     if run_id is None:
-        mlflow.set_tags(dict(tags))
+        mlflow.set_tags(tags)
         return
     client = mlflow.MlflowClient()
     for k, v in tags.items():
@@ -430,13 +473,13 @@ def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    """Log ``text`` as an artifact of the active run."""
-    mlflow.log_text(text, artifact_file)
+    """Log ``text`` as an artifact of the active run (passwords in URIs redacted)."""
+    mlflow.log_text(redact_secrets(text), artifact_file)
 
 
 def log_yaml(data: Mapping[str, Any], artifact_file: str) -> None:
-    """Log a mapping as a YAML artifact of the active run."""
-    mlflow.log_text(yaml.safe_dump(dict(data), sort_keys=True), artifact_file)
+    """Log a mapping as a YAML artifact of the active run (passwords in URIs redacted)."""
+    mlflow.log_text(yaml.safe_dump(redact_value(dict(data)), sort_keys=True), artifact_file)
 
 
 def log_figure(fig: Figure, artifact_file: str, *, run_id: str | None = None) -> None:
@@ -481,7 +524,7 @@ def download(run_id: str, artifact_path: str, dst: str | Path) -> Path:
 def run_config(run_id: str) -> dict[str, Any]:
     """The resolved flat config a training run logged as ``config.yaml``."""
     get_run(run_id)
-    with tempfile.TemporaryDirectory(prefix="medattn-config-") as tmp:  # issue 14.5: nothing left in TMPDIR
+    with tempfile.TemporaryDirectory(prefix="medattn-config-") as tmp:  # nothing left in TMPDIR
         return yaml.safe_load(download(run_id, CONFIG_FILE, tmp).read_text()) or {}
 
 

@@ -1,7 +1,7 @@
 """One tracking store shared by many processes: serialised creation, half-migrated stores, locked writes.
 
 Researchers start several runs at once (a shell loop with ``&``, a job array, ``torchrun``) in a
-folder with no ``mlflow.db`` yet (issue 17). MLflow creates the tables of a new sqlite store on
+folder with no ``mlflow.db`` yet. MLflow creates the tables of a new sqlite store on
 first open by running alembic migrations, which are neither atomic nor safe to run twice at once
 on sqlite: two processes doing it together crash (``duplicate column name: step``, ``table
 _alembic_tmp_tags already exists``) and may leave a half-migrated store behind. So:
@@ -13,7 +13,7 @@ _alembic_tmp_tags already exists``) and may leave a half-migrated store behind. 
 * :func:`retry_locked` retries a write that sqlite refused with ``database is locked``, with
   exponential backoff. MLflow already sets a 20 s busy timeout, but sqlite answers a writer that
   would deadlock with another one at once, without waiting; the whole (rolled back) call is then
-  repeated. Several writers on one sqlite file work, but they queue: the README states the limit
+  repeated. Several writers on one sqlite file work, but they queue: ``docs/resilience.md`` states the limit
   and points to the team server (PostgreSQL) beyond it.
 
 Other stores (``http(s)://``, ``postgresql://``) pass through unchanged: their servers serialise.

@@ -1,4 +1,4 @@
-"""Model URIs → the training run behind them, for every form MLflow 3 hands out (issue 14.2).
+"""Model URIs → the training run behind them, for every form MLflow 3 hands out.
 
 ``test``, ``interpret`` and ``figures`` rebuild a model from its training run (its checkpoint and
 config), so a URI is only ever resolved to that run id:

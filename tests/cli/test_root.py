@@ -51,3 +51,21 @@ def test_root_help_and_command_name_completion_load_no_heavy_package():
 def test_the_listed_summary_is_the_commands_own_first_line(name):
     help_text = " ".join((load_command(name).help or "").split())
     assert help_text.startswith(" ".join(COMMANDS[name].split())), name
+
+
+def test_train_help_loads_torch_at_most():
+    """``train --help`` lists the model and data set names from their registries: torch may load for
+    them, timm, torchvision, captum and MLflow not."""
+    printed, loaded = _run(
+        "from medattn.cli import app\ntry:\n    app(['train', '--help'], prog_name='medattn')\nexcept SystemExit:\n    pass"
+    )
+    assert "--model" in printed and "deit_tiny" in printed
+    assert set(loaded) <= {"torch"}
+
+
+def test_model_and_explainer_names_load_no_timm_torchvision_or_captum():
+    statement = (
+        "import medattn.models, medattn.explain\n"
+        "assert 'deit_tiny' in medattn.models.MODELS.names() and 'lrp' in medattn.explain.EXPLAINERS.names()"
+    )
+    assert set(_run(statement)[1]) <= {"torch"}

@@ -1,4 +1,4 @@
-"""Every choice list of the data layer has one source in :mod:`medattn.config` (issue 15)."""
+"""Every choice list of the data layer has one source in :mod:`medattn.config`."""
 
 from __future__ import annotations
 
@@ -22,5 +22,5 @@ def test_canonical_split_accepts_every_config_alias(name: str) -> None:
 
 
 def test_canonical_split_refuses_like_the_config() -> None:
-    with pytest.raises(ConfigError, match="unknown split 'holdout'; choose train, validation or test"):
+    with pytest.raises(ConfigError, match="unknown split .holdout.; choose one of: train, val, test"):
         canonical_split("holdout")

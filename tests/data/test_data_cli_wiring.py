@@ -1,5 +1,5 @@
-"""``medattn data check --duplicates/--duplicates-out`` (issue 20) and ``data prepare --workers``
-(issue 18) through the command line, on tiny folders in the real layouts.
+"""``medattn data check --duplicates/--duplicates-out`` and ``data prepare --workers``
+through the command line, on tiny folders in the real layouts.
 
 The APTOS folder gets one planted near-duplicate: an image file copied over another image that
 the splits made without duplicate handling put in another split.

@@ -1,4 +1,4 @@
-"""The fast path's choices (issue 15): ``fast_loaders`` reports channels_last and cuDNN autotuning
+"""The fast path's choices: ``fast_loaders`` reports channels_last and cuDNN autotuning
 instead of applying them, and the channels_last decision takes the model kind from the caller."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 18: the reduced-resolution decoder, the parallel resumable prepare, decoder settings in the cache."""
+"""The reduced-resolution decoder, the parallel resumable prepare, decoder settings in the cache."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Near-duplicate groups (issue 20) and patient leakage in hand-made layouts (issue 13 item 6).
+"""Near-duplicate groups and patient leakage in hand-made layouts.
 
 The folders are written by the real-format writers of :mod:`medattn.data.testing`; their noise
 images are then replaced by smooth random pictures (photograph-like: most energy at low spatial

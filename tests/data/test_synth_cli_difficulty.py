@@ -1,4 +1,4 @@
-"""``medattn data synth --difficulty/--version`` reach :func:`write_synthetic` (issue 12.1)."""
+"""``medattn data synth --difficulty/--version`` reach :func:`write_synthetic`."""
 
 from __future__ import annotations
 

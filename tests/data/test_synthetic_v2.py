@@ -1,4 +1,4 @@
-"""Issue 12 item 1: demo set version 2 carries no label information in global colour statistics
+"""Demo set version 2 carries no label information in global colour statistics
 or in model-free maps; the label is decided by the rings that the masks mark."""
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medattn.config import DemoConfig
 from medattn.data import build_loader, check_data, load_index, write_synthetic
 from medattn.data.synthetic import (
     DEFAULT_TAU,
@@ -28,6 +27,7 @@ from medattn.data.synthetic import (
     oracle_probability,
 )
 from medattn.errors import ConfigError
+from medattn.stages.demo import DemoConfig
 
 
 def _load(root: Path) -> tuple[pd.DataFrame, list[np.ndarray], list[np.ndarray]]:

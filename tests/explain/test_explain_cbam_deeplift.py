@@ -2,7 +2,7 @@
 
 captum's DeepLift runs inputs and baselines as one batch and splits every nonlinearity's input
 into halves along dim 0. A gate that stacked its avg and max descriptors on dim 0 made the halves
-pair avg with max (issue 13, item 1); these tests fail on that layout.
+pair avg with max; these tests fail on that layout.
 """
 
 from __future__ import annotations

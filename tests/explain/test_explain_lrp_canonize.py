@@ -1,4 +1,4 @@
-"""LRP's BatchNorm canonization (issue 13, item 8) and the documented rule table (item 7)."""
+"""LRP's BatchNorm canonization and the documented rule table."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_lrp_does_not_divide_by_the_pre_batchnorm_output(dtype: torch.dtype) -> 
 
 
 def _documented_rules(text: str) -> dict[str, str]:
-    """``{module type name: rule text}`` from the README's LRP table rows (``| `Type`, ... | where | rule |``)."""
+    """``{module type name: rule text}`` from the LRP table rows of ``docs/explanations.md`` (``| `Type`, ... | where | rule |``)."""
     rules: dict[str, str] = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -137,18 +137,15 @@ def _expected_keyword(kind: type[nn.Module]) -> str:
     return "constant" if isinstance(rule, lrp_rules.GateRule) else "ε-rule"
 
 
-def test_readme_lists_the_rule_of_every_layer_type() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("**LRP rules, by layer type**", 1)[1].split("\n\n", 2)[1]
+def test_docs_list_the_rule_of_every_layer_type() -> None:
+    page = (REPO / "docs" / "explanations.md").read_text()
+    section = page.split("## LRP rules, by layer type", 1)[1]
     documented = _documented_rules(section)
     kinds = [*lrp_rules._rule_table(1e-6), *lrp_rules.NOT_VISITED, *lrp_rules.CAPTUM_PASS_THROUGH]
     for kind in kinds:
-        assert kind.__name__ in documented, f"README's LRP table has no row for {kind.__name__}"
+        assert kind.__name__ in documented, f"the LRP table of docs/explanations.md has no row for {kind.__name__}"
         assert _expected_keyword(kind) in documented[kind.__name__], kind.__name__
-    assert (
-        "folded" in documented["BatchNorm2d"]
-        and "passed through" not in readme.split("### What a training run logs")[0]
-    )
+    assert "folded" in documented["BatchNorm2d"] and "passed through" not in page
     for kind in kinds:  # the code's own table names every type too
         assert f"``nn.{kind.__name__}``" in lrp_rules.__doc__ or f"``{kind.__name__}``" in lrp_rules.__doc__
 

@@ -1,4 +1,4 @@
-"""Explanations of a demo model trained in the test, scored with the sanity baselines (issue 12.2).
+"""Explanations of a demo model trained in the test, scored with the sanity baselines.
 
 A ResNet-50 of the zoo is trained from scratch for a few epochs on a small version-2 demo set
 (plain seeded torch loop, 48 px), its BatchNorm statistics recalibrated on the training images (3

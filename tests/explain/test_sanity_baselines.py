@@ -1,4 +1,4 @@
-"""Issue 12 item 2: sanity baselines, bootstrap CIs and the pass rule of the explanation scores."""
+"""Sanity baselines, bootstrap CIs and the pass rule of the explanation scores."""
 
 from __future__ import annotations
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medattn.config import DEMO_MODEL_OVERRIDES, build_train_config, config_from_flat
+from medattn.config import build_train_config, config_from_flat
 from medattn.errors import ConfigError
 from medattn.explain import attribute
 from medattn.models import create_model
+from medattn.stages.demo import DEMO_MODEL_OVERRIDES
 
 
 def test_demo_deit_gets_8px_patches_and_a_finer_token_grid():

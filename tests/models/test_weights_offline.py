@@ -1,4 +1,4 @@
-"""Offline ImageNet weights fail fast, the same way for every model (issue 17).
+"""Offline ImageNet weights fail fast, the same way for every model.
 
 The subprocess sends all its traffic to a local proxy that accepts connections and never answers
 (the worst case: a firewall that drops packets). Without the connection probe, torchvision's

@@ -95,7 +95,7 @@ def test_targets_are_evaluated_on_cuda_only():
 
 
 def test_bench_prepare_adds_the_prepare_field(tmp_path, monkeypatch):
-    """``bench --quick --prepare``: the JSON's ``prepare`` holds issue 18's rates (model rates are stubbed)."""
+    """``bench --quick --prepare``: the JSON's ``prepare`` holds the prepare rates (model rates are stubbed)."""
     monkeypatch.setattr(bench._Bench, "measure", lambda self, name, record, errors: None)
     out = tmp_path / "p.json"
     res = CliRunner().invoke(

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from medattn import plots, tracking
-from medattn.config import CompareConfig
 from medattn.errors import ConfigError
 from medattn.stages import compare
+from medattn.stages.compare import CompareConfig
 
 IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
 LABELS = [1, 1, 0, 0, 1, 0]

@@ -1,4 +1,4 @@
-"""`medattn compare`: ΔAUC of each attention variant against its plain backbone (issue 12.3)."""
+"""`medattn compare`: ΔAUC of each attention variant against its plain backbone."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from medattn import tracking
-from medattn.config import CompareConfig
 from medattn.metrics import paired_bootstrap, roc_auc
 from medattn.stages import compare
+from medattn.stages.compare import CompareConfig
 
 N = 40
 

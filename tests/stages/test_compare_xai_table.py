@@ -1,4 +1,4 @@
-"""``compare.xai_table`` on issue 12's interpret metrics: baselines as sources, CIs as columns, no verdict rows."""
+"""``compare.xai_table`` on the interpret runs' metrics: baselines as sources, CIs as columns, no verdict rows."""
 
 from __future__ import annotations
 

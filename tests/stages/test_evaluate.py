@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from medattn import tracking
-from medattn.config import TestConfig
 from medattn.data import load_index
 from medattn.errors import ConfigError
 from medattn.stages import evaluate as evaluate_stage
+from medattn.stages.evaluate import TestConfig
 
 TEST_METRICS = (
     "test_accuracy",

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from medattn import plots, tracking
-from medattn.config import FiguresConfig, InterpretConfig
 from medattn.errors import ConfigError
 from medattn.stages import figures as figures_stage
 from medattn.stages import interpret as interpret_stage
 from medattn.stages import train as train_stage
+from medattn.stages.figures import FiguresConfig
+from medattn.stages.interpret import InterpretConfig
 from medattn.stages.train import resolve_train_config
 
 

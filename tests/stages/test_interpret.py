@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from medattn import tracking
-from medattn.config import InterpretConfig
 from medattn.data import load_index
 from medattn.errors import ConfigError
 from medattn.stages import interpret as interpret_stage
 from medattn.stages.common import load_trained
+from medattn.stages.interpret import InterpretConfig
 
 
 def _images_with_both_classes(demo_dir: Path, at_least: int = 4) -> int:

@@ -1,5 +1,5 @@
-"""``test``, ``interpret`` and ``figures`` take every model URI MLflow 3 hands out (issue 14.2), and
-what their runs show in the MLflow UI (issue 14.4): a description, the split as a Dataset,
+"""``test``, ``interpret`` and ``figures`` take every model URI MLflow 3 hands out, and
+what their runs show in the MLflow UI: a description, the split as a Dataset,
 predictions as a table, ``best_val_*`` once on the training run."""
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from medattn import tracking
-from medattn.config import PromoteConfig
 from medattn.stages import promote as promote_stage
+from medattn.stages.promote import PromoteConfig
 
 NAME = "medattn-demo"
 

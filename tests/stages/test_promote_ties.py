@@ -1,4 +1,4 @@
-"""`promote` breaks a tie on the selection metric by a stated secondary metric (issue 12.4)."""
+"""`promote` breaks a tie on the selection metric by a stated secondary metric."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from medattn import tracking
-from medattn.config import PromoteConfig
 from medattn.stages import promote as promote_stage
-from medattn.stages.promote import choose
+from medattn.stages.promote import PromoteConfig, choose
 
 
 def _run(run_id: str, **metrics: float):

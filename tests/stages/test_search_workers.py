@@ -1,4 +1,4 @@
-"""Issue 14.6: Optuna as its users run it — several workers on one RDB study, one of them killed.
+"""Optuna as its users run it — several workers on one RDB study, one of them killed.
 
 Worker A trials a long training in a subprocess and is SIGKILLed mid-trial: its trial names its
 MLflow run from the start, and both stay RUNNING. Worker B, started on the same study after the
@@ -29,7 +29,7 @@ START_TIMEOUT_S = 240.0
 
 WORKER_A = """
 import sys
-from medattn.config import SearchConfig
+from medattn.stages.search import SearchConfig
 from medattn.errors import ConfigError
 from medattn.stages import search
 search.search(SearchConfig(dataset="demo", model="deit_tiny", data_dir=sys.argv[1], img_size=32, epochs=500,

@@ -1,4 +1,4 @@
-"""``--seeds 0,1,2`` on grid and demo: every cell trained once per seed (issue 12.3)."""
+"""``--seeds 0,1,2`` on grid and demo: every cell trained once per seed."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from medattn.config import DemoConfig
 from medattn.errors import ConfigError
 from medattn.stages import demo as demo_stage
 from medattn.stages import grid
+from medattn.stages.demo import DemoConfig
 
 GRID_YAML = """\
 dataset: demo

@@ -1,5 +1,5 @@
 """A checkpoint's flatten head binds it to its image size, also when the head was given as ``paper``
-(issue 13.3: ``paper`` flattens the DenseNets and pools the ResNets)."""
+(``paper`` flattens the DenseNets and pools the ResNets)."""
 
 from __future__ import annotations
 

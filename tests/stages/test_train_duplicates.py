@@ -1,4 +1,4 @@
-"""A training run logs its near-duplicate handling (issue 20): the ``duplicates`` param, the groups
+"""A training run logs its near-duplicate handling: the ``duplicates`` param, the groups
 as ``splits/duplicate_groups.csv`` and their counts as metrics; ``search --duplicates`` reaches the
 trials; a run logged before the option existed is rebuilt with ``ignore``."""
 

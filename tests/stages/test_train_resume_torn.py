@@ -1,4 +1,4 @@
-"""A ``last.pt`` torn during its upload (issue 17): ``--resume`` falls back to the newest complete checkpoint."""
+"""A ``last.pt`` torn during its upload: ``--resume`` falls back to the newest complete checkpoint."""
 
 from __future__ import annotations
 

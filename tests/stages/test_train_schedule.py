@@ -1,4 +1,4 @@
-"""A resume with a new ``--epochs`` continues the cosine schedule downwards (issue 13.5)."""
+"""A resume with a new ``--epochs`` continues the cosine schedule downwards."""
 
 from __future__ import annotations
 

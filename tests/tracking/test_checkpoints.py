@@ -1,4 +1,4 @@
-"""Which checkpoint a resumed run continues from (issue 17): newest first, full training states only."""
+"""Which checkpoint a resumed run continues from: newest first, full training states only."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from medattn import checkpoint as ckpt_io
@@ -39,7 +40,7 @@ def test_log_register_alias_and_resolve(mlflow_store, tmp_path, tiny_config):
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
     answer = pyfunc.predict(pd.DataFrame({"image": [image]}))
-    with pytest.raises(MedattnError, match="do not decode as an image"):
+    with pytest.raises(MlflowException, match="do not decode as an image"):
         pyfunc.predict(pd.DataFrame({"image": [b"not a png"]}))
     with torch.no_grad():
         x = build_transform(32)(Image.fromarray(image)).unsqueeze(0)

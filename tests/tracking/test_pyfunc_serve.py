@@ -1,4 +1,4 @@
-"""The registered champion is servable (issue 14.3): ``mlflow models serve`` answers a POSTed PNG with the
+"""The registered champion is servable: ``mlflow models serve`` answers a POSTed PNG with the
 class probabilities ``medattn test`` computes for the same image, and the pyfunc takes every input a
 user has (encoded bytes of any size, a path, a uint8 array) with a signature, a small example and metadata."""
 

@@ -1,4 +1,4 @@
-"""medattn.tracking.runs as MLflow users meet it (issue 14.1, 14.4): params that ``mlflow run``
+"""medattn.tracking.runs as MLflow users meet it: params that ``mlflow run``
 already logged in another spelling, ``best_val_*`` logged once, split manifests as Datasets,
 predictions as a table, run descriptions, the project run's experiment."""
 

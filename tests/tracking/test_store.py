@@ -1,4 +1,4 @@
-"""One store, many processes (issue 17): the creation lock, half-migrated stores, ``database is locked`` retries."""
+"""One store, many processes: the creation lock, half-migrated stores, ``database is locked`` retries."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_a_half_created_empty_store_is_removed_for_recreation(store_copy):
 
 
 def test_a_crashed_parallel_creation_is_created_again_on_the_next_open(store_copy, caplog):
-    """What issue 17 saw: a creation killed between alembic's DROP TABLE and RENAME, in a store with no runs."""
+    """What parallel starts on a fresh folder produced: a creation killed between alembic's DROP TABLE
+    and RENAME, in a store with no runs."""
     with sqlite3.connect(store_copy) as con:
         con.execute("ALTER TABLE tags RENAME TO _alembic_tmp_tags")
         con.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")

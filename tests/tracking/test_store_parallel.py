@@ -1,4 +1,4 @@
-"""Many ``medattn train`` processes started together on one folder (issue 17).
+"""Many ``medattn train`` processes started together on one folder.
 
 Without the creation lock, processes that find no ``mlflow.db`` create its tables together and
 crash (``duplicate column name: step``, ``table _alembic_tmp_tags already exists``).

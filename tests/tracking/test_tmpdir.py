@@ -1,6 +1,6 @@
-"""No command leaves files in the system temp folder (issue 14.5): train, test, interpret and search run
+"""No command leaves files in the system temp folder: train, test, interpret and search run
 with ``TMPDIR`` pointed at an empty folder, which holds nothing afterwards (torch's reusable compile
-cache excepted); a finished run keeps its weights twice at most (README, "Storage")."""
+cache excepted); a finished run keeps its weights twice at most (``docs/storage.md``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from medattn import tracking
 
 ALLOWED = ("torchinductor_",)
-"""Torch's own compile cache, reusable across runs, may stay (issue 14.5)."""
+"""Torch's own compile cache, reusable across runs, may stay."""
 
 
 def _left_in(folder: Path) -> list[str]:

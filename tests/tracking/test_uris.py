@@ -1,5 +1,5 @@
 """medattn.tracking.uris: every model URI form MLflow 3 hands out resolves to the training run
-behind it (issue 14.2), and the ones that do not resolve are one sentence."""
+behind it, and the ones that do not resolve are one sentence."""
 
 from __future__ import annotations
 
