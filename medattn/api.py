@@ -21,6 +21,7 @@ from medattn.engine import EpochOutput, FitResult
 from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
 from medattn.stages.bench import BenchConfig, BenchResult, bench, quick_config
+from medattn.stages.calibrate import CalibrateConfig, CalibrateResult, calibrate
 from medattn.stages.common import (
     LoadedModel,
     build_model,
@@ -45,6 +46,8 @@ __all__ = [
     "DEMO_TRAIN_DEFAULTS",
     "BenchConfig",
     "BenchResult",
+    "CalibrateConfig",
+    "CalibrateResult",
     "CompareConfig",
     "CompareResult",
     "DemoConfig",
@@ -67,6 +70,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "bench",
+    "calibrate",
     "build_model",
     "build_train_config",
     "compare",

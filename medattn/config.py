@@ -536,3 +536,29 @@ def parse_seeds(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {text!r}; give each seed once.")
     return seeds or None
+
+
+#: Subgroup attributes ``medattn test --subgroups`` knows (each data set documents where it reads them).
+SUBGROUP_ATTRIBUTES = ("sex", "age", "site")
+
+
+def check_subgroups(names: str | Sequence[str]) -> tuple[str, ...]:
+    """``"sex,age"`` or ``("sex", "age")`` → ``("sex", "age")``: known attributes, each once, in order.
+
+    Raises:
+        ConfigError: an attribute outside :data:`SUBGROUP_ATTRIBUTES` (with a "did you mean").
+    """
+    items = names.split(",") if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        if item not in SUBGROUP_ATTRIBUTES:
+            close = difflib.get_close_matches(item, SUBGROUP_ATTRIBUTES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"unknown subgroup column {item!r} in --subgroups; {hint}choose from {', '.join(SUBGROUP_ATTRIBUTES)}."
+            )
+        if item not in out:
+            out.append(item)
+    return tuple(out)

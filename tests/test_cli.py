@@ -309,6 +309,7 @@ EXPECTED_COMMANDS = {
     "demo",
     "grid",
     "bench",
+    "calibrate",
 }
 
 

@@ -71,13 +71,15 @@ def widget_package(tmp_path, monkeypatch):
     )
     (pkg / "b_second.py").write_text("from widgets_pkg import WIDGETS\nWIDGETS.add('second', 2, 'Zweite')\n")
     (pkg / "a_first.py").write_text("from widgets_pkg import WIDGETS\nWIDGETS.add('first', 1)\n")
+    # registers nothing (no "WIDGETS."): discovery leaves it alone, as it leaves medattn's builders
+    (pkg / "c_builder.py").write_text("raise ImportError('a heavy library, needed only when building')\n")
     (tmp_path / "extra_widgets.py").write_text("from widgets_pkg import WIDGETS\nWIDGETS.add('extra', 3)\n")
     dist = tmp_path / "widget_extras-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: widget-extras\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[medattn.test-widgets]\nextra = extra_widgets\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    provider = registry.Provider("widgets_pkg", discover=True, group="medattn.test-widgets")
+    provider = registry.Provider("widgets_pkg", discover=True, marks=("WIDGETS.",), group="medattn.test-widgets")
     monkeypatch.setitem(registry.PROVIDERS, "widget", provider)
     yield tmp_path
     registry._BY_KIND.pop("widget", None)
@@ -91,6 +93,7 @@ def test_lookup_by_kind_loads_the_package_its_modules_and_entry_points(widget_pa
     # a name in a discovered module is accepted by a check that imported nothing beforehand
     assert registry.canonical("widget", "ZWEITE") == "second"
     assert registry.lookup("widget").names() == ["builtin", "first", "second", "extra"]
+    assert "widgets_pkg.c_builder" not in sys.modules
     with pytest.raises(ConfigError, match=r"unknown widget 'frist'; did you mean 'first'\?"):
         registry.canonical("widget", "frist")
 

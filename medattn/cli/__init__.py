@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "bench": "Measure images/s: pure, pipeline (uint8 cache + GPU augmentation), files, seed config, inference, explanations.",
     "models": "List the models: architecture, attention placement and parameter count.",
     "data": "Data sets: write the synthetic demo set, prepare a uint8 cache, check a data folder.",
+    "calibrate": "Temperature-scale a trained model: fit one temperature on the validation split (minimum NLL) and log it with the calibrated model as a new model version.",
 }
 
 #: ``ctx.meta`` key of the command line as given (``train --nproc N`` re-launches itself with it).

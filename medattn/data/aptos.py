@@ -22,6 +22,7 @@ from medattn.data.base import (
     first_existing,
     label_problems,
     match_images,
+    metadata_of,
     missing_problems,
     parse_int_labels,
     read_csv,
@@ -50,7 +51,8 @@ def read_aptos(data_dir: Path, opts: ReadOptions) -> Table:
     problems += missing_problems(csv, *checked(ids, paths, [folder / f"{i}.png" for i in ids], safe))
     keep = ok & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
     labels = grades if opts.multiclass else (grades > 0).astype(int)
-    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": ids})[keep]
+    # sex / age / site columns a user added to train.csv (the release has none) become subgroups
+    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": ids, **metadata_of(raw)})[keep]
     names = GRADES if opts.multiclass else ("no referable DR", "referable DR")
     return Table(frame=frame, num_classes=len(names), class_names=names, problems=problems)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from medattn.config import SPLITS as CONFIG_SPLITS
-from medattn.config import split_name
+from medattn.config import SUBGROUP_ATTRIBUTES, split_name
 from medattn.data.duplicates import (
     MAX_DISTANCE,
     check_policy,
@@ -40,6 +40,34 @@ from medattn.registry import Registry
 SPLITS: tuple[str, ...] = CONFIG_SPLITS
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
 FRAME_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "patient_id", "split")
+#: Per-image metadata a reader may add to its frame (subgroup analysis of ``medattn test --subgroups``):
+#: ``sex`` (``female``/``male``), ``age`` (years, a number) and ``site`` (free text, e.g. a body site
+#: or an acquisition site). A value the data lack is missing (NaN).
+METADATA_COLUMNS: tuple[str, ...] = SUBGROUP_ATTRIBUTES
+
+
+def metadata_of(raw: pd.DataFrame, columns: dict[str, str] | None = None) -> dict[str, pd.Series]:
+    """The :data:`METADATA_COLUMNS` a label table carries, renamed and cleaned.
+
+    Args:
+        raw: the data set's label table, one row per image.
+        columns: ``{metadata name: column in raw}`` (e.g. ``{"age": "age_approx"}``); a metadata
+            name not given is looked up under its own name. Absent columns are left out.
+
+    Returns:
+        ``{name: values}`` aligned with ``raw``: ``sex`` lower case, ``age`` numeric, ``site`` as text.
+    """
+    columns = {name: name for name in METADATA_COLUMNS} | (columns or {})
+    out: dict[str, pd.Series] = {}
+    for name, column in columns.items():
+        if column not in raw.columns:
+            continue
+        values = raw[column]
+        if name == "age":
+            out[name] = pd.to_numeric(values, errors="coerce")
+        else:
+            out[name] = values.where(values.isna(), values.astype(str).str.strip().str.lower())
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,8 +145,9 @@ class DataIndex:
         dataset: canonical data set name.
         data_dir: the folder it was read from.
         frame: one row per image with columns ``image_id`` (str, unique), ``path`` (str,
-            absolute), ``label`` (int), ``patient_id`` (str), ``split`` (``train``/``val``/``test``)
-            and, for ``demo``, ``mask_path`` (str).
+            absolute), ``label`` (int), ``patient_id`` (str), ``split`` (``train``/``val``/``test``),
+            for ``demo`` ``mask_path`` (str), and the :data:`METADATA_COLUMNS` the data carry
+            (ISIC 2020: ``sex``, ``age``, ``site``; a demo set whose ``labels.csv`` has them: those).
         num_classes: number of classes.
         class_names: one name per class.
         notes: rows left out by design (non-AP views, uncertain or blank labels, near-duplicates

@@ -6,7 +6,8 @@ and images ``jpeg/train/<image_name>.jpg`` (or ``train/``, or a pre-resized ``tr
 is preferred when present). Task: ``target``. Split: patient-level 60/20/20, each near-duplicate
 group joined with its patients (:mod:`medattn.data.duplicates`); the release's own list of
 duplicates, ``ISIC_2020_Training_Duplicates.csv`` (``image_name_1,image_name_2``), is read when it
-lies in the folder.
+lies in the folder. Per-image metadata for subgroups: ``sex``, ``age`` (``age_approx``) and
+``site`` (``anatom_site_general_challenge``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from medattn.data.base import (
     first_existing,
     label_problems,
     match_images,
+    metadata_of,
     missing_problems,
     parse_int_labels,
     read_csv,
@@ -78,7 +80,10 @@ def read_isic(data_dir: Path, opts: ReadOptions) -> Table:
     paths = [p if ok else None for p, ok in zip(match_images(folder, list(ids), IMAGE_EXTS), safe, strict=True)]
     problems += missing_problems(csv, *checked(ids, paths, [folder / f"{i}.jpg" for i in ids], safe))
     keep = ok & ~no_patient & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
-    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"]})[keep]
+    meta = metadata_of(raw, {"age": "age_approx", "site": "anatom_site_general_challenge"})
+    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"], **meta})[
+        keep
+    ]
     return Table(frame=frame, num_classes=2, class_names=("benign", "melanoma"), problems=problems)
 
 

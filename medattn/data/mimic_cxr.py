@@ -11,6 +11,10 @@ Two layouts are read, whichever is present:
     ``Test_images_AP_resized/``, each with ``Annotations.pickle``: an ``(N, 2)`` array of
     ``[path relative to that folder without .jpg, label]``. The split is the folder.
 
+Sex and age are not in MIMIC-CXR: they are in MIMIC-IV's ``hosp/patients.csv.gz`` (``subject_id``,
+``gender`` F/M, ``anchor_age``: the age in the patient's anchor year, de-identified, 91 for
+everyone older), which :func:`read_patients` turns into per-patient ``sex`` and ``age``.
+
 Both layouts fix the split, so a patient found in two splits (possible in a hand-made layout) stops
 loading; under the default duplicates policy a near-duplicate group that crosses the splits moves,
 with its patients, into the split holding most of it (:mod:`medattn.data.duplicates`).
@@ -231,6 +235,26 @@ def _read_folder_layout(data_dir: Path, opts: ReadOptions) -> Table:
         problems=problems,
         ids_are_paths=True,
     )
+
+
+_SEX = {"f": "female", "m": "male"}
+
+
+def read_patients(path: Path | str) -> pd.DataFrame:
+    """MIMIC-IV's ``patients.csv.gz`` as ``patient_id, sex, age`` (``sex`` female/male, ``age`` = ``anchor_age``).
+
+    Raises:
+        DataError: the file is missing, unreadable or lacks ``subject_id``, ``gender`` or ``anchor_age``.
+    """
+    raw = read_csv(Path(path), ["subject_id", "gender", "anchor_age"], dtype={"subject_id": str})
+    sex = raw["gender"].astype(str).str.strip().str.lower().map(lambda g: _SEX.get(g, g))
+    return pd.DataFrame(
+        {
+            "patient_id": raw["subject_id"].astype(str),
+            "sex": sex.where(raw["gender"].notna()),
+            "age": pd.to_numeric(raw["anchor_age"], errors="coerce"),
+        }
+    ).drop_duplicates("patient_id")
 
 
 def read_mimic_cxr(data_dir: Path, opts: ReadOptions) -> Table:

@@ -52,6 +52,7 @@ from medattn.data.base import (
     checked,
     label_problems,
     match_images,
+    metadata_of,
     missing_problems,
     parse_int_labels,
     read_csv,
@@ -492,6 +493,7 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
         "label": labels,
         "patient_id": raw["patient_id"].astype(str),
         "mask_path": masks,
+        **metadata_of(raw),  # sex / age / site columns of labels.csv, when it has them
     }
     if ORACLE_COLUMN in raw.columns:
         oracle = pd.to_numeric(raw[ORACLE_COLUMN], errors="coerce")
@@ -502,9 +504,8 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
         ]
         ok = ok & ~bad.to_numpy()
         columns[ORACLE_COLUMN] = oracle.to_numpy(dtype=np.float64)
-    for extra in (SITE_COLUMN, RESERVED_COLUMN):
-        if extra in raw.columns:
-            columns[extra] = raw[extra].astype(object).fillna("").astype(str).to_numpy()
+    if RESERVED_COLUMN in raw.columns:
+        columns[RESERVED_COLUMN] = raw[RESERVED_COLUMN].astype(object).fillna("").astype(str).to_numpy()
     frame = pd.DataFrame(columns)[ok & present]
     return Table(frame=frame, num_classes=2, class_names=("no lesion", "lesion"), problems=problems)
 

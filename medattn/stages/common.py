@@ -99,6 +99,11 @@ class LoadedModel:
     class_names: tuple[str, ...]
     source_run_id: str | None
     checkpoint: str
+    temperature: float = 1.0  # post-hoc temperature scaling (medattn calibrate); 1: none
+
+
+#: Run kinds whose logged model :func:`load_trained` rebuilds: training runs and their calibrated copies.
+MODEL_RUN_KINDS = ("train", "calibrate")
 
 
 def load_trained(run_id: str | None = None, model_uri: str | None = None, ckpt: str | None = None) -> LoadedModel:
@@ -119,7 +124,7 @@ def load_trained(run_id: str | None = None, model_uri: str | None = None, ckpt: 
         run_id = tracking.resolve_model_uri(model_uri)
     if run_id:
         kind = tracking.run_kind(run_id, "train")
-        if kind != "train":
+        if kind not in MODEL_RUN_KINDS:
             raise MedattnError(
                 f"run {run_id!r} is a {kind} run, not a training run; pass the id of a medattn train run."
             )
@@ -142,4 +147,5 @@ def load_trained(run_id: str | None = None, model_uri: str | None = None, ckpt: 
             f"checkpoint {source!r} does not match a {cfg.model.model} model; it was written by another architecture or version."
         ) from None
     model.eval()
-    return LoadedModel(model, cfg, flat, num_classes, tuple(state.get("class_names", [])), run_id, source)
+    names = tuple(state.get("class_names", []))
+    return LoadedModel(model, cfg, flat, num_classes, names, run_id, source, float(state.get("temperature", 1.0)))

@@ -27,6 +27,7 @@ from medattn.errors import ConfigError, MedattnError
 from medattn.explain.evaluation import HIGHER_IS_BETTER
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
+from medattn.stages import clinical
 
 #: Choices of ``compare --cases``.
 CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")
@@ -51,8 +52,12 @@ class CompareConfig(TrackingPart):
         check_alpha(self.alpha_overlay)
 
 
-#: Test metrics put in the comparison table (those a run lacks are left empty).
-TABLE_METRICS = ("auc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "loss")
+#: Test metrics put in the comparison table (those a run lacks are left empty); the calibration and
+#: operating-point ones are docs/evaluation.md's.
+TABLE_METRICS = (
+    "auc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "loss",
+    "ece", "brier", "sens_at_spec90", "spec_at_sens90",
+)  # fmt: skip
 #: The known ceiling where the data set has one (``oracle_prob``): columns of the table when logged.
 ORACLE_METRICS = ("oracle_auc", "oracle_gap")
 
@@ -399,12 +404,14 @@ def _prediction_cells(test_runs: Sequence[Any], seeds: Mapping[str, str], workdi
         seed = seeds.get(source) or source
         if seed not in cells.setdefault(key, {}):
             cells[key][seed] = tracking.read_csv(run.info.run_id, tracking.PREDICTIONS, workdir)
+            cells[key][seed].attrs["params"] = dict(run.data.params)  # operating-point thresholds
     return cells
 
 
 def _log_paired(exp_id: str, test_runs: Sequence[Any], workdir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Compute, log and return the paired table and its artifacts (nothing when no pair exists)."""
-    table = paired_table(_prediction_cells(test_runs, _train_seeds(exp_id), workdir))
+    cells = _prediction_cells(test_runs, _train_seeds(exp_id), workdir)
+    table = paired_table(cells)
     if table.empty:
         return table, []
     tracking.log_metrics(tracking.finite(paired_metrics(table)))
@@ -413,7 +420,9 @@ def _log_paired(exp_id: str, test_runs: Sequence[Any], workdir: Path) -> tuple[p
              "delta": r["delta_auc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_value": r["p_value"]}
             for r in table.to_dict("records")]  # fmt: skip
     tracking.log_figure(plots.forest_figure(rows), tracking.FOREST_FIGURE)
-    return table, [tracking.PAIRED_CSV, tracking.FOREST_FIGURE]
+    # ΔECE and Δsensitivity at the validation-chosen operating points, like ΔAUC
+    clinical_artifacts = clinical.log_paired_clinical(cells, plain_backbone, probabilities)
+    return table, [tracking.PAIRED_CSV, tracking.FOREST_FIGURE, *clinical_artifacts]
 
 
 # =============================================================================================
@@ -546,7 +555,10 @@ def compare(cfg: CompareConfig) -> CompareResult:
     ``figures/saliency_grid.png`` (the first ``max_images`` images every model explained, across
     models × methods); for every attention variant with a plain backbone in the experiment,
     ``delta_auc_<variant>_vs_<backbone>`` with ``_ci_low``, ``_ci_high``, ``_p`` (paired bootstrap on
-    the shared test images, :func:`paired_table`), ``paired_auc.csv`` and ``figures/forest_auc.png``. With ``cases``: ``cases/<case>.csv`` (id, label, one prediction column per
+    the shared test images, :func:`paired_table`), ``paired_auc.csv`` and ``figures/forest_auc.png``, and the
+    same pairs' ΔECE and Δsensitivity at 90 % / 95 % specificity (``delta_ece_<v>_vs_<b>``,
+    ``delta_sens_at_spec90_<v>_vs_<b>``, ... and ``paired_clinical.csv``); the test runs' subgroup
+    tables side by side as ``subgroups_by_model.csv``. With ``cases``: ``cases/<case>.csv`` (id, label, one prediction column per
     model) and, for the selected ids that every interpret run explained, ``figures/cases_<case>.png``.
     Models for the explanation and case parts are each variant's run of the largest fraction.
 
@@ -594,6 +606,6 @@ def compare(cfg: CompareConfig) -> CompareResult:
         if case_frame is not None:
             artifacts += _log_cases(cfg, selected, case_frame, interp, workdir)
         paired, paired_artifacts = _log_paired(exp_id, test_runs, workdir)
-        artifacts += paired_artifacts
+        artifacts += paired_artifacts + clinical.log_subgroups_by_model(latest_per_model(test_runs), workdir)
     shutil.rmtree(workdir, ignore_errors=True)  # the downloads are read; no command leaves files in TMPDIR
     return CompareResult(run_id, cfg.experiment, table, xai, selected, artifacts, uri, paired)

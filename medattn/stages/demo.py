@@ -29,6 +29,7 @@ from medattn.config import (
 from medattn.data import write_synthetic
 from medattn.errors import ConfigError
 from medattn.explain.evaluation import BASELINES, HIGHER_IS_BETTER, ORACLE, metric_name
+from medattn.stages.clinical import table_subgroups
 from medattn.stages.compare import CompareConfig, compare
 from medattn.stages.evaluate import TestConfig, test
 from medattn.stages.figures import FiguresConfig, figures
@@ -272,7 +273,8 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
     if res.model_uri:  # a showcase run keeps only its model, so `make demo` stays under 1 GB
         tracking.prune_checkpoints(res.run_id, keep_resume=False)
     tres = test(
-        TestConfig(run_id=res.run_id, tracking_uri=uri, device=cfg.device),
+        # per-subgroup metrics for the attributes the demo's labels.csv carries (e.g. a synthetic site)
+        TestConfig(run_id=res.run_id, tracking_uri=uri, device=cfg.device, subgroups=table_subgroups(cfg.data_dir)),
         parent_run_id=parent_id,
         progress=ctx["progress"],
     )

@@ -192,6 +192,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         payload = ckpt_io.load(context.artifacts[WEIGHTS_ARTIFACT])
         self.spec = ServingSpec.from_payload(payload)
         self.model = build_eager(payload)
+        # medattn calibrate's temperature scaling: the logits are divided by it (1: not calibrated)
+        self.temperature = float(payload.get("temperature", 1.0))
         self.transform = build_transform(self.spec.img_size, self.spec.resize, train=False)
 
     # ``pd.DataFrame`` is the one hint MLflow accepts without deriving a schema of its own from it (``Any``
@@ -217,7 +219,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
                     batch = [
                         self.transform(to_image(c, self.spec.img_size)) for c in cells[start : start + PREDICT_BATCH]
                     ]
-                    chunks.append(torch.softmax(self.model(torch.stack(batch)).float(), 1).numpy())
+                    logits = self.model(torch.stack(batch)).float() / getattr(self, "temperature", 1.0)
+                    chunks.append(torch.softmax(logits, 1).numpy())
         except MedattnError as exc:
             # MLflow's scoring server answers its own invalid-parameter error with HTTP 400 and this
             # sentence, without the stack trace (and server paths) any other exception would carry.

@@ -49,7 +49,10 @@ def test_test_by_run_id_and_by_checkpoint(mlflow_store, demo_dir, train_tiny, cl
     assert m["test_accuracy"] == pytest.approx((preds["label"] == preds["prediction"]).mean())
     assert m["test_auc_ci_low"] <= m["test_auc"] <= m["test_auc_ci_high"]
     figs = {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert figs == {"figures/roc_curve.png", "figures/confusion_matrix.png"}
+    assert figs == {"figures/roc_curve.png", "figures/confusion_matrix.png", "figures/reliability.png"}
+    # calibration and the validation-chosen operating points in every run (docs/evaluation.md)
+    assert {"test_ece", "test_brier", "test_sens_at_spec90", "test_spec_at_sens95"} <= set(m)
+    assert "threshold_spec90" in run.data.params
 
     # by checkpoint file (API): the same model gives the same metrics, and no source run
     path = tracking.model_weights(source, tmp_path)
