@@ -78,6 +78,7 @@ class ModelConfig:
     weights: str | None = None
     head: str = "pool"
     nr_layers: int = 12
+    patch_size: int = 16  # deit_tiny's patch side (the paper's 16; the demo uses 8, DEMO_MODEL_OVERRIDES)
     init: str = "fair"
     zero_init_residual: bool = False  # ResNets: every bottleneck's residual branch starts at zero
 
@@ -329,6 +330,7 @@ def _check_train(cfg: TrainConfig) -> tuple[DataConfig, ModelConfig, OptimConfig
     positive("epochs", o.epochs)
     positive("batch_size", o.batch_size)
     positive("nr_layers", m.nr_layers)
+    positive("patch_size", m.patch_size)
     if o.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {o.lr}.")
     at_least("num_workers", d.num_workers, 0, "0 or more")
@@ -440,6 +442,10 @@ def split_name(name: str) -> str:
 # =============================================================================================
 # shared parts of the other commands' configs (each command's config lives in its stage module)
 # =============================================================================================
+#: Choices of ``interpret --removal`` (:mod:`medattn.explain.evaluation`; road first, the default).
+REMOVALS = ("road", "zeros", "blur")
+
+
 def set_field(obj: object, name: str, value: Any) -> None:
     """Assign a canonicalised value in a frozen dataclass's ``__post_init__``."""
     object.__setattr__(obj, name, value)

@@ -29,6 +29,7 @@ __all__ = [
     "balanced_accuracy",
     "bootstrap_ci",
     "classification_metrics",
+    "oracle_metrics",
     "paired_bootstrap",
     "roc_auc",
     "softmax",
@@ -421,3 +422,36 @@ def is_better(value: float | None, best: float | None, mode: str) -> bool:
     if best is None:
         return True
     return value < best if mode == "min" else value > best
+
+
+def oracle_metrics(
+    y_true: np.ndarray, oracle_prob: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """The ceiling of a data set whose generator knows ``P(label = 1 | latent)``, on the tested images.
+
+    A classifier that saw the generator's latent exactly would score ``oracle_prob``; its AUC is
+    the best AUC any model can expect on these images (a model can beat it only by sampling luck).
+
+    Args:
+        y_true: binary labels of the tested images, shape ``(N,)``.
+        oracle_prob: the generator's ``P(label = 1)`` of the same images, shape ``(N,)``.
+        scores: the model's class probabilities, shape ``(N, 2)``.
+        n_boot: bootstrap resamples.
+        seed: seed of the resampling (the gap's resamples pair the two classifiers image by image).
+
+    Returns:
+        ``oracle_auc`` with ``oracle_auc_ci_low`` / ``_ci_high`` (percentile bootstrap, as
+        :func:`test_metrics`), and ``oracle_gap`` = oracle AUC − model AUC with its paired-bootstrap
+        ``oracle_gap_ci_low`` / ``_ci_high`` (:func:`paired_bootstrap`).
+    """
+    p = np.asarray(oracle_prob, dtype=np.float64)
+    oracle = np.stack([1.0 - p, p], axis=1)
+    out = {"oracle_auc": roc_auc(y_true, oracle)}
+    if n_boot < 1:
+        return {**out, "oracle_gap": out["oracle_auc"] - roc_auc(y_true, scores)}
+    out["oracle_auc_ci_low"], out["oracle_auc_ci_high"] = bootstrap_ci(
+        y_true, oracle, roc_auc, n_boot=n_boot, seed=seed
+    )
+    gap = paired_bootstrap(y_true, [oracle], [np.asarray(scores)], roc_auc, n_boot=n_boot, seed=seed)
+    out.update({"oracle_gap": gap.delta, "oracle_gap_ci_low": gap.ci_low, "oracle_gap_ci_high": gap.ci_high})
+    return out

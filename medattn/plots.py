@@ -463,6 +463,7 @@ def low_data_figure(
     metric: str,
     *,
     title: str = "",
+    reference: tuple[float, float, float] | None = None,
 ) -> Figure:
     """A metric against the percentage of training data, one line per model variant.
 
@@ -471,10 +472,12 @@ def low_data_figure(
             ``(0, 1]``), ``value`` and optionally ``ci_low`` / ``ci_high`` (drawn as a band).
         metric: Metric name for the y label, e.g. ``"test_auc"``.
         title: Axes title; ``"Low-data regimen"`` when empty.
+        reference: ``(value, ci_low, ci_high)`` of a known ceiling (the oracle's AUC), drawn as a
+            dashed black line labelled ``oracle`` with a grey band (NaN bounds: no band).
 
     Returns:
         The figure; its axes hold one line per variant (label = the variant, in first-seen order)
-        with x = ``100 * perc_train`` sorted ascending and y = ``value``.
+        with x = ``100 * perc_train`` sorted ascending and y = ``value``, then the reference line.
 
     Raises:
         ValueError: If ``rows`` is empty.
@@ -495,6 +498,11 @@ def low_data_figure(
         hi = np.array([float(p.get("ci_high", np.nan)) for p in points])
         if np.isfinite(lo).all() and np.isfinite(hi).all():
             ax.fill_between(x, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
+    if reference is not None:
+        value, low, high = (float(v) for v in reference)
+        ax.axhline(value, color="black", linestyle="--", linewidth=1.5, label=f"oracle {value:.3f} (known ceiling)")
+        if np.isfinite(low) and np.isfinite(high):
+            ax.axhspan(low, high, color="grey", alpha=0.15, linewidth=0)
     readable = metric.removeprefix("test_")
     ax.set_xlabel("Training data (%)")
     ax.set_ylabel(f"Test {_METRIC_LABELS.get(readable, readable.replace('_', ' '))}")

@@ -84,7 +84,7 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     interpret = project_run("interpret")
     assert interpret.data.tags[tracking.TAG_KIND] == "interpret"
     assert interpret.data.tags[tracking.TAG_SOURCE_RUN] == train.info.run_id
-    assert math.isfinite(interpret.data.metrics["xai_deeplift_deletion_auc"])
+    assert math.isfinite(interpret.data.metrics["xai_deeplift_morf_auc"])
 
     mlflow_run(project, "figures", model_uri=CHAMPION, max_images="1")
     assert project_run("figures").data.tags[tracking.TAG_SOURCE_RUN] == interpret.info.run_id

@@ -27,7 +27,7 @@ from medattn.errors import MedattnError
 COMMANDS: dict[str, str] = {
     "train": "Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.",
     "test": "Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and confusion-matrix figures, logged to a new run tagged with its source run.",
-    "interpret": "Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the input images and deletion/insertion (plus pointing-game and mask-mass on demo) scores.",
+    "interpret": "Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the input images and removal scores (ROAD MoRF/LeRF by default; plus pointing-game, mask-mass and the ground-truth mask as an oracle map on demo).",
     "figures": "Blended heat maps (captum style, bwr) per image and method, the original images, an images × methods grid and the training-history curves, logged to the interpret run under figures/.",
     "compare": "Comparison table of test metrics with CIs per variant and training-data fraction, each attention variant's ΔAUC against its plain backbone (paired bootstrap CI, p-value, forest plot, one verdict sentence each), the low-data-regimen figure, explanation scores and a models × methods grid, logged to a new compare run; --cases selects images by the models' shared outcome.",
     "search": "Optuna search over learning rate (log-uniform) and batch size (categorical): TPE sampler, median pruning per epoch, one parent MLflow run with one nested training run per trial; several workers on one study with --workers (locally or as Slurm jobs, --launcher slurm).",

@@ -9,7 +9,7 @@ import typer
 
 from medattn.cli.options import DUPLICATES_HELP, DataDirOpt, choices, option, registry_choices
 from medattn.config import DUPLICATES, UNCERTAIN, DataConfig
-from medattn.data.synthetic import DEFAULT_DIFFICULTY, DEFAULT_VERSION
+from medattn.data.synthetic import DEFAULT_DIFFICULTY, DEFAULT_TAU, DEFAULT_VERSION
 
 app = typer.Typer(
     help="Data sets: write the synthetic demo set, prepare a uint8 cache, check a data folder.",
@@ -38,32 +38,49 @@ UncertainOpt = Annotated[
 @app.command("synth")
 def data_synth(
     out: Annotated[Path, option("--out", help="Folder to write labels.csv, images/ and masks/ into.")],
-    n: Annotated[int, option("--n", help="Number of images (half of them with lesions).")] = 600,
+    n: Annotated[
+        int, option("--n", help="Number of images split train/val/test (versions 1-2: half with lesions).")
+    ] = 600,
     img_size: Annotated[int, option("--img-size", help="Image side in pixels (at least 32).")] = 128,
     seed: Annotated[int, option("--seed", help="Random seed; the same seed writes byte-identical files.")] = 0,
     difficulty: Annotated[
         float,
         option(
             "--difficulty",
-            help="Version 2's difficulty in [0, 1]: how small the rings' cores and how faint the blobs can be "
-            "(0: crisp rings; 1: many positives nearly invisible).",
+            help="Difficulty in [0, 1]: how faint the blobs can be (versions 2-3) and how small version 2's ring "
+            "cores (0: crisp; 1: many lesions nearly invisible).",
         ),
     ] = DEFAULT_DIFFICULTY,
     version: Annotated[
         int,
         option(
             "--version",
-            help="2: lesions (rings) among look-alike solid blobs in both classes; 1: the old set, lesions in class "
-            "1 only.",
+            help="3: the label drawn from a latent ring strength, labels.csv with oracle_prob and site; 2: rings "
+            "among look-alike solid blobs, the label a rule; 1: the old set, lesions in class 1 only.",
         ),
     ] = DEFAULT_VERSION,
+    tau: Annotated[
+        float,
+        option(
+            "--tau",
+            help="Version 3: temperature of P(label=1) = sigmoid((strength - 0.35) / tau); smaller is a more "
+            "predictable label (docs/demo.md).",
+        ),
+    ] = DEFAULT_TAU,
+    test_extra: Annotated[
+        int,
+        option("--test-extra", help="Version 3: further images that only the test split receives (the demo split)."),
+    ] = 0,
 ) -> None:
     """Write the synthetic demo set: fundus-like images, lesion labels and ground-truth masks."""
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn.data import write_synthetic
 
-    folder = write_synthetic(out, n=n, img_size=img_size, seed=seed, difficulty=difficulty, version=version)
-    typer.echo(f"Wrote {n} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
+    folder = write_synthetic(
+        out, n=n, img_size=img_size, seed=seed, difficulty=difficulty, version=version, tau=tau, test_extra=test_extra
+    )
+    extra = f" plus {test_extra} test-only" if test_extra else ""
+    typer.echo(f"Wrote {n}{extra} synthetic images ({img_size} px, seed {seed}) with masks and labels.csv to {folder}")
 
 
 @app.command("prepare")

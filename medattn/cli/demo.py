@@ -19,7 +19,15 @@ def demo(
     data_dir: Annotated[
         str, option("--data-dir", help="Where the synthetic demo set is written (reused if present).")
     ] = C.data_dir,
-    n: Annotated[int, option("--n", help="Images in the synthetic set.")] = C.n,
+    n: Annotated[int, option("--n", help="Images in the synthetic set, split train/val/test.")] = C.n,
+    test_extra: Annotated[
+        int,
+        option(
+            "--test-extra",
+            help="Further synthetic images that only the test split receives (the demo split: a test split of "
+            "≥ 600 images by default).",
+        ),
+    ] = C.test_extra,
     models: Annotated[
         str,
         option("--models", help=f"Comma-separated variants to train, of: {', '.join(registry_names('model'))}."),
@@ -69,6 +77,7 @@ def demo(
     cfg = DemoConfig(
         data_dir=data_dir,
         n=n,
+        test_extra=test_extra,
         models=split_list(models),
         config_file=str(config) if config else None,
         epochs=epochs,
@@ -98,6 +107,12 @@ def _demo_report(result) -> None:
             "random, input grey level, centre prior, Sobel edges, the method on a randomised model)"
         )
         typer.echo(result.xai.to_string(index=False, float_format=fmt))
+    if len(result.sanity):
+        typer.echo(
+            "\nSanity rule per model × map (passes: every score's 95 % CI beats every baseline's; the oracle "
+            "map is the ground-truth mask, judged against the model-free baselines)"
+        )
+        typer.echo(result.sanity.to_string(index=False))
     if result.promoted is not None:
         typer.echo(
             f"\n{result.promoted.describe()}: {result.promoted.variant} "

@@ -22,7 +22,7 @@ from medattn.cli.options import (
     registry_names,
     split_list,
 )
-from medattn.config import SPLIT_ALIASES, TARGETS
+from medattn.config import REMOVALS, SPLIT_ALIASES, TARGETS
 from medattn.stages.interpret import InterpretConfig
 
 app = typer.Typer(add_completion=False)
@@ -60,10 +60,28 @@ def interpret(
         int, option("--batch-size", help="Images explained per batch (one call per batch and method).")
     ] = C.batch_size,
     steps: Annotated[
-        int, option("--steps", help="Deletion/insertion steps (each costs one forward pass of 2 × batch).")
+        int,
+        option(
+            "--steps",
+            help="Removal steps (each costs one forward pass of 2 × batch; with road also 2 × batch imputations).",
+        ),
     ] = C.steps,
+    removal: Annotated[
+        str,
+        option(
+            "--removal",
+            help="How pixels are removed for the removal scores: road (noisy linear imputation; logs "
+            "morf_auc/lerf_auc), zeros (the dataset mean) or blur (both log deletion_auc/insertion_auc).",
+            **choices(REMOVALS),
+        ),
+    ] = C.removal,
     curve_images: Annotated[
-        int | None, option("--curve-images", help="Deletion/insertion on the first N images only. (default: all)")
+        int | None,
+        option(
+            "--curve-images",
+            help="Removal curves (ROAD MoRF/LeRF, or deletion/insertion) on N images only: the first N with a "
+            "lesion mask where the data set has masks. (default: all)",
+        ),
     ] = C.curve_images,
     randomized_images: Annotated[
         int | None,
@@ -83,7 +101,8 @@ def interpret(
     quiet: QuietOpt = False,
 ) -> None:
     """Explain a trained model (DeepLIFT, LRP, transformer attribution), batched; log every map, the
-    input images and deletion/insertion (plus pointing-game and mask-mass on demo) scores."""
+    input images and removal scores (ROAD MoRF/LeRF by default; plus pointing-game, mask-mass and
+    the ground-truth mask as an oracle map on demo)."""
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn import api
 
@@ -100,6 +119,7 @@ def interpret(
         curve_images=curve_images,
         randomized_images=randomized_images,
         n_boot=n_boot,
+        removal=removal,
         data_dir=data_dir,
         device=device_of(device, gpu_id) or C.device,
         tracking_uri=tracking_uri,

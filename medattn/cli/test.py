@@ -127,4 +127,10 @@ def test_cmd(
         f"sensitivity {m.get('test_sensitivity', nan):.4f}, specificity {m.get('test_specificity', nan):.4f}"
     )
     typer.echo(clinical_line(m))
+    if "test_oracle_auc" in m:  # a data set with a known ceiling (the demo set's oracle_prob)
+        typer.echo(
+            f"oracle AUC {m['test_oracle_auc']:.4f} [{m.get('test_oracle_auc_ci_low', nan):.4f}, "
+            f"{m.get('test_oracle_auc_ci_high', nan):.4f}], gap {m['test_oracle_gap']:+.4f} "
+            f"[{m.get('test_oracle_gap_ci_low', nan):+.4f}, {m.get('test_oracle_gap_ci_high', nan):+.4f}] (paired)"
+        )
     done("test", result.run_id, result.tracking_uri)

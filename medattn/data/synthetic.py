@@ -36,6 +36,7 @@ Layout written (and read back as ``demo``): ``labels.csv`` (``image_id,label,pat
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ from medattn.data.base import (
 )
 from medattn.data.ids import id_problems
 from medattn.data.io import ImageReadError, open_image
-from medattn.data.splits import patient_split
+from medattn.data.splits import GROUP_COLUMN, patient_split
 from medattn.errors import ConfigError, DataError
 
 LESION_RGB = np.array([1.0, 0.93, 0.62])
@@ -73,7 +74,17 @@ _MIN_SIZE = 32
 #: the three DenseNet-121 variants stayed at 1.000: the knob grades visibility, not ambiguity.
 DEFAULT_DIFFICULTY = 0.3
 #: The default version of the demo set.
-DEFAULT_VERSION = 2
+DEFAULT_VERSION = 3
+#: Versions whose label is a rule of the drawn image (:func:`render_fundus`); version 3 draws its
+#: label from a latent (:func:`draw_v3`).
+VERSIONS = (1, 2, 3)
+#: Columns of version 3's ``labels.csv`` beyond ``image_id,label,patient_id``: the generator's
+#: ``P(label = 1 | latent)``, a synthetic acquisition site, and ``test`` on the images reserved for
+#: the test split (empty otherwise). Training and every model input ignore the first two.
+ORACLE_COLUMN, SITE_COLUMN, RESERVED_COLUMN = "oracle_prob", "site", "reserved_split"
+RESERVED_TEST = "test"
+#: Sites written to version 3's ``site`` column (one per patient, drawn uniformly; no effect on the images).
+SITES = ("site_a", "site_b", "site_c")
 # Version 2 recipe: blobs per image, equivalent radius of a blob's bright area (fraction of the
 # image side), the largest ring core fraction, how far difficulty 1 shrinks it, and opacity.
 _BLOBS = (2, 4)
@@ -215,6 +226,91 @@ def _lesions_v2(
     return mask
 
 
+# Version 3 recipe: probability of a candidate ring, its core fraction at strength 0 and 1, and the
+# label model P(label = 1) = sigmoid((strength - RING_S0) / tau) (strength 0 where no ring is drawn).
+_RING_P = 0.75
+_CORE_V3 = (0.2, 0.65)
+RING_S0 = 0.35
+#: The default ``tau`` of version 3's label model (module docstring; smaller: a sharper, more
+#: predictable label, the oracle's AUC closer to 1).
+DEFAULT_TAU = 0.12
+
+
+@dataclass(frozen=True)
+class DrawnImage:
+    """One version-3 image with its latent: the ring strength, ``P(label = 1 | strength)`` and the label."""
+
+    image: np.ndarray  # uint8 (size, size, 3)
+    mask: np.ndarray  # bool (size, size): the ring's outer disc, empty without a ring
+    strength: float  # 0 without a ring, else in [0, 1]
+    oracle_prob: float
+    label: int
+
+
+def oracle_probability(strength: float | np.ndarray, tau: float = DEFAULT_TAU) -> float | np.ndarray:
+    """Version 3's label model: ``P(label = 1 | strength) = sigmoid((strength - RING_S0) / tau)``."""
+    return 1.0 / (1.0 + np.exp(-(np.asarray(strength, dtype=np.float64) - RING_S0) / tau))
+
+
+def _lesions_v3(
+    rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], strength: float, difficulty: float
+) -> np.ndarray:
+    """Version 3: 2–4 bright blobs; with ``strength > 0`` the first is a ring whose core fraction grows with it."""
+    size = img.shape[0]
+    count = int(rng.integers(_BLOBS[0], _BLOBS[1] + 1))
+    grain = rng.standard_normal((size, size, 1))
+    mask = np.zeros((size, size), dtype=bool)
+    placed: list[tuple[float, float, float]] = []
+    widest = np.sqrt(1.0 - _CORE_V3[1] ** 2)
+    for k in range(count):
+        ring = k == 0 and strength > 0.0
+        rho = rng.uniform(*_BLOB_RADIUS) * size
+        stretch = rng.uniform(0.85, 1.15)
+        opacity = rng.uniform(1.0 - _FAINT_SPAN * difficulty, 1.0)
+        tint = LESION_RGB * rng.uniform(0.92, 1.0)
+        core = _CORE_V3[0] + (_CORE_V3[1] - _CORE_V3[0]) * strength if ring else 0.0
+        outer = rho / np.sqrt(1.0 - core**2)  # the same bright area as a solid blob of radius rho
+        room = 1.15 * rho / widest  # every blob reserves the room of the strongest ring
+        centre = _place(rng, placed, room, geometry, margin=0.02 * size)
+        if centre is None:
+            continue
+        placed.append((*centre, room))
+        rx, ry = outer * stretch, outer / stretch
+        blob = _ellipse_mask(size, *centre, rx, ry)
+        if ring:
+            mask |= blob
+            blob &= ~_ellipse_mask(size, *centre, core * rx, core * ry)
+        colour = tint * (1.0 + 0.05 * grain[blob])
+        img[blob] = opacity * colour + (1.0 - opacity) * img[blob]
+    return mask
+
+
+def draw_v3(
+    rng: np.random.Generator, size: int, *, difficulty: float = DEFAULT_DIFFICULTY, tau: float = DEFAULT_TAU
+) -> DrawnImage:
+    """Draw one version-3 image: the latent ring strength, the image, then the label from the latent.
+
+    Args:
+        rng: the random generator (all randomness comes from it).
+        size: image side in pixels.
+        difficulty: how faint the blobs can be (opacity ``U(1 − 0.5·d, 1)``).
+        tau: the label model's temperature (:func:`oracle_probability`).
+
+    Returns:
+        A :class:`DrawnImage`.
+    """
+    img, cx, cy, radius = _fundus(rng, size)
+    strength = float(rng.uniform(0.0, 1.0)) if rng.random() < _RING_P else 0.0
+    mask = _lesions_v3(rng, img, (cx, cy, radius), strength, difficulty)
+    if not mask.any():  # a ring that found no room: no evidence drawn, so none in the label model
+        strength = 0.0
+    img = img + rng.normal(0.0, 0.02, size=img.shape)
+    prob = float(oracle_probability(strength, tau))
+    label = int(rng.random() < prob)
+    image = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return DrawnImage(image, mask, strength, prob, label)
+
+
 Renderer = Callable[[np.random.Generator, np.ndarray, tuple[float, float, float], bool, float], np.ndarray]
 #: Lesion renderers by demo-set version: ``(rng, image, (cx, cy, radius), lesion, difficulty) -> mask``.
 RENDERERS: dict[int, Renderer] = {1: _lesions_v1, 2: _lesions_v2}
@@ -225,16 +321,16 @@ def render_fundus(
     size: int,
     lesion: bool,
     *,
-    version: int = DEFAULT_VERSION,
+    version: int = 2,
     difficulty: float = DEFAULT_DIFFICULTY,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one synthetic fundus image.
+    """Draw one synthetic fundus image of version 1 or 2 (version 3: :func:`draw_v3`).
 
     Args:
         rng: the random generator (all randomness comes from it).
         size: image side in pixels.
         lesion: whether to draw the label-deciding lesions.
-        version: the demo-set version (a key of :data:`RENDERERS`).
+        version: the demo-set version (a key of :data:`RENDERERS`: 1 or 2).
         difficulty: version 2's difficulty in [0, 1] (module docstring).
 
     Returns:
@@ -251,15 +347,52 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=6)
 
 
-def _check_options(n: int, img_size: int, difficulty: float, version: int) -> None:
+def _check_options(n: int, img_size: int, difficulty: float, version: int, tau: float, test_extra: int) -> None:
     if n < 10:
         raise ConfigError(f"--n {n} is too small for a train/val/test split; pass --n 10 or more.")
     if img_size < _MIN_SIZE:
         raise ConfigError(f"--img-size {img_size} is too small to draw lesions; pass --img-size {_MIN_SIZE} or more.")
     if not 0.0 <= difficulty <= 1.0:
         raise ConfigError(f"--difficulty must be between 0 and 1, got {difficulty}.")
-    if version not in RENDERERS:
-        raise ConfigError(f"unknown demo-set version {version}; choose {' or '.join(map(str, RENDERERS))}.")
+    if version not in VERSIONS:
+        raise ConfigError(f"unknown demo-set version {version}; choose {', '.join(map(str, VERSIONS))}.")
+    if not (np.isfinite(tau) and tau > 0):
+        raise ConfigError(f"--tau must be a positive number, got {tau}.")
+    if test_extra < 0:
+        raise ConfigError(f"--test-extra must be 0 or more, got {test_extra}.")
+    if version != 3 and test_extra:
+        raise ConfigError("--test-extra needs demo-set version 3; drop it or pass --version 3.")
+
+
+def _patients(rng: np.random.Generator, n: int) -> np.ndarray:
+    """2–3 images per patient, consecutive ids: the patient index of each of ``n`` images."""
+    return np.repeat(np.arange(n), rng.integers(2, 4, size=n))[:n]
+
+
+def _write_v3(out: Path, n: int, test_extra: int, img_size: int, seed: int, difficulty: float, tau: float) -> None:
+    """Version 3's files: ``n`` images split as usual plus ``test_extra`` reserved for the test split."""
+    rng = np.random.default_rng([seed, 3])
+    patients = np.concatenate([_patients(rng, n), n + _patients(rng, test_extra)])
+    sites = rng.choice(len(SITES), size=int(patients.max()) + 1)  # one site per patient
+    rows = []
+    for i in tqdm(range(n + test_extra), desc="synth", unit="img"):
+        image_id = f"synth_{i:05d}"
+        drawn = draw_v3(np.random.default_rng([seed, i]), img_size, difficulty=difficulty, tau=tau)
+        _save_png(drawn.image, out / "images" / f"{image_id}.png")
+        _save_png(drawn.mask.astype(np.uint8) * 255, out / "masks" / f"{image_id}.png")
+        patient = int(patients[i])
+        rows.append(
+            (
+                image_id,
+                drawn.label,
+                f"patient_{patient:05d}",
+                round(drawn.oracle_prob, 6),
+                SITES[int(sites[patient])],
+                RESERVED_TEST if i >= n else "",
+            )
+        )
+    columns = ["image_id", "label", "patient_id", ORACLE_COLUMN, SITE_COLUMN, RESERVED_COLUMN]
+    pd.DataFrame(rows, columns=columns).to_csv(out / "labels.csv", index=False, lineterminator="\n")
 
 
 def write_synthetic(
@@ -270,34 +403,42 @@ def write_synthetic(
     *,
     difficulty: float = DEFAULT_DIFFICULTY,
     version: int = DEFAULT_VERSION,
+    tau: float = DEFAULT_TAU,
+    test_extra: int = 0,
 ) -> Path:
     """Write the synthetic ``demo`` data set (see the module docstring).
 
     Args:
         out: output folder (created; existing files with the same names are overwritten).
-        n: number of images (half with lesions, shuffled).
+        n: number of images split train/val/test (versions 1–2: half with lesions, shuffled;
+            version 3: labels drawn from the latent).
         img_size: image side in pixels (≥ 32).
         seed: seed of :func:`numpy.random.default_rng`; the same seed gives byte-identical files.
-        difficulty: version 2's difficulty in [0, 1]: how small the rings' cores and how faint the
-            blobs can be (module docstring).
-        version: 2 (default: lesions among look-alike distractors) or 1 (lesions only in class 1).
+        difficulty: how faint the blobs can be (versions 2–3) and how small version 2's ring cores.
+        version: 3 (default: the label drawn from a latent ring strength, ``oracle_prob`` and
+            ``site`` written), 2 (rings among look-alike blobs, the label a rule) or 1 (lesions
+            only in class 1).
+        tau: version 3's label-model temperature (:func:`oracle_probability`).
+        test_extra: version 3 only: further images that only the test split receives (the demo
+            split, module docstring); their patients are new.
 
     Returns:
         The output folder.
 
     Raises:
-        ConfigError: ``n`` below 10, ``img_size`` below 32, ``difficulty`` outside [0, 1] or an
-            unknown ``version``.
+        ConfigError: ``n`` below 10, ``img_size`` below 32, ``difficulty`` outside [0, 1], an
+            unknown ``version``, a non-positive ``tau`` or ``test_extra`` with a version before 3.
     """
-    _check_options(n, img_size, difficulty, version)
+    _check_options(n, img_size, difficulty, version, tau, test_extra)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    if version == 3:
+        _write_v3(out, n, test_extra, img_size, seed, difficulty, tau)
+        return out
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % 2)
-    # 2-3 images per patient, consecutive ids (the patient's images are shuffled labels anyway).
-    group_sizes = rng.integers(2, 4, size=n)
-    patients = np.repeat(np.arange(n), group_sizes)[:n]
+    patients = _patients(rng, n)
     rows = []
     for i in tqdm(range(n), desc="synth", unit="img"):
         image_id = f"synth_{i:05d}"
@@ -328,7 +469,7 @@ def load_mask(path: Path | str, size: int) -> np.ndarray:
 
 
 def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
-    """Read a folder written by :func:`write_synthetic`."""
+    """Read a folder written by :func:`write_synthetic` (version 3's extra columns kept when present)."""
     require_dir(data_dir, "demo set written by `medattn data synth`")
     csv = data_dir / "labels.csv"
     raw = read_csv(csv, ["image_id", "label", "patient_id"], dtype={"image_id": str, "patient_id": str})
@@ -346,17 +487,46 @@ def read_demo(data_dir: Path, opts: ReadOptions) -> Table:
         if m is None and ok
     ]
     present = np.array([p is not None and m is not None for p, m in zip(paths, masks, strict=True)], dtype=bool)
-    frame = pd.DataFrame(
-        {
-            "image_id": ids,
-            "path": paths,
-            "label": labels,
-            "patient_id": raw["patient_id"].astype(str),
-            "mask_path": masks,
-            **metadata_of(raw),  # sex / age / site columns of labels.csv, when it has them
-        }
-    )[ok & present]
+    columns = {
+        "image_id": ids,
+        "path": paths,
+        "label": labels,
+        "patient_id": raw["patient_id"].astype(str),
+        "mask_path": masks,
+        **metadata_of(raw),  # sex / age / site columns of labels.csv, when it has them
+    }
+    if ORACLE_COLUMN in raw.columns:
+        oracle = pd.to_numeric(raw[ORACLE_COLUMN], errors="coerce")
+        bad = ~oracle.between(0.0, 1.0)
+        problems += [
+            f"{csv}: {ORACLE_COLUMN} of {i} is {v!r}, not a probability in [0, 1]; re-create the demo set."
+            for i, v in zip(raw["image_id"][bad], raw[ORACLE_COLUMN][bad], strict=True)
+        ]
+        ok = ok & ~bad.to_numpy()
+        columns[ORACLE_COLUMN] = oracle.to_numpy(dtype=np.float64)
+    if RESERVED_COLUMN in raw.columns:
+        columns[RESERVED_COLUMN] = raw[RESERVED_COLUMN].astype(object).fillna("").astype(str).to_numpy()
+    frame = pd.DataFrame(columns)[ok & present]
     return Table(frame=frame, num_classes=2, class_names=("no lesion", "lesion"), problems=problems)
+
+
+def demo_split(frame: pd.DataFrame, seed: int = 42) -> np.ndarray:
+    """The demo split: rows reserved for the test split (``reserved_split == "test"``, version 3's
+    ``test_extra`` images) go to test; the others are split patient-level 60/20/20 as always.
+
+    A split unit (a patient, or patients joined by near-duplicates) that holds a reserved row goes
+    to test whole, so no patient or near-duplicate group spans two splits.
+    """
+    if RESERVED_COLUMN not in frame.columns:
+        return patient_split(frame, seed)
+    reserved = frame[RESERVED_COLUMN].astype(str).eq(RESERVED_TEST).to_numpy().copy()
+    units = frame[GROUP_COLUMN] if GROUP_COLUMN in frame.columns else frame["patient_id"]
+    units = units.astype(str).to_numpy()
+    reserved |= np.isin(units, units[reserved])
+    out = np.full(len(frame), RESERVED_TEST, dtype=object)
+    if (~reserved).any():
+        out[~reserved] = patient_split(frame[~reserved], seed)
+    return out
 
 
 DATASETS.add(
@@ -364,7 +534,7 @@ DATASETS.add(
     DatasetSpec(
         name="demo",
         read=read_demo,
-        split=patient_split,
+        split=demo_split,
         description="synthetic fundus-like images with lesion masks (`medattn data synth`)",
     ),
 )

@@ -45,7 +45,8 @@ class ModelSpec:
         attention: attention block name, ``None`` for the plain CNNs, ``self-attention`` for DeiT.
         placement: where the attention sits, in words (shown by ``medattn models``).
         scratch_in_paper: the original project trained it from scratch (``init="paper"``).
-        build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module``.
+        build: ``build(num_classes, head=, img_size=, nr_layers=) -> nn.Module`` (the ViT's also takes
+            ``patch_size=``).
         paper_head: the head the original project gave this family, what ``head="paper"`` builds:
             ``flatten`` for the DenseNets (a Linear over 1024 x 7 x 7 = 50,176 inputs at 224 px),
             ``pool`` for the ResNets (2,048 inputs) and for DeiT (its class token).
@@ -89,7 +90,7 @@ def cnn_builder(family: str, attn: str | None) -> Callable[..., nn.Module]:
     return build
 
 
-def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Module:
+def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int, patch_size: int = 16) -> nn.Module:
     if head != "pool":
         raise ConfigError(
             f"deit_tiny classifies from its class token; --head {head} applies to the CNNs only, use --head pool."
@@ -97,7 +98,7 @@ def _vit(num_classes: int, *, head: str, img_size: int, nr_layers: int) -> nn.Mo
     # timm loads when the ViT is built, not when the names are listed (the command line's --help)
     from medattn.models.vit import deit_tiny
 
-    return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size)
+    return deit_tiny(num_classes, nr_layers=nr_layers, img_size=img_size, patch_size=patch_size)
 
 
 MODELS: Registry[ModelSpec] = Registry.for_kind("model")
@@ -234,6 +235,7 @@ def create_model(
     img_size: int = 224,
     init: str = "fair",
     zero_init_residual_branches: bool = False,
+    patch_size: int = 16,
 ) -> nn.Module:
     """Build a registered model and initialise its backbone (see :func:`create_model_with_report`).
 
@@ -250,6 +252,7 @@ def create_model(
         img_size=img_size,
         init=init,
         zero_init_residual_branches=zero_init_residual_branches,
+        patch_size=patch_size,
     )
     return model
 
@@ -265,6 +268,7 @@ def create_model_with_report(
     img_size: int = 224,
     init: str = "fair",
     zero_init_residual_branches: bool = False,
+    patch_size: int = 16,
 ) -> tuple[nn.Module, WeightsReport | None]:
     """Build a registered model, initialise its backbone, and say what was loaded.
 
@@ -291,6 +295,8 @@ def create_model_with_report(
         zero_init_residual_branches: start every ResNet bottleneck's residual branch at zero
             (:func:`medattn.models.cnn.zero_init_residual`; ResNet variants only). Weights loaded
             afterwards replace it.
+        patch_size: ``deit_tiny``'s patch side (16 as in the paper; another value cannot load
+            ImageNet weights). The CNNs accept only 16, the default.
 
     Returns:
         ``(model, report)``: the model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``,
@@ -310,7 +316,15 @@ def create_model_with_report(
         raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")
 
     # Build first: option errors (sizes, head) should not wait for a download.
-    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers)
+    if patch_size != 16 and spec.backbone != "deit_tiny":
+        raise ConfigError(f"--patch-size applies to deit_tiny only; drop it for {spec.name}.")
+    if patch_size != 16 and (weights is not None or pretrained == "imagenet"):
+        raise ConfigError(
+            f"DeiT weights have 16-px patches; --patch-size {patch_size} trains from scratch, so pass --pretrained none."
+        )
+    # only the ViT takes a patch size; other builders keep the four-argument signature
+    extra = {"patch_size": patch_size} if patch_size != 16 else {}
+    model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers, **extra)
     # torchvision's ResNet classes load with the CNN builders (see cnn_builder)
     from medattn.models.cnn import zero_init_residual
 

@@ -35,23 +35,32 @@ class DeiT(VisionTransformer):
     Args:
         num_classes: output classes.
         nr_layers: number of transformer blocks (``depth``; 12 in DeiT-Tiny).
-        img_size: input side in pixels, a multiple of 16 (the token grid is ``img_size / 16``).
+        img_size: input side in pixels, a multiple of ``patch_size`` (the token grid is
+            ``img_size / patch_size``).
+        patch_size: patch side; 16 as in DeiT (and its ImageNet weights). The demo uses 8 at 64 px
+            (a demo-only deviation: 16-px patches give a 4 × 4 grid, too coarse to learn the lesion
+            from scratch).
     """
 
-    def __init__(self, num_classes: int, nr_layers: int = 12, img_size: int = 224) -> None:
+    def __init__(
+        self, num_classes: int, nr_layers: int = 12, img_size: int = 224, patch_size: int = PATCH_SIZE
+    ) -> None:
         if isinstance(nr_layers, bool) or not isinstance(nr_layers, int) or nr_layers < 1:
             raise ConfigError(f"nr_layers must be a positive integer, got {nr_layers!r}.")
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+            raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}.")
         if (
             isinstance(img_size, bool)
             or not isinstance(img_size, int)
-            or img_size < PATCH_SIZE
-            or img_size % PATCH_SIZE
+            or img_size < patch_size
+            or img_size % patch_size
         ):
             raise ConfigError(
-                f"deit_tiny needs an img_size that is a multiple of its patch size {PATCH_SIZE} "
-                f"(e.g. 224 or 64), got {img_size!r}."
+                f"deit_tiny needs an img_size that is a multiple of its patch size {patch_size} "
+                f"(e.g. {patch_size * 4} or {patch_size * 14}), got {img_size!r}."
             )
-        super().__init__(img_size=img_size, depth=nr_layers, num_classes=num_classes, **DEIT_TINY)
+        layout = {**DEIT_TINY, "patch_size": patch_size}
+        super().__init__(img_size=img_size, depth=nr_layers, num_classes=num_classes, **layout)
 
     @contextmanager
     def record_attention(self) -> Iterator[list[Tensor]]:
@@ -59,7 +68,7 @@ class DeiT(VisionTransformer):
 
         Inside the ``with`` block attention runs non-fused; every forward appends, per
         transformer block in order, the softmax output ``(B, heads, N, N)`` with
-        ``N = 1 + (img_size / 16) ** 2``. The tensors stay in the autograd graph, so
+        ``N = 1 + (img_size / patch_size) ** 2``. The tensors stay in the autograd graph, so
         ``retain_grad()`` on them gives the attention gradients. Hooks are removed and the fused
         setting restored on exit, even on error.
 
@@ -107,15 +116,16 @@ class DeiT(VisionTransformer):
         return logits, list(maps)
 
 
-def deit_tiny(num_classes: int, *, nr_layers: int = 12, img_size: int = 224) -> DeiT:
+def deit_tiny(num_classes: int, *, nr_layers: int = 12, img_size: int = 224, patch_size: int = PATCH_SIZE) -> DeiT:
     """DeiT-Tiny/16 with ``nr_layers`` blocks.
 
     Args:
         num_classes: output classes.
         nr_layers: transformer blocks (at most 12 with ImageNet weights, which have 12).
-        img_size: input side, a multiple of 16.
+        img_size: input side, a multiple of ``patch_size``.
+        patch_size: patch side (16 in DeiT-Tiny/16).
 
     Returns:
         A :class:`DeiT` mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``.
     """
-    return DeiT(num_classes, nr_layers=nr_layers, img_size=img_size)
+    return DeiT(num_classes, nr_layers=nr_layers, img_size=img_size, patch_size=patch_size)

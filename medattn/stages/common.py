@@ -46,6 +46,7 @@ def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: str | None = 
         weights=m.weights if pretrained is None else None,
         head=m.head,
         nr_layers=m.nr_layers,
+        patch_size=m.patch_size,
         img_size=cfg.data.img_size,
         init=m.init,
         zero_init_residual_branches=m.zero_init_residual,

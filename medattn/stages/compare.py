@@ -58,6 +58,8 @@ TABLE_METRICS = (
     "auc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "loss",
     "ece", "brier", "sens_at_spec90", "spec_at_sens90",
 )  # fmt: skip
+#: The known ceiling where the data set has one (``oracle_prob``): columns of the table when logged.
+ORACLE_METRICS = ("oracle_auc", "oracle_gap")
 
 
 # =============================================================================================
@@ -82,12 +84,15 @@ def results_table(runs: Sequence[Any], metric: str = "test_auc") -> pd.DataFrame
 
     Returns:
         Columns ``model``, ``perc_train``, ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``,
-        then ``test_<m>`` for :data:`TABLE_METRICS` and their CIs where logged, ``n_images``,
+        then ``test_<m>`` for :data:`TABLE_METRICS` and their CIs where logged, the oracle's
+        ``test_oracle_auc`` and ``test_oracle_gap`` with CIs where any run logged them, ``n_images``,
         ``n_runs``, ``run_id``, ``source_run``; sorted by model then fraction.
     """
     rows: dict[tuple[str, float], dict[str, Any]] = {}
     counts: dict[tuple[str, float], int] = {}
     names = [metric, *(f"test_{m}" for m in TABLE_METRICS if f"test_{m}" != metric)]
+    if any("test_oracle_auc" in run.data.metrics for run in runs):
+        names += [f"test_{m}" for m in ORACLE_METRICS]
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         key = (tags.get(tracking.TAG_MODEL, "?"), _fraction(tags.get(tracking.TAG_PERC_TRAIN)))
@@ -108,6 +113,19 @@ def results_table(runs: Sequence[Any], metric: str = "test_auc") -> pd.DataFrame
         return table
     table.insert(len(table.columns) - 2, "n_runs", [counts[(r["model"], r["perc_train"])] for r in rows.values()])
     return table.sort_values(["model", "perc_train"], kind="stable").reset_index(drop=True)
+
+
+def oracle_reference(table: pd.DataFrame, metric: str) -> tuple[float, float, float] | None:
+    """The oracle's AUC as the AUC figure's reference line: ``(value, low, high)`` (mean of the test
+    runs' ``test_oracle_auc``, the widest CI) when ``metric`` is ``test_auc`` and any run logged it."""
+    if metric != "test_auc" or "test_oracle_auc" not in table.columns:
+        return None
+    values = table["test_oracle_auc"].dropna()
+    if values.empty:
+        return None
+    low = table.get("test_oracle_auc_ci_low", pd.Series(dtype=float)).min()
+    high = table.get("test_oracle_auc_ci_high", pd.Series(dtype=float)).max()
+    return float(values.mean()), float(low), float(high)
 
 
 def to_markdown(table: pd.DataFrame, *, digits: int = 3) -> str:
@@ -648,7 +666,8 @@ def compare(cfg: CompareConfig) -> CompareResult:
     """Compare the variants of an experiment and log the result to a new ``compare`` run.
 
     Logs ``comparison.csv`` (:func:`results_table`), ``figures/low_data.png`` (``cfg.metric`` against
-    the % of training data, one line per variant), and when interpret runs exist
+    the % of training data, one line per variant; for ``test_auc`` on a data set with a known
+    ceiling, the oracle's AUC as a dashed reference line, :func:`oracle_reference`), and when interpret runs exist
     ``xai_scores.csv`` (:func:`xai_table`), ``figures/xai_scores.png`` and
     ``figures/saliency_grid.png`` (the first ``max_images`` images every model explained, across
     models × methods); for every attention variant with a plain backbone in the experiment,
@@ -695,7 +714,10 @@ def compare(cfg: CompareConfig) -> CompareResult:
             }
             for r in table.to_dict("records")
         ]
-        tracking.log_figure(plots.low_data_figure(rows, cfg.metric), tracking.LOW_DATA_FIGURE)
+        tracking.log_figure(
+            plots.low_data_figure(rows, cfg.metric, reference=oracle_reference(table, cfg.metric)),
+            tracking.LOW_DATA_FIGURE,
+        )
         artifacts = [tracking.COMPARISON_CSV, tracking.LOW_DATA_FIGURE]
         if len(xai):
             artifacts += _log_xai(cfg, xai, interp, workdir)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
 from medattn import clinical, engine, plots, tracking
 from medattn.config import RuntimePart, SourcePart, at_least, check_subgroups, positive, set_field
+from medattn.data.synthetic import ORACLE_COLUMN
 from medattn.errors import MedattnError
-from medattn.metrics import test_metrics
+from medattn.metrics import oracle_metrics, test_metrics
 from medattn.runtime import resolve_device
 from medattn.stages import clinical as clinical_stage
 from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
@@ -81,6 +83,17 @@ def _log_figures(loaded: LoadedModel, out: engine.EpochOutput, split: str, opera
         plots.confusion_matrix_figure(out.y_true, out.scores.argmax(1), names, title=title),
         f"{tracking.TEST_FIGURES_DIR}/confusion_matrix.png",
     )
+
+
+def ceiling_metrics(frame: pd.DataFrame, out: engine.EpochOutput, cfg: TestConfig) -> dict[str, float]:
+    """``oracle_auc`` and ``oracle_gap`` (with CIs) on exactly the tested images, where the data set
+    carries the generator's ``oracle_prob`` (the demo set from version 3); empty otherwise."""
+    if ORACLE_COLUMN not in frame.columns or out.scores.shape[1] != 2:
+        return {}
+    prob = frame[ORACLE_COLUMN].to_numpy(dtype=float)
+    if len(prob) != len(out.y_true) or not np.isfinite(prob).all():
+        return {}
+    return oracle_metrics(out.y_true, prob, out.scores, n_boot=cfg.n_boot, seed=cfg.seed)
 
 
 def load_source(cfg: SourcePart) -> LoadedModel:
@@ -158,7 +171,8 @@ def test(
 
     ``extra_tags`` are added to the run (``medattn grid`` adds the cell and the process that tests it).
 
-    Logs ``test_*`` metrics, ``predictions.csv`` and the same rows as the MLflow table
+    Logs ``test_*`` metrics (with ``test_oracle_auc`` and ``test_oracle_gap`` and their CIs where
+    the data set carries ``oracle_prob``, :func:`ceiling_metrics`), ``predictions.csv`` and the same rows as the MLflow table
     ``predictions.json``, ROC and confusion-matrix figures, and the split as a Dataset input; and the
     clinical evaluation of :mod:`medattn.stages.clinical` (docs/evaluation.md): ``test_ece``,
     ``test_brier``, ``figures/reliability.png``, for binary tasks the operating points with
@@ -202,6 +216,7 @@ def test(
             "loss": out.loss,
             **test_metrics(out.y_true, out.scores, n_boot=cfg.n_boot, seed=cfg.seed),
             "n_images": float(out.n_images),
+            **ceiling_metrics(frame, out, cfg),
         }
         clin = clinical_stage.evaluate_clinical(
             out.y_true,

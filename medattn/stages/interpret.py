@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from medattn import registry, tracking
-from medattn.config import TARGETS, RuntimePart, SourcePart, at_least, positive, set_field
+from medattn.config import REMOVALS, TARGETS, RuntimePart, SourcePart, at_least, positive, set_field
 from medattn.data import load_mask
 from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
@@ -40,12 +40,15 @@ class InterpretConfig(SourcePart, RuntimePart):
     target: str = "label"
     batch_size: int = 8
     steps: int = 16
-    curve_images: int | None = None  # deletion/insertion on the first this many images (None: all)
+    curve_images: int | None = None  # removal curves on this many images (the first with a lesion mask; None: all)
     randomized_images: int | None = None  # images explained on the randomised model (None: all)
     n_boot: int = 1000  # bootstrap resamples per 95 % CI (0: no CIs, hence no method passes)
+    removal: str = "road"  # removal curves: road (MoRF/LeRF, noisy linear imputation), zeros or blur
 
     def __post_init__(self) -> None:  # noqa: D105
         super().__post_init__()
+        if self.removal not in REMOVALS:
+            raise ConfigError(f"--removal must be one of {', '.join(REMOVALS)}, got {self.removal!r}.")
         if self.target not in TARGETS:
             raise ConfigError(f"--target must be label or pred, got {self.target!r}.")
         at_least("max_images", self.max_images, 1, "at least 1")
@@ -165,6 +168,7 @@ def _params(cfg: InterpretConfig, loaded: LoadedModel, methods: list[str]) -> di
         "max_images": cfg.max_images,
         "steps": cfg.steps,
         "curve_images": cfg.curve_images,
+        "xai_removal": cfg.removal,
         "randomized_images": cfg.randomized_images,
         "n_boot": cfg.n_boot,
         "seed": cfg.seed,
@@ -172,6 +176,16 @@ def _params(cfg: InterpretConfig, loaded: LoadedModel, methods: list[str]) -> di
         "dataset": tcfg.data.dataset,
         "img_size": tcfg.data.img_size,
     }
+
+
+def lesion_masks(masks: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
+    """The masks that score a map: a mask marks the evidence for the lesion class, so a map that
+    explains class 0 ("no lesion") gets no mask score and no oracle (its mask is emptied). With
+    ``--target label`` on the demo sets before version 3 this keeps exactly the lesion images, whose
+    masks were the only non-empty ones; on version 3 a class-0 image may show a weak ring."""
+    if masks is None:
+        return None
+    return masks & (target.cpu() != 0).view(-1, 1, 1)
 
 
 def _explain(cfg: InterpretConfig, loaded: LoadedModel, batch: _Batch, methods: list[str], device: torch.device):
@@ -184,7 +198,8 @@ def _explain(cfg: InterpretConfig, loaded: LoadedModel, batch: _Batch, methods: 
         batch.images,
         target.to(device),
         methods,
-        masks=batch.masks,
+        masks=lesion_masks(batch.masks, target),
+        removal=cfg.removal,
         randomized_model=randomized_model(loaded, cfg.seed + RANDOMIZED_SEED_OFFSET, device),
         steps=cfg.steps,
         curve_images=cfg.curve_images,
@@ -208,7 +223,11 @@ def interpret(cfg: InterpretConfig, *, parent_run_id: str | None = None, progres
     ``xai_baseline_<b>_<score>`` (random, input grey level, centre prior, Sobel edges, and the same
     method on a randomised model, :func:`randomized_model`), ``xai_<method>_randomized_spearman``
     and ``xai_<method>_passes_sanity``. Mask scores (pointing game, mask mass) use the lesion
-    images only; deletion / insertion AUC the first ``curve_images``. Method names are written
+    images only (:func:`lesion_masks`), and the ground-truth mask is scored as a map too
+    (``xai_oracle_<score>``, ``xai_oracle_passes_sanity``). The removal scores (``--removal``,
+    param ``xai_removal``) are ROAD's ``morf_auc`` / ``lerf_auc`` by default, ``deletion_auc`` /
+    ``insertion_auc`` with ``zeros`` or ``blur``, on ``curve_images`` images (the first with a
+    non-empty mask on data sets with masks). Method names are written
     with ``_`` in metric names (``transformer-lrp`` → ``xai_transformer_lrp_...``).
 
     Returns:

@@ -122,6 +122,7 @@ def build_eager(payload: Mapping[str, Any]) -> nn.Module:
         pretrained="none",
         head=m.head,
         nr_layers=m.nr_layers,
+        patch_size=m.patch_size,
         img_size=cfg.data.img_size,
         init=m.init,
     )

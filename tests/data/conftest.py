@@ -32,4 +32,4 @@ def mimic_folders_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def demo_dir(tmp_path: Path) -> Path:
-    return write_synthetic(tmp_path / "demo", n=60, img_size=48, seed=0)
+    return write_synthetic(tmp_path / "demo", n=60, img_size=48, seed=0, version=2)  # masks iff label 1

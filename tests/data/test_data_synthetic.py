@@ -77,7 +77,7 @@ def _tiny_cnn() -> nn.Module:
 
 
 def test_learnable_by_a_small_cnn_in_a_few_cpu_epochs(tmp_path: Path) -> None:
-    root = write_synthetic(tmp_path / "demo", n=240, img_size=96, seed=0)
+    root = write_synthetic(tmp_path / "demo", n=240, img_size=96, seed=0, version=2)
     index = load_index("demo", root)
     torch.manual_seed(0)
     model = _tiny_cnn()

@@ -49,8 +49,8 @@ def _histogram_auc(frame: pd.DataFrame, images: list[np.ndarray]) -> float:
 
 @pytest.fixture(scope="module")
 def default_set(tmp_path_factory):
-    """What `medattn data synth --out DIR` writes with its defaults (600 images, 128 px, seed 0)."""
-    return _load(write_synthetic(tmp_path_factory.mktemp("v2") / "demo"))
+    """What `medattn data synth --out DIR --version 2` writes (600 images, 128 px, seed 0)."""
+    return _load(write_synthetic(tmp_path_factory.mktemp("v2") / "demo", version=2))
 
 
 def test_colour_histograms_carry_no_label_information(default_set, tmp_path):
@@ -124,18 +124,18 @@ def test_difficulty_shrinks_the_cores_and_validates():
 
     # core fraction q ~ U(0.6, 0.6) at difficulty 0 (area share ≈ 0.36), U(0.15, 0.6) at 1 (≈ 0.16)
     assert mean_core_share(0.0) > mean_core_share(1.0) + 0.1
-    assert 0.0 <= DEFAULT_DIFFICULTY <= 1.0 and DEFAULT_VERSION == 2
+    assert 0.0 <= DEFAULT_DIFFICULTY <= 1.0 and DEFAULT_VERSION == 3
     with pytest.raises(ConfigError, match="difficulty"):
         write_synthetic("unused", n=10, difficulty=1.5)
     with pytest.raises(ConfigError, match="version"):
-        write_synthetic("unused", n=10, version=3)
+        write_synthetic("unused", n=10, version=4)
 
 
 def test_deterministic_per_seed_and_difficulty(tmp_path):
     def files(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
-    a = files(write_synthetic(tmp_path / "a", n=12, img_size=48, seed=5, difficulty=0.7))
-    b = files(write_synthetic(tmp_path / "b", n=12, img_size=48, seed=5, difficulty=0.7))
-    c = files(write_synthetic(tmp_path / "c", n=12, img_size=48, seed=5, difficulty=0.2))
+    a = files(write_synthetic(tmp_path / "a", n=12, img_size=48, seed=5, difficulty=0.7, version=2))
+    b = files(write_synthetic(tmp_path / "b", n=12, img_size=48, seed=5, difficulty=0.7, version=2))
+    c = files(write_synthetic(tmp_path / "c", n=12, img_size=48, seed=5, difficulty=0.2, version=2))
     assert a == b and any(a[k] != c[k] for k in a if k.startswith("images/"))

@@ -29,7 +29,7 @@ BASELINES = ("random", "input", "centre", "edge")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    data = write_synthetic(tmp_path_factory.mktemp("trained_demo") / "demo", n=160, img_size=64, seed=0)
+    data = write_synthetic(tmp_path_factory.mktemp("trained_demo") / "demo", n=160, img_size=64, seed=0, version=2)
     index = load_index("demo", data)
     transform = build_transform(SIZE)
 
@@ -97,15 +97,13 @@ def test_trained_demo_maps_are_scored_against_every_sanity_baseline(trained, rep
     for score, higher in (
         ("pointing_game", True),
         ("mask_mass", True),
-        ("insertion_auc", True),
-        ("deletion_auc", False),
+        ("lerf_auc", True),
+        ("morf_auc", False),
     ):
         key = f"xai_{method}_{score}"
         assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
         scored = [b for b in rivals if f"xai_baseline_{b}_{score}" in m]
-        expected = (
-            [*BASELINES, f"randomized_{method}"] if score in ("pointing_game", "mask_mass") else ["random", "input"]
-        )
+        expected = [*BASELINES, f"randomized_{method}"] if score in ("pointing_game", "mask_mass") else [*BASELINES]
         assert sorted(scored) == sorted(expected), (score, scored)
         # the rule, recomputed: the method's bound beats the best baseline's opposite bound
         if higher:
@@ -115,7 +113,7 @@ def test_trained_demo_maps_are_scored_against_every_sanity_baseline(trained, rep
             best = min(m[f"xai_baseline_{b}_{score}_ci_low"] for b in scored)
             passes = m[f"{key}_ci_high"] < best
         assert m[f"{key}_passes"] == float(passes), (key, m[f"{key}_ci_low"], m[f"{key}_ci_high"], best)
-    verdicts = [m[f"xai_{method}_{s}_passes"] for s in ("pointing_game", "mask_mass", "insertion_auc", "deletion_auc")]
+    verdicts = [m[f"xai_{method}_{s}_passes"] for s in ("pointing_game", "mask_mass", "lerf_auc", "morf_auc")]
     assert m[f"xai_{method}_passes_sanity"] == float(all(v == 1.0 for v in verdicts))
 
 

@@ -192,13 +192,14 @@ def test_metric_names_of_the_entry_point():
         n_random_draws=2,
     )
     m = report.metrics
-    expected = {f"xai_deeplift_{s}" for s in SCORES} | {"xai_deeplift_randomized_spearman"}
+    road = ("morf_auc", "lerf_auc", "pointing_game", "mask_mass")  # the default removal is ROAD
+    expected = {f"xai_{src}_{s}" for src in ("deeplift", "oracle") for s in road} | {"xai_deeplift_randomized_spearman"}
     for baseline in ("random", "input", "centre", "edge", "randomized_deeplift"):
         expected |= {f"xai_baseline_{baseline}_{s}" for s in ("pointing_game", "mask_mass")}
-    expected |= {f"xai_baseline_{b}_{s}" for b in ("random", "input") for s in ("deletion_auc", "insertion_auc")}
+    expected |= {f"xai_baseline_{b}_{s}" for b in ("random", "input", "centre", "edge") for s in road[:2]}
     expected = {k + suffix for k in expected for suffix in ("", "_ci_low", "_ci_high")}
-    expected |= {"xai_deeplift_passes_sanity", "xai_n_images", "xai_n_lesion_images"}
-    expected |= {f"xai_deeplift_{s}_passes" for s in SCORES}
+    expected |= {"xai_deeplift_passes_sanity", "xai_oracle_passes_sanity", "xai_n_images", "xai_n_lesion_images"}
+    expected |= {"xai_n_curve_images"} | {f"xai_{src}_{s}_passes" for src in ("deeplift", "oracle") for s in road}
     assert set(m) == expected
     assert m["xai_deeplift_passes_sanity"] in (0.0, 1.0)
     assert (m["xai_n_images"], m["xai_n_lesion_images"]) == (6.0, 4.0)
@@ -213,9 +214,10 @@ def test_metric_names_of_the_entry_point():
         "baseline_centre",
         "baseline_edge",
         "baseline_randomized_deeplift",
+        "oracle",
     }
     deeplift = rows[rows["source"] == "deeplift"]
-    assert deeplift["deletion_auc"].notna().sum() == 4 and deeplift["pointing_game"].notna().sum() == 4
+    assert deeplift["morf_auc"].notna().sum() == 4 and deeplift["pointing_game"].notna().sum() == 4
     assert deeplift["randomized_spearman"].notna().sum() == 5 and report.randomized_maps["deeplift"].shape[0] == 5
     assert rows[rows["source"] == "baseline_randomized_deeplift"]["mask_mass"].notna().sum() == 4
 
@@ -224,7 +226,7 @@ def test_metric_names_of_the_entry_point():
 def test_deeplift_on_a_randomised_model_fails_the_sanity_rule_on_the_demo_set(tmp_path):
     """An untrained ResNet-50 (the issue's counter-example: its DeepLIFT maps had 2× the random
     maps' mask mass) must not pass: its scores are not above the baselines' with separated CIs."""
-    data = write_synthetic(tmp_path / "demo", n=68, img_size=96, seed=0)
+    data = write_synthetic(tmp_path / "demo", n=68, img_size=96, seed=0, version=2)
     frame = load_index("demo", data).frame.query("label == 1")
     transform = build_transform(64)
     images = torch.stack([transform(read_image(p)) for p in frame["path"]])

@@ -185,3 +185,31 @@ def test_compare_bad_input(mlflow_store, cli, one_error_line):
     assert "no finished test runs" in error_line(["--experiment", "only-train"])
     assert "--cases" in error_line(["--experiment", "only-train", "--cases", "tpp"])
     assert not [r for r in client.search_runs([exp]) if r.data.tags.get(tracking.TAG_KIND) == "compare"]
+
+
+def test_compare_shows_the_oracle_as_the_auc_reference(variants, monkeypatch, tmp_path):
+    """Test runs on a data set with a known ceiling: the table gains the oracle's AUC and each gap,
+    the AUC figure a dashed reference line at the oracle's AUC."""
+    client = mlflow.MlflowClient()
+    for rid in variants["tests"].values():
+        auc = client.get_run(rid).data.metrics["test_auc"]
+        for key, value in {"auc": 0.93, "auc_ci_low": 0.91, "auc_ci_high": 0.95, "gap": 0.93 - auc}.items():
+            client.log_metric(rid, f"test_oracle_{key}", value)
+    seen = {}
+    real = plots.low_data_figure
+
+    def spy(rows, metric, **kw):
+        seen["fig"] = real(rows, metric, **kw)
+        return seen["fig"]
+
+    monkeypatch.setattr(plots, "low_data_figure", spy)
+    result = compare.compare(CompareConfig(experiment="cmp"))
+    logged = pd.read_csv(tracking.download(result.run_id, tracking.COMPARISON_CSV, tmp_path))
+    assert (logged["test_oracle_auc"] == 0.93).all()
+    np.testing.assert_allclose(logged["test_oracle_gap"], 0.93 - logged["test_auc"], atol=1e-12)
+    lines = {line.get_label(): line for line in seen["fig"].axes[0].lines}
+    oracle = [label for label in lines if label.startswith("oracle")]
+    assert oracle == ["oracle 0.930 (known ceiling)"]
+    np.testing.assert_allclose(lines[oracle[0]].get_ydata(), [0.93, 0.93])
+    # without the oracle (another metric), no reference line and no oracle columns are invented
+    assert compare.oracle_reference(logged, "test_balanced_accuracy") is None

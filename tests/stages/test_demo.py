@@ -20,12 +20,14 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
             tmp_path / "demo_data",
             "--n",
             "60",
+            "--test-extra",
+            "24",
             "--models",
             "resnet50,DeiT-T",
             "--config",
             cfg,
             "--explain-images",
-            "6",
+            "8",
             "--difficulty",
             "0.2",
             "--figure-images",
@@ -33,11 +35,15 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
         ]
     )
     assert (tmp_path / "demo_data" / "labels.csv").is_file()
-    ref = write_synthetic(tmp_path / "ref", n=60, img_size=96, seed=0, difficulty=0.2)  # --difficulty reached the set
+    ref = write_synthetic(
+        tmp_path / "ref", n=60, img_size=96, seed=0, difficulty=0.2, test_extra=24
+    )  # options reached the set
     for name in ("labels.csv", *(f"images/{p.name}" for p in sorted((ref / "images").iterdir())[:5])):
         assert (tmp_path / "demo_data" / name).read_bytes() == (ref / name).read_bytes(), name
     out = res.output
     assert "Test performance per variant" in out and "Explanation scores" in out
+    assert "oracle AUC" in out and "oracle map: " in out and "MoRF ↓" in out and "LeRF ↑" in out
+    assert "Sanity rule per model × map" in out
     assert "champion: (not set) → version 1" in out and "models:/medattn-demo@champion" in out
     page = tmp_path / "demo_report.html"  # the demo ends with the experiment's report page and how to open it
     assert page.is_file() and 'id="results"' in page.read_text()
@@ -57,27 +63,41 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     for _, row in table.iterrows():
         logged = tests.loc[tests["tags.medattn.model"] == row["model"], "metrics.test_auc"].item()
         assert row["test_auc"] == logged
+        test_run = tests[tests["tags.medattn.model"] == row["model"]].iloc[0]
+        oracle, gap = test_run["metrics.test_oracle_auc"], test_run["metrics.test_oracle_gap"]
+        assert row["test_oracle_auc"] == oracle and abs(gap - (oracle - row["test_auc"])) < 1e-9
+        assert test_run["metrics.test_oracle_gap_ci_low"] <= gap <= test_run["metrics.test_oracle_gap_ci_high"]
+        assert test_run["metrics.test_oracle_auc_ci_low"] <= oracle <= test_run["metrics.test_oracle_auc_ci_high"]
+        assert test_run["metrics.test_n_images"] >= 24  # the test-only images reached the test split
     xai = pd.read_csv(tracking.download(parent_id, "xai_scores.csv", "downloads"))
     methods = {"deeplift", "lrp", "transformer-lrp"}
     baselines = {f"baseline_{b}" for b in ("random", "input", "centre", "edge")}
     twins = {f"baseline_randomized_{m}" for m in ("deeplift", "lrp", "transformer_lrp")}
-    assert set(xai["source"]) == methods | baselines | twins
+    assert set(xai["source"]) == methods | baselines | twins | {"oracle"}
+    sanity = pd.read_csv(tracking.download(parent_id, "sanity.csv", "downloads"))
+    assert set(sanity["map"]) == methods | {"oracle"} and set(sanity["passes_sanity"]) <= {0, 1}
     # the sanity rule: a CI beyond every baseline's
     for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:
         run = mlflow.MlflowClient().get_run(rid)
         assert run.data.params["curve_images"] == "16" and run.data.params["randomized_images"] == "16"
+        assert run.data.params["xai_removal"] == "road"
+        assert run.data.metrics["xai_oracle_passes_sanity"] in (0.0, 1.0)
+        for source in ("oracle", "baseline_random", "baseline_input", "baseline_centre", "baseline_edge"):
+            assert {f"xai_{source}_morf_auc", f"xai_{source}_lerf_auc_ci_low"} <= set(run.data.metrics), source
+        assert not any("deletion_auc" in k for k in run.data.metrics)
         for method in run.data.params["methods"].split(","):
             key = method.replace("-", "_")
             assert run.data.metrics[f"xai_{key}_passes_sanity"] in (0.0, 1.0)
             assert f"xai_baseline_randomized_{key}_pointing_game" in run.data.metrics
             assert f"xai_{key}_pointing_game_ci_low" in run.data.metrics
+            assert f"xai_{key}_morf_auc" in run.data.metrics and f"xai_{key}_lerf_auc_ci_high" in run.data.metrics
             assert f"{method} PG " in out and (": passes" in out or ": fails" in out)
 
     client = mlflow.MlflowClient()
     for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:
         figs = {a.path for a in client.list_artifacts(rid, "figures")}
         assert "figures/grid.png" in figs and "figures/history" in figs
-        assert len(client.list_artifacts(rid, tracking.ORIGINAL_DIR)) == 2  # --figure-images 2 of the 6 explained
+        assert len(client.list_artifacts(rid, tracking.ORIGINAL_DIR)) == 2  # --figure-images 2 of the 8 explained
     compare = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`medattn.kind` = 'compare'")
     assert len(compare) == 1 and compare["status"].item() == "FINISHED"
     champion = client.get_model_version_by_alias("medattn-demo", "champion")

@@ -60,10 +60,11 @@ def _assert_scores_match_metrics(result, metrics: dict, methods: list[str], n: i
     scores = pd.read_csv(tracking.download(result.run_id, tracking.XAI_CSV, "downloads"), dtype={"id": str})
     keys = [m.replace("-", "_") for m in methods]
     baselines = [f"baseline_{b}" for b in ("random", "input", "centre", "edge")]
-    sources = [*methods, *baselines, *(f"baseline_randomized_{k}" for k in keys)]
+    sources = [*methods, *baselines, "oracle", *(f"baseline_randomized_{k}" for k in keys)]
     assert set(scores["source"]) == set(sources) and "method" not in scores.columns
     assert (scores.groupby("source").size() == n).all()
-    lesion = scores.loc[scores["source"] == methods[0], "label"] == 1
+    # mask scores apply where the explained class (here the label) is the lesion and the mask is not empty
+    lesion = scores.loc[scores["source"] == methods[0], "pointing_game"].notna().reset_index(drop=True)
     means = scores.drop(columns=["id", "label"]).groupby("source").mean(numeric_only=True)
     for source in sources:
         key = source.replace("-", "_")
@@ -76,11 +77,17 @@ def _assert_scores_match_metrics(result, metrics: dict, methods: list[str], n: i
                 <= metrics[f"xai_{key}_{score}"]
                 <= metrics[f"xai_{key}_{score}_ci_high"]
             )
-    for source in [*methods, "baseline_random", "baseline_input"]:  # curves: the first curve_images=3 images only
-        curve = scores.loc[scores["source"] == source, "deletion_auc"]
-        assert curve.notna().sum() == 3 and curve.iloc[:3].notna().all(), source
+    # ROAD curves: the first curve_images=3 images with a lesion mask, for methods, baselines and the oracle
+    first = lesion[lesion].index[:3]
+    assert metrics["xai_n_curve_images"] == len(first) > 0
+    for source in [*methods, *baselines, "oracle"]:
+        rows = scores[scores["source"] == source].reset_index(drop=True)
         key = source.replace("-", "_")
-        assert metrics[f"xai_{key}_deletion_auc"] == pytest.approx(curve.mean(), rel=1e-5, abs=1e-7)
+        for score in ("morf_auc", "lerf_auc"):
+            curve = rows[score]
+            assert curve.notna().sum() == len(first) and curve[first].notna().all(), (source, score)
+            assert metrics[f"xai_{key}_{score}"] == pytest.approx(curve.mean(), rel=1e-5, abs=1e-7)
+        assert "deletion_auc" not in rows.columns or rows["deletion_auc"].isna().all()
     for key in keys:
         assert metrics[f"xai_{key}_passes_sanity"] in (0.0, 1.0)
         assert -1.0 <= metrics[f"xai_{key}_randomized_spearman"] <= 1.0
