@@ -65,7 +65,7 @@ def test_train_and_search_options_reach_the_config(monkeypatch, cli, one_error_l
         seen["search"] = cfg
         raise MedattnError("stopped by the test.")
 
-    monkeypatch.setattr(api, "search", fake_search)
+    monkeypatch.setattr(api, "search_workers", fake_search)  # the command's one entry point, any --workers
     cli(["search", "--dataset", "demo", "--duplicates", "drop"], exit_code=2)
     assert seen["search"].train_overrides == {"duplicates": "drop"}
     cli(["search", "--dataset", "demo"], exit_code=2)
