@@ -98,7 +98,7 @@ def test_demo_reads_the_seeds_of_its_config(mlflow_store, tmp_path, monkeypatch)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "labels.csv").write_text("id,label\n")  # no synthesis
     cfg = DemoConfig(data_dir=str(tmp_path / "d"), models=("resnet50",), explain_images=0, promote=False, seeds=(4, 5))
-    demo_stage.demo(cfg, echo=lambda _: None, progress=False)
+    demo_stage.demo(cfg, echo=lambda _: None, progress=False, report_out=None)  # the report has its own tests
     assert trained == [4, 5]
 
 

@@ -29,6 +29,40 @@ app = typer.Typer(add_completion=False)
 C = InterpretConfig
 
 
+# the removal-score options, declared here to keep the command's signature readable
+StepsOpt = Annotated[
+    int,
+    option(
+        "--steps",
+        help="Removal steps (each costs one forward pass of 2 × batch; with road also 2 × batch imputations).",
+    ),
+]
+RemovalOpt = Annotated[
+    str,
+    option(
+        "--removal",
+        help="How pixels are removed for the removal scores: road (noisy linear imputation; logs "
+        "morf_auc/lerf_auc), zeros (the dataset mean) or blur (both log deletion_auc/insertion_auc).",
+        **choices(REMOVALS),
+    ),
+]
+CurveImagesOpt = Annotated[
+    int | None,
+    option(
+        "--curve-images",
+        help="Removal curves (ROAD MoRF/LeRF, or deletion/insertion) on N images only: the first N with a "
+        "lesion mask where the data set has masks. (default: all)",
+    ),
+]
+RandomizedImagesOpt = Annotated[
+    int | None,
+    option(
+        "--randomized-images",
+        help="Explain the first N images on the randomised model (sanity baseline). (default: all)",
+    ),
+]
+
+
 @app.command()
 def interpret(
     run_id: Annotated[str | None, option("--run-id", help="Training run whose logged model is explained.")] = None,
@@ -59,37 +93,10 @@ def interpret(
     batch_size: Annotated[
         int, option("--batch-size", help="Images explained per batch (one call per batch and method).")
     ] = C.batch_size,
-    steps: Annotated[
-        int,
-        option(
-            "--steps",
-            help="Removal steps (each costs one forward pass of 2 × batch; with road also 2 × batch imputations).",
-        ),
-    ] = C.steps,
-    removal: Annotated[
-        str,
-        option(
-            "--removal",
-            help="How pixels are removed for the removal scores: road (noisy linear imputation; logs "
-            "morf_auc/lerf_auc), zeros (the dataset mean) or blur (both log deletion_auc/insertion_auc).",
-            **choices(REMOVALS),
-        ),
-    ] = C.removal,
-    curve_images: Annotated[
-        int | None,
-        option(
-            "--curve-images",
-            help="Removal curves (ROAD MoRF/LeRF, or deletion/insertion) on N images only: the first N with a "
-            "lesion mask where the data set has masks. (default: all)",
-        ),
-    ] = C.curve_images,
-    randomized_images: Annotated[
-        int | None,
-        option(
-            "--randomized-images",
-            help="Explain the first N images on the randomised model (sanity baseline). (default: all)",
-        ),
-    ] = C.randomized_images,
+    steps: StepsOpt = C.steps,
+    removal: RemovalOpt = C.removal,
+    curve_images: CurveImagesOpt = C.curve_images,
+    randomized_images: RandomizedImagesOpt = C.randomized_images,
     n_boot: Annotated[int, option("--n-boot", help="Bootstrap resamples per 95 % CI.")] = C.n_boot,
     data_dir: SourceDataDirOpt = None,
     device: DeviceOpt = None,

@@ -904,6 +904,25 @@ def curve_subset(n: int, masks: Tensor | None, curve_images: int | None) -> Tens
     return candidates if curve_images is None else candidates[:curve_images]
 
 
+def _check_options(steps: int, batch_size: int, n_boot: int, n_random_draws: int, removal: str) -> None:
+    if steps < 1 or batch_size < 1 or n_boot < 0 or n_random_draws < 1:
+        raise ConfigError("steps, batch_size and n_random_draws must be at least 1 and n_boot at least 0.")
+    if removal not in REMOVALS:
+        raise ConfigError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}.")
+
+
+def _report_metrics(scores, methods, images: Tensor, masks: Tensor | None, curve_index, *, generator, n_boot: int):
+    """The finite metrics of :func:`evaluate_explanations`: summarised scores with CIs, the sanity
+    verdicts, ``xai_n_images``, ``xai_n_curve_images`` and, with masks, ``xai_n_lesion_images``."""
+    metrics = summarize_scores(scores, generator=generator, n_boot=n_boot)
+    metrics.update(sanity_verdicts(metrics, [*methods, *([ORACLE] if masks is not None else [])]))
+    metrics["xai_n_images"] = float(images.shape[0])
+    metrics["xai_n_curve_images"] = float(len(curve_index))
+    if masks is not None:
+        metrics["xai_n_lesion_images"] = float(_masks(masks).reshape(images.shape[0], -1).any(dim=1).sum())
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+
+
 def evaluate_explanations(
     model: nn.Module,
     images: Tensor,
@@ -965,29 +984,20 @@ def evaluate_explanations(
     Returns:
         An :class:`ExplanationReport`.
     """
-    if steps < 1 or batch_size < 1 or n_boot < 0 or n_random_draws < 1:
-        raise ConfigError("steps, batch_size and n_random_draws must be at least 1 and n_boot at least 0.")
-    if removal not in REMOVALS:
-        raise ConfigError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}.")
+    _check_options(steps, batch_size, n_boot, n_random_draws, removal)
     target = torch.as_tensor(target, device=images.device).long()
     generator = torch.Generator().manual_seed(seed)
     randomized = randomized_model if randomized_model is not None else randomize_weights(model, seed=seed)
-    index = curve_subset(images.shape[0], masks, curve_images)
+    n = images.shape[0]
+    index = curve_subset(n, masks, curve_images)
     options = {"steps": steps, "batch_size": batch_size, "curve_index": index, "removal": removal, "seed": seed}
     scores = _baseline_scores(
         model, images, target, masks, generator=generator, n_random_draws=n_random_draws, **options
     )
-    maps, randomized_maps = {}, {}
-    k = images.shape[0] if randomized_images is None else min(randomized_images, images.shape[0])
+    maps, randomized_maps, k = {}, {}, n if randomized_images is None else min(randomized_images, n)
     for method in methods:
         maps[method], randomized_maps[method] = _method_scores(
             model, randomized, method, images, target, masks, scores, randomized_images=k, **options
         )
-    metrics = summarize_scores(scores, generator=generator, n_boot=n_boot)
-    metrics.update(sanity_verdicts(metrics, [*methods, *([ORACLE] if masks is not None else [])]))
-    metrics["xai_n_images"] = float(images.shape[0])
-    metrics["xai_n_curve_images"] = float(len(index))
-    if masks is not None:
-        metrics["xai_n_lesion_images"] = float(_masks(masks).reshape(images.shape[0], -1).any(dim=1).sum())
-    metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+    metrics = _report_metrics(scores, methods, images, masks, index, generator=generator, n_boot=n_boot)
     return ExplanationReport(metrics, _per_image_frame(scores), maps, randomized_maps)

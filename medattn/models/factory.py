@@ -257,6 +257,16 @@ def create_model(
     return model
 
 
+def _check_patch_size(spec: ModelSpec, patch_size: int, *, loads_weights: bool) -> None:
+    """A patch size other than the paper's 16 px: DeiT only, and only from scratch."""
+    if patch_size != 16 and spec.backbone != "deit_tiny":
+        raise ConfigError(f"--patch-size applies to deit_tiny only; drop it for {spec.name}.")
+    if patch_size != 16 and loads_weights:
+        raise ConfigError(
+            f"DeiT weights have 16-px patches; --patch-size {patch_size} trains from scratch, so pass --pretrained none."
+        )
+
+
 def create_model_with_report(
     name: str,
     num_classes: int,
@@ -316,12 +326,7 @@ def create_model_with_report(
         raise ConfigError(f"weights file '{weights}' does not exist; pass an existing file with --weights PATH.")
 
     # Build first: option errors (sizes, head) should not wait for a download.
-    if patch_size != 16 and spec.backbone != "deit_tiny":
-        raise ConfigError(f"--patch-size applies to deit_tiny only; drop it for {spec.name}.")
-    if patch_size != 16 and (weights is not None or pretrained == "imagenet"):
-        raise ConfigError(
-            f"DeiT weights have 16-px patches; --patch-size {patch_size} trains from scratch, so pass --pretrained none."
-        )
+    _check_patch_size(spec, patch_size, loads_weights=weights is not None or pretrained == "imagenet")
     # only the ViT takes a patch size; other builders keep the four-argument signature
     extra = {"patch_size": patch_size} if patch_size != 16 else {}
     model = spec.build(num_classes, head=head, img_size=img_size, nr_layers=nr_layers, **extra)

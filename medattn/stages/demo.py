@@ -321,6 +321,16 @@ def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, A
     echo(line)
 
 
+def _ensure_data(cfg: DemoConfig, echo: Callable[[str], None]) -> None:
+    """Write the synthetic demo set into ``cfg.data_dir`` unless it already holds one."""
+    data_dir = Path(cfg.data_dir)
+    if (data_dir / "labels.csv").is_file():
+        return
+    echo(f"writing the synthetic demo set ({cfg.n} images + {cfg.test_extra} for the test split only) to {data_dir}")
+    difficulty = {} if cfg.difficulty is None else {"difficulty": cfg.difficulty}
+    write_synthetic(data_dir, n=cfg.n, img_size=cfg.synth_size, seed=cfg.seed, test_extra=cfg.test_extra, **difficulty)
+
+
 def demo(
     cfg: DemoConfig,
     *,
@@ -344,15 +354,7 @@ def demo(
     uri = tracking.connect(cfg.tracking_uri)
     base = {**DEMO_TRAIN_DEFAULTS, **(load_yaml(cfg.config_file) if cfg.config_file else {})}
     base.pop("grid", None)
-    data_dir = Path(cfg.data_dir)
-    if not (data_dir / "labels.csv").is_file():
-        echo(
-            f"writing the synthetic demo set ({cfg.n} images + {cfg.test_extra} for the test split only) to {data_dir}"
-        )
-        difficulty = {} if cfg.difficulty is None else {"difficulty": cfg.difficulty}
-        write_synthetic(
-            data_dir, n=cfg.n, img_size=cfg.synth_size, seed=cfg.seed, test_extra=cfg.test_extra, **difficulty
-        )
+    _ensure_data(cfg, echo)
     project = tracking.project_run_id(claim=True)  # the project run is the parent; later stages start their own
     experiment_id = None if project else tracking.ensure_experiment(cfg.experiment, uri)
     ctx: dict[str, Any] = {

@@ -160,6 +160,14 @@ def _run_params(cfg: TestConfig, loaded: LoadedModel) -> dict:
     }
 
 
+def _check_classes(data_classes: int, model_classes: int) -> None:
+    if data_classes != model_classes:
+        raise MedattnError(
+            f"the model predicts {model_classes} classes but the data has {data_classes}; "
+            "use the same task options (--multiclass) as in training."
+        )
+
+
 def test(
     cfg: TestConfig,
     *,
@@ -187,11 +195,7 @@ def test(
     tcfg = loaded.config
     device = resolve_device(cfg.device)
     index = data_index(tcfg, cfg.data_dir)
-    if index.num_classes != loaded.num_classes:
-        raise MedattnError(
-            f"the model predicts {loaded.num_classes} classes but the data has {index.num_classes}; "
-            "use the same task options (--multiclass) as in training."
-        )
+    _check_classes(index.num_classes, loaded.num_classes)
     loader = make_loader(index, split, tcfg, train=False, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     frame = index.split(split)
     # before the run starts: a subgroup the data lack is a user error, not a failed run

@@ -323,7 +323,10 @@ def test_compare_adds_paired_delta_ece_and_delta_sensitivity_at_the_validation_t
 
 def test_the_demo_reports_the_subgroups_its_label_table_carries(demo_dir, demo_with_site):
     assert clinical_stage.table_subgroups(demo_with_site) == ("site",)
-    assert clinical_stage.table_subgroups(demo_dir) == ()
+    assert clinical_stage.table_subgroups(demo_dir) == ("site",)  # version 3 of the generator writes one
+    labels = pd.read_csv(demo_with_site / "labels.csv", dtype=str)
+    labels.drop(columns="site").to_csv(demo_with_site / "labels.csv", index=False)
+    assert clinical_stage.table_subgroups(demo_with_site) == ()
     assert clinical_stage.table_subgroups(demo_dir / "missing") == ()
 
 

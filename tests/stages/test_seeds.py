@@ -65,7 +65,7 @@ def test_demo_trains_and_tests_every_variant_per_seed_and_prints_the_verdicts(ml
     cfg = DemoConfig(
         data_dir=str(tmp_path / "d"), models=("resnet50", "se_resnet50"), explain_images=0, promote=False, epochs=1
     )
-    res = demo_stage.demo(cfg, echo=lines.append, progress=False, seeds=(0, 1))
+    res = demo_stage.demo(cfg, echo=lines.append, progress=False, seeds=(0, 1), report_out=None)
     assert trained == [("resnet50", 0), ("resnet50", 1), ("se_resnet50", 0), ("se_resnet50", 1)]
     assert list(res.table["seed"]) == [0, 1, 0, 1]
     assert res.train_runs == {"resnet50": "t-1", "se_resnet50": "t-3"}  # the first seed's runs
