@@ -24,7 +24,7 @@ import pandas as pd
 from medattn import plots, tracking
 from medattn.config import TrackingPart, at_least, check_alpha
 from medattn.errors import ConfigError, MedattnError
-from medattn.explain.evaluation import HIGHER_IS_BETTER
+from medattn.explain.sanity import HIGHER_IS_BETTER
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
 from medattn.stages import clinical

@@ -27,7 +27,7 @@ import pandas as pd
 import medattn
 from medattn import plots, tracking
 from medattn.errors import MedattnError
-from medattn.explain.evaluation import BASELINES, HIGHER_IS_BETTER
+from medattn.explain.sanity import BASELINES, HIGHER_IS_BETTER
 from medattn.models import MODELS
 from medattn.stages import compare
 
