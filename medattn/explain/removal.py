@@ -199,13 +199,9 @@ def random_baseline_scores(
 #: The removal choices (:data:`medattn.config.REMOVALS`): ROAD's noisy linear imputation (default),
 #: or the classic deletion / insertion with a constant (``zeros``: the dataset mean) or blurred substrate.
 DEFAULT_REMOVAL = REMOVALS[0]
-
-
 #: The largest fraction of pixels ROAD removes (its paper removes 10 … 90 %; removing every pixel
 #: leaves nothing to impute from).
 ROAD_MAX_FRACTION = 0.9
-
-
 #: Standard deviation of the noise added to the imputed pixels, in the units of the model's input
 #: (ROAD's default, as ``pytorch_grad_cam.metrics.road.NoisyLinearImputer``).
 ROAD_NOISE = 0.01

@@ -30,9 +30,6 @@ from torch import Tensor, nn
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from medattn.explain.localisation import pixel_scores
 
-# =============================================================================================
-# Sanity baselines and confidence intervals
-# =============================================================================================
 #: Whether a larger value of each score is better (deletion AUC: lower is better).
 HIGHER_IS_BETTER: dict[str, bool] = {
     "morf_auc": False,
@@ -42,17 +39,11 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "pointing_game": True,
     "mask_mass": True,
 }
-
-
 #: The source name of the ground-truth mask scored as a map (a model-free reference).
 ORACLE = "oracle"
 #: Width of the centre prior, as a fraction of the image side.
 CENTRE_SIGMA = 0.25
-
-
 _RANDOMIZE_SEED_OFFSET = 0x5EED
-
-
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
