@@ -31,7 +31,8 @@ from medattn.stages.common import (
     make_loader,
     predictions_frame,
 )
-from medattn.stages.compare import CompareConfig, CompareResult, compare, results_table, to_markdown
+from medattn.stages.compare import CompareConfig, CompareResult, compare
+from medattn.stages.compare_tables import results_table, to_markdown
 from medattn.stages.demo import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_TRAIN_DEFAULTS, DemoConfig, DemoResult, demo
 from medattn.stages.evaluate import TestConfig, TestResult, test
 from medattn.stages.figures import FiguresConfig, FiguresResult, figures

@@ -43,7 +43,7 @@ from medattn.models import canonical_model_name
 from medattn.stages import cells as cells_mod
 from medattn.stages import slurm
 from medattn.stages.cells import CellStatus, grid_tag, inspect_cell
-from medattn.stages.compare import paper_table
+from medattn.stages.compare_paper import paper_table
 from medattn.stages.evaluate import TestConfig
 from medattn.stages.evaluate import test as test_stage
 from medattn.stages.train import train
