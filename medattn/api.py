@@ -20,7 +20,8 @@ from medattn.config import TrainConfig, build_train_config, parse_seeds
 from medattn.engine import EpochOutput, FitResult
 from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
-from medattn.stages.bench import BenchConfig, BenchResult, bench, quick_config
+from medattn.stages.bench import BenchConfig, bench, quick_config
+from medattn.stages.bench_result import BenchResult
 from medattn.stages.calibrate import CalibrateConfig, CalibrateResult, calibrate
 from medattn.stages.cells import CellStatus, cell_key
 from medattn.stages.common import (
