@@ -1,4 +1,6 @@
-"""Figures of the clinical evaluation: reliability diagrams with the operating points marked, and per-subgroup forest plots."""
+"""Figures of the clinical evaluation: reliability diagrams with the operating points marked, and
+per-subgroup forest plots.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Figures that compare model variants: scores against the training fraction, explanation scores by method, and forest plots of paired differences (one colour per backbone family, one line style and marker per attention type)."""
+"""Figures that compare model variants: scores against the training fraction, explanation scores by
+method, and forest plots of paired differences (one colour per backbone family, one line style and
+marker per attention type).
+"""
 
 from __future__ import annotations
 
