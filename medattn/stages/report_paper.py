@@ -113,7 +113,7 @@ def section_paper(exp: Experiment) -> tuple[Section, list[Table]]:
 
 # ---- paired ΔAUC, low-data curves -----------------------------------------------------------
 def _paired_rows(cells: Mapping[tuple[str, float], Cell], files: _Artifacts) -> pd.DataFrame:
-    """:func:`medattn.stages.compare.paired_table` of one data set's cells (their ``predictions.csv``)."""
+    """:func:`medattn.stages.compare_paired.paired_table` of one data set's cells (their ``predictions.csv``)."""
     pairs = {k for k in cells if (compare_paired.plain_backbone(k[0]), k[1]) in cells}
     needed = pairs | {(compare_paired.plain_backbone(m), p) for m, p in pairs}
     frames = {

@@ -1,14 +1,14 @@
-"""Where a search's study lives: the Optuna storage (an RDB URL, or ``journal:PATH``) and the trials
-of workers that died.
+"""Where a search's study lives: the Optuna storage (an RDB URL, or ``journal:PATH``) and the trials of
+workers that died.
 
 :func:`resolve_storage` picks the URL (``--storage``, else ``$OPTUNA_STORAGE``, else
-``sqlite:///optuna.db``); :func:`_open_study` creates or loads the study on it (retrying the schema-creation race of
-workers that start together) and refuses a study of the other direction or other batch sizes. A trial whose worker died is
-failed, retried with the same parameters and its MLflow runs ended FAILED: through the RDB
-storage's heartbeat (:class:`StaleTrialCallback`), or, on a journal file that keeps no heartbeat,
-when a worker finds the trial's process (host and pid, or Slurm job) gone. The trial's user
-attributes (``TRIAL_ATTR_*``) name its MLflow runs and its worker. :mod:`medattn.stages.search`
-describes the whole stage.
+``sqlite:///optuna.db``); :func:`_open_study` creates or loads the study on it (retrying the
+schema-creation race of workers that start together) and refuses a study of the other direction or
+other batch sizes. A trial whose worker died is failed, retried with the same parameters and its
+MLflow runs ended FAILED: through the RDB storage's heartbeat (:class:`StaleTrialCallback`), or, on
+a journal file that keeps no heartbeat, when a worker finds the trial's process (host and pid, or
+Slurm job) gone. The trial's user attributes (``TRIAL_ATTR_*``) name its MLflow runs and its worker.
+:mod:`medattn.stages.search` describes the whole stage.
 """
 
 from __future__ import annotations
