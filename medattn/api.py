@@ -20,7 +20,8 @@ from medattn.config import TrainConfig, build_train_config, parse_seeds
 from medattn.engine import EpochOutput, FitResult
 from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
-from medattn.stages.bench import BenchConfig, BenchResult, bench, quick_config
+from medattn.stages.bench import BenchConfig, bench, quick_config
+from medattn.stages.bench_result import BenchResult
 from medattn.stages.calibrate import CalibrateConfig, CalibrateResult, calibrate
 from medattn.stages.cells import CellStatus, cell_key
 from medattn.stages.common import (
@@ -31,7 +32,8 @@ from medattn.stages.common import (
     make_loader,
     predictions_frame,
 )
-from medattn.stages.compare import CompareConfig, CompareResult, compare, results_table, to_markdown
+from medattn.stages.compare import CompareConfig, CompareResult, compare
+from medattn.stages.compare_tables import results_table, to_markdown
 from medattn.stages.demo import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_TRAIN_DEFAULTS, DemoConfig, DemoResult, demo
 from medattn.stages.evaluate import TestConfig, TestResult, test
 from medattn.stages.figures import FiguresConfig, FiguresResult, figures

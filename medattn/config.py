@@ -442,7 +442,7 @@ def split_name(name: str) -> str:
 # =============================================================================================
 # shared parts of the other commands' configs (each command's config lives in its stage module)
 # =============================================================================================
-#: Choices of ``interpret --removal`` (:mod:`medattn.explain.evaluation`; road first, the default).
+#: Choices of ``interpret --removal`` (:mod:`medattn.explain.removal`; road first, the default).
 REMOVALS = ("road", "zeros", "blur")
 
 
