@@ -234,17 +234,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Convert YAML/CLI values to the field's type (YAML may give ``1e-4`` as a string)."""
-    if value is None:
-        return None
-    typ = {f.name: f.type for f in fields(cls)}[name]
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert a YAML/CLI value to the type of the option's default (YAML may give ``1e-4`` as a string).
+
+    Options whose default is ``None`` hold text (``--weights``, ``--experiment``, ...).
+    """
+    typ = str if default is None else type(default)
     try:
-        if typ == "int":
-            return int(value)
-        if typ == "float":
-            return float(value)
-        if typ == "bool":
+        if typ is bool:
             if isinstance(value, str):
                 low = value.strip().lower()
                 if low in ("true", "yes", "1", "on"):
@@ -253,11 +250,172 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if typ in ("str", "str | None"):
-            return str(value)
+        return typ(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"option {name!r} has value {value!r}, which is not a valid {typ}.") from None
-    return value
+        raise ConfigError(f"option {name!r} has value {value!r}, which is not a valid {typ.__name__}.") from None
+
+
+def pick(under: Mapping[str, Any], name: str, given: Any, default: Any) -> Any:
+    """Option ``name``'s value: ``given`` (the command line's; ``None``: not given), else ``under[name]``
+    (an experiment file's or a resumed run's logged value), else ``default`` (the config class's).
+
+    The value is converted to the default's type (:func:`_coerce`).
+    """
+    value = given if given is not None else under.get(name)
+    return default if value is None else _coerce(name, value, default)
+
+
+# One builder per config part, each option a named keyword: the command line passes what it was given
+# (None: not given) and the layer below (a --config file, a resumed run) fills in the rest.
+def data_config(
+    under: Mapping[str, Any] | None = None,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    img_size: int | None = None,
+    resize: str | None = None,
+    low_data_regimen: bool | None = None,
+    perc_train: float | None = None,
+    multiclass: bool | None = None,
+    uncertain: str | None = None,
+    num_workers: int | None = None,
+    data_pipeline: str | None = None,
+    duplicates: str | None = None,
+) -> DataConfig:
+    """The :class:`DataConfig` of the options given here over ``under``'s over the defaults (:func:`pick`)."""
+    u, d = under or {}, DataConfig
+    return DataConfig(
+        dataset=pick(u, "dataset", dataset, d.dataset),
+        data_dir=pick(u, "data_dir", data_dir, d.data_dir),
+        img_size=pick(u, "img_size", img_size, d.img_size),
+        resize=pick(u, "resize", resize, d.resize),
+        low_data_regimen=pick(u, "low_data_regimen", low_data_regimen, d.low_data_regimen),
+        perc_train=pick(u, "perc_train", perc_train, d.perc_train),
+        multiclass=pick(u, "multiclass", multiclass, d.multiclass),
+        uncertain=pick(u, "uncertain", uncertain, d.uncertain),
+        num_workers=pick(u, "num_workers", num_workers, d.num_workers),
+        data_pipeline=pick(u, "data_pipeline", data_pipeline, d.data_pipeline),
+        duplicates=pick(u, "duplicates", duplicates, d.duplicates),
+    )
+
+
+def model_config(
+    under: Mapping[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    weights: str | None = None,
+    head: str | None = None,
+    nr_layers: int | None = None,
+    patch_size: int | None = None,
+    init: str | None = None,
+    zero_init_residual: bool | None = None,
+) -> ModelConfig:
+    """The :class:`ModelConfig` of the options given here over ``under``'s over the defaults (:func:`pick`)."""
+    u, m = under or {}, ModelConfig
+    return ModelConfig(
+        model=pick(u, "model", model, m.model),
+        pretrained=pick(u, "pretrained", pretrained, m.pretrained),
+        weights=pick(u, "weights", weights, m.weights),
+        head=pick(u, "head", head, m.head),
+        nr_layers=pick(u, "nr_layers", nr_layers, m.nr_layers),
+        patch_size=pick(u, "patch_size", patch_size, m.patch_size),
+        init=pick(u, "init", init, m.init),
+        zero_init_residual=pick(u, "zero_init_residual", zero_init_residual, m.zero_init_residual),
+    )
+
+
+def optim_config(
+    under: Mapping[str, Any] | None = None,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    scheduler: str | None = None,
+    class_weights: bool | None = None,
+    select_metric: str | None = None,
+    seed: int | None = None,
+    amp: bool | None = None,
+    compile: bool | None = None,
+) -> OptimConfig:
+    """The :class:`OptimConfig` of the options given here over ``under``'s over the defaults (:func:`pick`)."""
+    u, o = under or {}, OptimConfig
+    return OptimConfig(
+        epochs=pick(u, "epochs", epochs, o.epochs),
+        batch_size=pick(u, "batch_size", batch_size, o.batch_size),
+        lr=pick(u, "lr", lr, o.lr),
+        weight_decay=pick(u, "weight_decay", weight_decay, o.weight_decay),
+        scheduler=pick(u, "scheduler", scheduler, o.scheduler),
+        class_weights=pick(u, "class_weights", class_weights, o.class_weights),
+        select_metric=pick(u, "select_metric", select_metric, o.select_metric),
+        seed=pick(u, "seed", seed, o.seed),
+        amp=pick(u, "amp", amp, o.amp),
+        compile=pick(u, "compile", compile, o.compile),
+    )
+
+
+def tracking_config(
+    under: Mapping[str, Any] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    register: bool | None = None,
+    save_freq: int | None = None,
+    system_metrics: bool | None = None,
+) -> TrackingConfig:
+    """The :class:`TrackingConfig` of the options given here over ``under``'s over the defaults (:func:`pick`)."""
+    u, t = under or {}, TrackingConfig
+    return TrackingConfig(
+        tracking_uri=pick(u, "tracking_uri", tracking_uri, t.tracking_uri),
+        experiment=pick(u, "experiment", experiment, t.experiment),
+        run_name=pick(u, "run_name", run_name, t.run_name),
+        register=pick(u, "register", register, t.register),
+        save_freq=pick(u, "save_freq", save_freq, t.save_freq),
+        system_metrics=pick(u, "system_metrics", system_metrics, t.system_metrics),
+    )
+
+
+def train_config(values: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of a flat mapping of option names to values (missing: the defaults).
+
+    Raises:
+        ConfigError: an invalid value (the keys are checked by the callers: :func:`known_options`).
+    """
+    return TrainConfig(
+        data=data_config(values),
+        model=model_config(values),
+        optim=optim_config(values),
+        tracking=tracking_config(values),
+        device=pick(values, "device", None, TrainConfig.device),
+        resume=pick(values, "resume", None, TrainConfig.resume),
+        ckpt=pick(values, "ckpt", None, TrainConfig.ckpt),
+    )
+
+
+def known_options(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``values`` with canonical keys (:data:`KEY_ALIASES`, underscores) and without ``None`` ("not given").
+
+    Raises:
+        ConfigError: a key that is no option of ``medattn train``.
+    """
+    known = _all_keys()
+    out: dict[str, Any] = {}
+    for k, v in (values or {}).items():
+        key = KEY_ALIASES.get(_key(k), _key(k))
+        if key not in known:
+            raise ConfigError(f"unknown option {k!r}.")
+        if v is not None:
+            out[key] = v
+    return out
+
+
+def config_file_values(config_file: str | Path | None) -> dict[str, Any]:
+    """The options an experiment file sets (:func:`load_yaml` without its ``grid``); ``{}`` without a file."""
+    if config_file is None:
+        return {}
+    return {k: v for k, v in load_yaml(config_file).items() if k != "grid"}
 
 
 def build_train_config(
@@ -275,23 +433,7 @@ def build_train_config(
     Raises:
         ConfigError: an unknown key or an invalid value.
     """
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update({k: v for k, v in load_yaml(config_file).items() if k != "grid"})
-    known = _all_keys()
-    for k, v in (overrides or {}).items():
-        key = KEY_ALIASES.get(_key(k), _key(k))
-        if key not in known:
-            raise ConfigError(f"unknown option {k!r}.")
-        if v is not None:
-            values[key] = v
-    parts: dict[str, Any] = {}
-    for sec, cls in _SECTIONS.items():
-        kw = {f.name: _coerce(cls, f.name, values[f.name]) for f in fields(cls) if f.name in values}
-        parts[sec] = cls(**kw)
-    top = {k: (str(values[k]) if values.get(k) is not None else None) for k in _TOP if k in values}
-    cfg = TrainConfig(**parts, **top)
-    return validate(cfg)
+    return train_config({**config_file_values(config_file), **known_options(overrides)})
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -418,11 +560,7 @@ def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
     """
     known = _all_keys()
     kept = {k: v for k, v in with_legacy_defaults(flat).items() if k in known and k not in _NOT_IN_YAML}
-    parts = {
-        sec: cls(**{f.name: _coerce(cls, f.name, kept[f.name]) for f in fields(cls) if f.name in kept})
-        for sec, cls in _SECTIONS.items()
-    }
-    return TrainConfig(**parts, device=str(kept.get("device", "auto")))
+    return train_config(kept)
 
 
 def with_legacy_defaults(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,12 @@ from medattn.config import (
     ModelConfig,
     OptimConfig,
     TrackingConfig,
+    TrainConfig,
+    data_config,
+    model_config,
+    optim_config,
+    pick,
+    tracking_config,
 )
 from medattn.errors import MedattnError
 from medattn.metrics import EPOCH_METRIC_NAMES
@@ -319,25 +325,28 @@ def train(
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn import api
 
-    # The command-line layer of the config, by section; None: not given (the --config file or the default holds).
-    # fmt: off
-    overrides = {
-        "dataset": dataset, "data_dir": data_dir, "img_size": img_size, "resize": resize,
-        "low_data_regimen": low_data_regimen, "perc_train": perc_train, "multiclass": multiclass,
-        "uncertain": uncertain, "num_workers": num_workers, "data_pipeline": data_pipeline, "duplicates": duplicates,
-        "model": model, "pretrained": pretrained, "weights": weights, "head": head, "nr_layers": nr_layers,
-        "init": init, "zero_init_residual": zero_init_residual,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "scheduler": scheduler,
-        "class_weights": class_weights, "select_metric": select_metric, "seed": seed, "amp": amp, "compile": compile,
-        "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "register": register,
-        "save_freq": save_freq, "system_metrics": system_metrics,
-        "device": device_of(device, gpu_id), "ckpt": ckpt,
-    }
-    # fmt: on
     seed_list = api.parse_seeds(given(seeds))
     if seed_list and seed is not None:
         raise MedattnError("give either --seed or --seeds, not both.")
-    cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
+    # Each option by name into its config part; one not given (None) takes the --config file's value
+    # (with --resume: the resumed run's), else the config class's default.
+    under = api.values_under_options(config, resume=resume, tracking_uri=tracking_uri)
+    # fmt: off
+    cfg = TrainConfig(
+        data=data_config(under, dataset=dataset, data_dir=data_dir, img_size=img_size, resize=resize,
+            low_data_regimen=low_data_regimen, perc_train=perc_train, multiclass=multiclass, uncertain=uncertain,
+            num_workers=num_workers, data_pipeline=data_pipeline, duplicates=duplicates),
+        model=model_config(under, model=model, pretrained=pretrained, weights=weights, head=head,
+            nr_layers=nr_layers, init=init, zero_init_residual=zero_init_residual),
+        optim=optim_config(under, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            scheduler=scheduler, class_weights=class_weights, select_metric=select_metric, seed=seed, amp=amp,
+            compile=compile),
+        tracking=tracking_config(under, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
+            register=register, save_freq=save_freq, system_metrics=system_metrics),
+        device=pick(under, "device", device_of(device, gpu_id), TrainConfig.device),
+        resume=pick(under, "resume", resume, TrainConfig.resume), ckpt=pick(under, "ckpt", ckpt, TrainConfig.ckpt),
+    )
+    # fmt: on
     cfgs = api.seed_configs(cfg, seed_list)  # one run per seed of --seeds
     if not _relaunched(ctx, nproc, cfg.optim.batch_size):
         _train_each(cfgs, seeds_given=bool(seed_list), progress=not quiet)
