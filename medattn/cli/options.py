@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from medattn import registry
+from medattn.config import DUPLICATES, MODES, DataConfig
 
 #: Other spellings of an option (the original project's), by the option's dash-case name.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -135,11 +136,37 @@ SourceDataDirOpt = Annotated[
     str | None,
     option("--data-dir", help="Data folder, when it moved since training. (default: the training run's)"),
 ]
+InferenceBatchSizeOpt = Annotated[int, option("--batch-size", help="Inference batch size.")]
+NumWorkersOpt = Annotated[int, option("--num-workers", help="DataLoader worker processes.")]
+
+
+def source_run_id(done_to_it: str) -> Any:
+    """``--run-id`` of a command that reads a training run's model: "Training run whose logged model is
+    ``done_to_it``." (``tested``, ``explained``, ...)."""
+    return Annotated[str | None, option("--run-id", help=f"Training run whose logged model is {done_to_it}.")]
+
+
+def run_experiment(command: str) -> Any:
+    """``--experiment`` of a command that logs a new run about a training run (``test``, ``interpret``, ...)."""
+    return Annotated[
+        str | None, option("--experiment", help=f"Experiment of the {command} run. (default: the training run's)")
+    ]
+
 
 DUPLICATES_HELP = (
     "Near-duplicate images (fingerprint distance <= 0.15, joined transitively): keep each group in one split "
     "(group), keep one image per group (drop), or ignore."
 )
+DuplicatesOpt = Annotated[
+    str | None,
+    option(
+        "--duplicates",
+        help=DUPLICATES_HELP + default(DataConfig.duplicates),
+        show_default=False,
+        **choices(DUPLICATES),
+    ),
+]
+ModeOpt = Annotated[str | None, option("--mode", help="(default: min for *_loss, max otherwise)", **choices(MODES))]
 SEEDS_HELP = (
     "Comma-separated seeds, e.g. 0,1,2: one training run per seed (replaces --seed); compare then reports "
     "the mean ± sd of each variant's ΔAUC across seeds."

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 
 from medattn.cli.options import (
-    DUPLICATES_HELP,
     SLURM_LOGS,
     AccountOpt,
     CpusPerCellOpt,
     DeviceOpt,
+    DuplicatesOpt,
     GpusPerCellOpt,
     LauncherOpt,
     MemOpt,
+    ModeOpt,
     PartitionOpt,
     QuietOpt,
     SlurmExtraOpt,
@@ -27,7 +28,7 @@ from medattn.cli.options import (
     registry_choices,
     slurm_options,
 )
-from medattn.config import DUPLICATES, MODES, DataConfig, parse_batch_sizes
+from medattn.config import parse_batch_sizes
 from medattn.metrics import EPOCH_METRIC_NAMES
 from medattn.stages.search import SearchConfig
 
@@ -88,8 +89,6 @@ MetricOpt = Annotated[
     ),
 ]
 
-ModeOpt = Annotated[str | None, option("--mode", help="(default: min for *_loss, max otherwise)", **choices(MODES))]
-
 EpochsOpt = Annotated[int | None, option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")]
 
 ConfigOpt = Annotated[
@@ -122,16 +121,6 @@ ExperimentOpt = Annotated[
 ]
 
 SeedOpt = Annotated[int, option("--seed", help="Seed of the TPE sampler (a resumed study adds its trial count to it).")]
-
-DuplicatesOpt = Annotated[
-    str | None,
-    option(
-        "--duplicates",
-        help=DUPLICATES_HELP + f" (default: {DataConfig.duplicates})",
-        show_default=False,
-        **choices(DUPLICATES),
-    ),
-]
 
 HeartbeatSOpt = Annotated[
     int,

@@ -12,9 +12,9 @@ import typer
 
 from medattn.cli import ARGV_KEY
 from medattn.cli.options import (
-    DUPLICATES_HELP,
     SEEDS_HELP,
     DeviceOpt,
+    DuplicatesOpt,
     GpuIdOpt,
     QuietOpt,
     TrackingUriOpt,
@@ -28,7 +28,6 @@ from medattn.cli.options import (
 )
 from medattn.config import (
     DATA_PIPELINES,
-    DUPLICATES,
     HEADS,
     INITS,
     PRETRAINED,
@@ -216,12 +215,6 @@ UncertainOpt = Annotated[
         "--uncertain",
         help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones." + default(DataConfig.uncertain),
         **choices(UNCERTAIN),
-    ),
-]
-DuplicatesOpt = Annotated[
-    str | None,
-    option(
-        "--duplicates", help=DUPLICATES_HELP + default(DataConfig.duplicates), show_default=False, **choices(DUPLICATES)
     ),
 ]
 SeedOpt = Annotated[
