@@ -7,7 +7,7 @@ Underscore spellings (``--data_dir``) need no entry: the root group turns them i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +31,12 @@ def option(name: str, *short: str, help: str, **kwargs: Any) -> Any:
     ``name`` may be a boolean flag pair (``--amp/--no-amp``); its aliases are looked up by the first name.
     """
     return typer.Option(name, *short, *ALIASES.get(name.split("/")[0], ()), help=help, **kwargs)
+
+
+def from_table(table: Mapping[str, str], typ: Any, flag: str, suffix: str = "", **kwargs: Any) -> Any:
+    """``Annotated[typ, option(flag, help=table[flag] + suffix, **kwargs)]``: an option in one line, its
+    help text in the command's table of help texts (keyed by the first flag: ``--amp`` for ``--amp/--no-amp``)."""
+    return Annotated[typ, option(flag, help=table[flag.split("/")[0]] + suffix, **kwargs)]
 
 
 def choices(values: Sequence[str]) -> dict[str, Any]:

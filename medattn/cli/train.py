@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import click
 import typer
@@ -22,8 +22,8 @@ from medattn.cli.options import (
     default,
     device_of,
     done,
+    from_table,
     given,
-    option,
     registry_choices,
 )
 from medattn.config import (
@@ -118,8 +118,7 @@ def _opt(typ: type, flag: str, shown: Any = None, **kwargs: Any) -> Any:
     Every option defaults to None, "not given", so that a --config file's value wins over the config
     class's default and the command line wins over both; ``shown`` is that class default.
     """
-    text = HELP[flag.split("/")[0]] + ("" if shown is None else default(shown))
-    return Annotated[typ | None, option(flag, help=text, **kwargs)]
+    return from_table(HELP, typ | None, flag, "" if shown is None else default(shown), **kwargs)
 
 
 DatasetOpt = _opt(str, "--dataset", DataConfig.dataset, **registry_choices("dataset"))
