@@ -180,41 +180,37 @@ SEEDS_HELP = (
 
 
 # ---- where grid cells and search workers run: local processes or Slurm jobs (grid, search) -----
-LauncherOpt = Annotated[
-    str,
-    option(
-        "--launcher",
-        help="Where the work runs: local (processes on this machine) or slurm (one Slurm job each, submitted "
-        "through submitit; needs sbatch on PATH).",
-        **choices(["local", "slurm"]),
+#: The help text of each option of where the work runs, by its flag.
+LAUNCH_HELP = {
+    "--launcher": (
+        "Where the work runs: local (processes on this machine) or slurm (one Slurm job each, submitted "
+        "through submitit; needs sbatch on PATH)."
     ),
-]
-PartitionOpt = Annotated[str | None, option("--partition", help="Slurm: partition of the jobs.")]
-GpusPerCellOpt = Annotated[int, option("--gpus-per-cell", help="Slurm: GPUs of each job.")]
-CpusPerCellOpt = Annotated[int | None, option("--cpus-per-cell", help="Slurm: CPUs of each job.")]
-MemOpt = Annotated[str | None, option("--mem", help="Slurm: memory of each job, e.g. 32G.")]
-TimeOpt = Annotated[
-    str | None,
-    option(
-        "--time",
-        help="Slurm: time limit of each job (MINUTES, HH:MM:SS or D-HH:MM:SS); a job that reaches it is requeued "
-        "and continues from its last checkpoint.",
+    "--partition": "Slurm: partition of the jobs.",
+    "--gpus-per-cell": "Slurm: GPUs of each job.",
+    "--cpus-per-cell": "Slurm: CPUs of each job.",
+    "--mem": "Slurm: memory of each job, e.g. 32G.",
+    "--time": (
+        "Slurm: time limit of each job (MINUTES, HH:MM:SS or D-HH:MM:SS); a job that reaches it is requeued "
+        "and continues from its last checkpoint."
     ),
-]
-AccountOpt = Annotated[str | None, option("--account", help="Slurm: account charged for the jobs.")]
-SlurmExtraOpt = Annotated[
-    list[str] | None,
-    option("--slurm", help="Slurm: any other sbatch option as KEY=VALUE, e.g. --slurm constraint=a100 (repeatable)."),
-]
+    "--account": "Slurm: account charged for the jobs.",
+    "--slurm": "Slurm: any other sbatch option as KEY=VALUE, e.g. --slurm constraint=a100 (repeatable).",
+    "--slurm-logs": (
+        "Slurm: submitit's folder (job scripts, stdout/stderr of each job under <folder>/<job id>/); every "
+        "node must see it."
+    ),
+}
+LauncherOpt = from_table(LAUNCH_HELP, str, "--launcher", **choices(["local", "slurm"]))
+PartitionOpt = from_table(LAUNCH_HELP, str | None, "--partition")
+GpusPerCellOpt = from_table(LAUNCH_HELP, int, "--gpus-per-cell")
+CpusPerCellOpt = from_table(LAUNCH_HELP, int | None, "--cpus-per-cell")
+MemOpt = from_table(LAUNCH_HELP, str | None, "--mem")
+TimeOpt = from_table(LAUNCH_HELP, str | None, "--time")
+AccountOpt = from_table(LAUNCH_HELP, str | None, "--account")
+SlurmExtraOpt = from_table(LAUNCH_HELP, list[str] | None, "--slurm")
 SLURM_LOGS = "slurm-logs"  # medattn.stages.slurm.DEFAULT_LOG_FOLDER (not imported here: --help stays light)
-SlurmLogsOpt = Annotated[
-    str,
-    option(
-        "--slurm-logs",
-        help="Slurm: submitit's folder (job scripts, stdout/stderr of each job under <folder>/<job id>/); every "
-        "node must see it.",
-    ),
-]
+SlurmLogsOpt = from_table(LAUNCH_HELP, str, "--slurm-logs")
 
 
 def slurm_options(
