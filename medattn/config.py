@@ -26,6 +26,8 @@ import yaml
 
 from medattn import registry
 from medattn.config_parts import (
+    DUPLICATES,
+    MODES,
     DataConfig,
     ModelConfig,
     OptimConfig,
@@ -47,9 +49,6 @@ PRETRAINED = ("imagenet", "none")
 SCHEDULERS = ("none", "cosine")
 UNCERTAIN = ("ignore", "zeros", "ones")
 DATA_PIPELINES = ("auto", "gpu", "cpu")
-#: ``--duplicates``: near-duplicate images kept in one split (group), one kept per group (drop), or not
-#: searched (ignore); the one list ``medattn.data.duplicates`` uses too.
-DUPLICATES = ("group", "drop", "ignore")
 #: Options that configs logged by older versions lack, with the value that reproduces what those
 #: versions did (runs logged before near-duplicate grouping existed split without looking for them).
 LEGACY_DEFAULTS: dict[str, Any] = {"duplicates": "ignore"}
@@ -57,7 +56,6 @@ SPLITS = ("train", "val", "test")
 #: ``interpret --target``: the class explained, the ground truth or the model's prediction.
 TARGETS = ("label", "pred")
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "validate": "val", "test": "test"}
-MODES = ("max", "min")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,12 @@ from typing import Any
 
 from medattn.errors import ConfigError
 
+#: ``--duplicates``: near-duplicate images kept in one split (group), one kept per group (drop), or not
+#: searched (ignore); the one list ``medattn.data.duplicates`` uses too.
+DUPLICATES = ("group", "drop", "ignore")
+#: ``--mode``: whether a metric is maximised or minimised (``search``, ``promote``).
+MODES = ("max", "min")
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from medattn import registry
-from medattn.config import DUPLICATES, MODES, DataConfig
+from medattn.config_parts import DUPLICATES, MODES, DataConfig
 
 #: Other spellings of an option (the original project's), by the option's dash-case name.
 ALIASES: dict[str, tuple[str, ...]] = {
