@@ -45,7 +45,14 @@ from medattn.stages.search import SearchConfig, SearchResult, search, search_wor
 from medattn.stages.slurm import DEFAULT_LOG_FOLDER as DEFAULT_SLURM_LOGS
 from medattn.stages.slurm import SlurmOptions
 from medattn.stages.slurm import parse_extra as parse_slurm_extra
-from medattn.stages.train import EpochCallback, TrainResult, model_summary, resolve_train_config, train
+from medattn.stages.train import (
+    EpochCallback,
+    TrainResult,
+    model_summary,
+    resolve_train_config,
+    train,
+    values_under_options,
+)
 
 __all__ = [
     "DEFAULT_SLURM_LOGS",
@@ -116,5 +123,6 @@ __all__ = [
     "test",
     "to_markdown",
     "train",
+    "values_under_options",
     "with_seed",
 ]
