@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "HISTORY_METRICS",
@@ -52,9 +53,18 @@ _METRIC_LABELS = {
 }
 
 
+def _figure(**kwargs: Any) -> Figure:
+    """``matplotlib.figure.Figure(**kwargs)``."""
+    # matplotlib loads with the first figure, not with this module: the stage modules import this
+    # module and the command line imports them for their configs, so ``--help`` stays light
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _new_figure() -> tuple[Figure, object]:
     """A fresh figure of the standard size with one axes and a tight layout."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="tight")
+    fig = _figure(figsize=FIGSIZE, dpi=DPI, layout="tight")
     return fig, fig.add_subplot()
 
 
@@ -98,6 +108,9 @@ def roc_curve_figure(
     if class_names is not None and len(class_names) != n_classes:
         raise ValueError(f"class_names has {len(class_names)} names for {n_classes} score columns.")
     names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
+
+    # scikit-learn loads when curves are drawn, not with this module (see _figure)
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     fig, ax = _new_figure()
     # Binary problems have one curve, for the positive class (column 1).
@@ -160,6 +173,10 @@ def confusion_matrix_figure(
     for name, labels in (("y_true", y), ("y_pred", p)):
         if labels.size and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(f"{name} labels must lie in [0, {k}) for {k} class names.")
+    # scikit-learn and matplotlib load when a matrix is drawn, not with this module (see _figure)
+    from matplotlib.ticker import MaxNLocator
+    from sklearn.metrics import confusion_matrix
+
     counts = confusion_matrix(y, p, labels=np.arange(k))
 
     fig, ax = _new_figure()
@@ -222,6 +239,9 @@ def history_figure(
     ax.set_xlabel("Epoch")
     ax.set_ylabel(readable)
     ax.set_title(title or readable)
+    # matplotlib.ticker is loaded with the figure (see _figure)
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     ax.grid(True, alpha=0.3)
@@ -350,7 +370,7 @@ def image_figure(image: np.ndarray, *, title: str = "") -> Figure:
     Returns:
         A 400 x 400 pixel figure.
     """
-    fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
+    fig = _figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
     ax = fig.add_subplot()
     ax.imshow(np.asarray(image))
     ax.set_xticks([])
@@ -374,7 +394,7 @@ def blended_heat_map_figure(
     Returns:
         A 400 x 400 pixel figure: red is positive relevance, blue negative.
     """
-    fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
+    fig = _figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
     _blend(fig, fig.add_subplot(), attr, image, alpha_overlay, title)
     return fig
 
@@ -412,7 +432,7 @@ def saliency_grid_figure(
         )
     if any(len(row) != n_cols - 1 for row in maps):
         raise ValueError(f"every row of maps needs {n_cols - 1} entries, one per column label.")
-    fig = Figure(
+    fig = _figure(
         figsize=(GRID_CELL * n_cols, GRID_CELL * n_rows + (0.4 if title else 0.0)), dpi=DPI, layout="constrained"
     )
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
@@ -533,7 +553,7 @@ def xai_scores_figure(rows: Sequence[Mapping[str, object]], *, title: str = "") 
     models = list(dict.fromkeys(str(r["model"]) for r in rows))
     methods = list(dict.fromkeys(str(r["method"]) for r in rows))
     values = {(str(r["model"]), str(r["method"]), str(r["score"])): float(r["value"]) for r in rows}
-    fig = Figure(figsize=(max(FIGSIZE[0], 1.2 * len(models) * len(scores)), FIGSIZE[1]), dpi=DPI, layout="constrained")
+    fig = _figure(figsize=(max(FIGSIZE[0], 1.2 * len(models) * len(scores)), FIGSIZE[1]), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(scores), squeeze=False)[0]
     width = 0.8 / len(methods)
     x = np.arange(len(models))
@@ -573,7 +593,7 @@ def forest_figure(
     """
     if not rows:
         raise ValueError("forest_figure needs at least one row.")
-    fig = Figure(figsize=(FIGSIZE[0], max(2.0, 0.2 + 0.55 * len(rows))), dpi=DPI, layout="constrained")
+    fig = _figure(figsize=(FIGSIZE[0], max(2.0, 0.2 + 0.55 * len(rows))), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     y = -np.arange(len(rows), dtype=float)
     delta = np.array([float(r["delta"]) for r in rows])
@@ -644,7 +664,7 @@ def reliability_figure(y_true: np.ndarray, scores: np.ndarray, *, n_bins: int = 
         p, target, what = s[:, 1], (y == 1).astype(int), "fraction of class 1"
     else:
         p, target, what = s.max(1), (s.argmax(1) == y).astype(int), "accuracy"
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig = _figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
     prob_true, prob_pred = calibration_curve(target, p, n_bins=n_bins, strategy="quantile", pos_label=1)
@@ -678,7 +698,7 @@ def subgroup_forest_figure(
     """
     if not rows:
         raise ValueError("subgroup_forest_figure needs at least one row.")
-    fig = Figure(figsize=(FIGSIZE[0], max(2.0, 0.4 + 0.4 * len(rows))), dpi=DPI, layout="constrained")
+    fig = _figure(figsize=(FIGSIZE[0], max(2.0, 0.4 + 0.4 * len(rows))), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     y = -np.arange(len(rows), dtype=float)
     ok = np.array([r.get("status") == "ok" and np.isfinite(float(r["value"])) for r in rows])

@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torchvision
 from PIL import Image
 from torch import nn
 
@@ -309,7 +308,7 @@ def _cycle(loader: Iterable, n: int) -> Iterator:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": version("torchvision")}
     for name in ("timm", "captum", "medattn"):
         try:
             out[name] = version(name)

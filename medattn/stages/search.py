@@ -63,11 +63,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import matplotlib.pyplot as plt
 import optuna
 import sqlalchemy.exc
 import torch
-from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
 from medattn import tracking
 from medattn.config import (
@@ -543,6 +541,11 @@ def _log_study_figures(study: optuna.Study) -> None:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         return
+    # matplotlib loads when figures are drawn, not with this module: the command line imports it for
+    # SearchConfig, so ``search --help`` stays light
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
     with _quiet_optuna():
         axes = {tracking.SEARCH_HISTORY_FIGURE: plot_optimization_history(study)}
         if len(complete) >= 2:

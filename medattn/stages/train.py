@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from medattn import checkpoint as ckpt_io
@@ -290,6 +289,10 @@ def load_resume_state(run_id: str) -> dict[str, Any]:
 
 
 def _class_weights(y: np.ndarray, num_classes: int, device: torch.device) -> torch.Tensor:
+    # scikit-learn loads when class weights are computed, not with this module: the command line
+    # imports the stage modules for their configs, so ``--help`` stays light
+    from sklearn.utils.class_weight import compute_class_weight
+
     present = np.unique(y)
     w = np.ones(num_classes)
     w[present] = compute_class_weight("balanced", classes=present, y=y)
