@@ -175,7 +175,7 @@ def confusion_matrix_figure(
             raise ValueError(f"{name} labels must lie in [0, {k}) for {k} class names.")
     # scikit-learn and matplotlib load when a matrix is drawn, not with this module (see _figure)
     from matplotlib.ticker import MaxNLocator
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import confusion_matrix  # (with the import above)
 
     counts = confusion_matrix(y, p, labels=np.arange(k))
 

@@ -544,7 +544,7 @@ def _log_study_figures(study: optuna.Study) -> None:
     # matplotlib loads when figures are drawn, not with this module: the command line imports it for
     # SearchConfig, so ``search --help`` stays light
     import matplotlib.pyplot as plt
-    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances  # (as above)
 
     with _quiet_optuna():
         axes = {tracking.SEARCH_HISTORY_FIGURE: plot_optimization_history(study)}
