@@ -125,6 +125,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The package's names, the lazily loaded ones included."""
     return sorted(set(globals()) | set(_SUBMODULE_OF))
 
 
