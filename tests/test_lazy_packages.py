@@ -58,3 +58,9 @@ def test_the_data_sets_register_without_importing_the_package_names():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(out.stdout) == ["aptos2019", "isic2020", "mimic-cxr", "demo"]
     assert medattn.data.get_dataset("APTOS").name == "aptos2019"
+
+
+def test_listing_the_data_sets_loads_no_pandas():
+    """``--help`` and completion list the data set names; pandas loads when a data set is read."""
+    statement = "from medattn import registry\nassert 'demo' in registry.lookup('dataset').names()"
+    assert _loaded_after(statement, ("pandas", "sklearn", "scipy")) == []
