@@ -20,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from medattn import lazy
 from medattn.metrics import _check, bootstrap_ci, roc_auc, softmax
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 __all__ = [
     "AGE_BINS",

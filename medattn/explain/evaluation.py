@@ -51,15 +51,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medattn import lazy
 from medattn.config import REMOVALS
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from medattn.errors import ConfigError
 from medattn.explain.base import attribute, explaining
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Gaussian blur of the ``"blur"`` baseline (kernel size, sigma in pixels), as in RISE.
 BLUR_KERNEL, BLUR_SIGMA = 11, 5.0

@@ -43,12 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
 
-from medattn import registry
+from medattn import lazy, registry
 from medattn.config import at_least, positive, set_field
 from medattn.data import load_index, prepare_cache
 from medattn.data.cache import available_cpus
@@ -61,6 +60,8 @@ from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
 from medattn.models import MODELS, canonical_model_name, create_model, is_vit
 from medattn.runtime import resolve_device, torch_flags
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 @dataclass(frozen=True, kw_only=True)

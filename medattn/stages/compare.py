@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medattn import plots, tracking
+from medattn import lazy, plots, tracking
 from medattn.config import TrackingPart, at_least, check_alpha
 from medattn.errors import ConfigError, MedattnError
 from medattn.explain.evaluation import HIGHER_IS_BETTER
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
 from medattn.stages import clinical
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Choices of ``compare --cases``.
 CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")

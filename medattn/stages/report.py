@@ -37,10 +37,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import jinja2
-import pandas as pd
 
 import medattn
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.config import TrackingPart
 from medattn.errors import ConfigError, MedattnError
 from medattn.stages.report_sections import (
@@ -52,6 +51,8 @@ from medattn.stages.report_sections import (
     paper_results,
     parse_xai_metrics,
 )
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 __all__ = [
     "ReportConfig",

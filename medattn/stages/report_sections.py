@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import medattn
-from medattn import plots, tracking
+from medattn import lazy, plots, tracking
 from medattn.errors import MedattnError
 from medattn.explain.evaluation import BASELINES, HIGHER_IS_BETTER
 from medattn.models import MODELS
 from medattn.stages import compare
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Package folder of the report template and the original project's published numbers.
 RESOURCES = "resources"

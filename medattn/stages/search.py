@@ -63,11 +63,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import optuna
 import sqlalchemy.exc
 import torch
 
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.config import (
     TrackingPart,
     TrainConfig,
@@ -92,6 +91,8 @@ from medattn.tracking import (
     TAG_TRIAL_STATE,
     redact_url,
 )
+
+optuna = lazy.module("optuna")  # loads when a search runs: the command line imports this module for --help
 
 #: ``search --storage`` default (relative to the working directory).
 DEFAULT_STORAGE = "sqlite:///optuna.db"
