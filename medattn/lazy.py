@@ -3,8 +3,9 @@ only inside their functions.
 
 ``pd = lazy.module("pandas")`` at the top of a module keeps every ``pd.DataFrame(...)`` in its
 functions as written, while importing the module costs nothing: pandas loads when a function first
-touches ``pd``. The data set modules use it so that the ``dataset`` registry (which ``--help`` and
-shell completion read for the names) does not load pandas.
+touches ``pd``. The data set, stage and score modules use it for pandas (and the search stage for
+optuna), so that ``--help`` and shell completion, which import them for the configs and read the
+``dataset`` registry for the names, do not load it.
 
 Hand-written rather than :class:`importlib.util.LazyLoader` (or the ``lazy_loader`` package, which
 uses it): those put a half-loaded module into :data:`sys.modules`, so that ``"pandas" in sys.modules``

@@ -2,8 +2,8 @@
 
 Shell completion runs the program on every TAB and ``--help`` is how a newcomer meets a command, so
 both must answer in about a second or two: torch may load (the model registry's blocks are torch
-modules), but not MLflow, timm, torchvision, captum, matplotlib, scikit-learn and the rest, which
-load only when a command runs. One fresh interpreter runs every command's ``--help`` (and the
+modules), but not pandas, MLflow, timm, torchvision, captum, matplotlib, scikit-learn and the rest,
+which load only when a command runs. One fresh interpreter runs every command's ``--help`` (and the
 ``data`` subcommands', and a few completions) through click's test runner and reports which heavy
 packages each one loaded first; a package loaded by an earlier command is charged to that one.
 """
@@ -18,8 +18,10 @@ import pytest
 
 from medattn.cli import COMMANDS
 
-#: Never loaded by ``--help`` or completion (torch and pandas may be: the registries need them).
+#: Never loaded by ``--help`` or completion (torch may be: the model registry needs it).
 HEAVY = (
+    "pandas",
+    "optuna",
     "mlflow",
     "timm",
     "torchvision",
