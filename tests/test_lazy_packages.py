@@ -64,3 +64,20 @@ def test_listing_the_data_sets_loads_no_pandas():
     """``--help`` and completion list the data set names; pandas loads when a data set is read."""
     statement = "from medattn import registry\nassert 'demo' in registry.lookup('dataset').names()"
     assert _loaded_after(statement, ("pandas", "sklearn", "scipy")) == []
+
+
+def test_a_lazy_module_imports_on_the_first_attribute_read(tmp_path, monkeypatch):
+    from medattn import lazy
+
+    (tmp_path / "lazy_probe.py").write_text(
+        "import sys\nsys.lazy_probe_runs = getattr(sys, 'lazy_probe_runs', 0) + 1\nVALUE = 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lazy_probe", raising=False)
+    probe = lazy.module("lazy_probe")
+    assert "lazy_probe" not in sys.modules and "imported on first use" in repr(probe)
+    assert probe.VALUE == 42 and probe.VALUE == 42
+    assert "lazy_probe" in sys.modules and sys.lazy_probe_runs == 1
+    with pytest.raises(AttributeError):
+        probe.missing  # noqa: B018 - the access is the test
+    del sys.modules["lazy_probe"], sys.lazy_probe_runs  # leave the interpreter as found
