@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import brier_score_loss, roc_curve
 
+from medattn import lazy
 from medattn.metrics import _check, bootstrap_ci, roc_auc, softmax
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 __all__ = [
     "AGE_BINS",
@@ -125,6 +125,9 @@ def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, n_bins: i
 
 def brier_score(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Brier score (scikit-learn's ``brier_score_loss``): binary on ``P(class 1)``, multiclass on all columns."""
+    # scikit-learn loads when a score is computed, not with this module (see choose_threshold)
+    from sklearn.metrics import brier_score_loss
+
     y, s = _check(y_true, scores)
     if s.shape[1] == 2:
         return float(brier_score_loss(y, s[:, 1], pos_label=1))
@@ -209,6 +212,10 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, fixed: str, target:
     y, p = _positive_score(y_true, scores)
     if np.all(y == y[0]):
         return math.nan
+    # scikit-learn loads when a threshold is chosen, not with this module: the stage modules import it
+    # and the command line imports them for their configs, so ``--help`` stays light
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     if fixed == "specificity":
         ok = (1.0 - fpr) >= target - 1e-12
@@ -438,6 +445,9 @@ def fit_temperature(y_true: np.ndarray, scores: np.ndarray) -> float:
     """
     y, s = _check(y_true, scores)
     low, high = np.log(TEMPERATURE_RANGE)
+    # SciPy loads when a temperature is fitted, not with this module (see choose_threshold)
+    from scipy.optimize import minimize_scalar
+
     res = minimize_scalar(
         lambda log_t: _nll(y, apply_temperature(s, float(np.exp(log_t)))),
         bounds=(low, high),

@@ -8,10 +8,9 @@ the same kind of sentence.
 
 Where the entries come from (:data:`PROVIDERS`): each registry kind names the package that fills
 it. The first look-up in a registry (a name, the list of names, membership) imports that package;
-for the models, attention blocks and explanation methods it then imports every module of the
-package (:mod:`pkgutil`) whose source registers something (names ``MODELS.``/``ATTENTION.``, or
-``@register``/``EXPLAINERS.``; the others, which may import timm, torchvision or captum, load when
-used), and every module that an installed distribution declares as an entry point of the kind's
+it then imports every module of the package (:mod:`pkgutil`) whose source registers something
+(names ``MODELS.``/``ATTENTION.``, ``@register``/``EXPLAINERS.``, ``DATASETS.``/``RESIZE_MODES.``;
+the others, which may import timm, torchvision, captum or pandas, load when used), and every module that an installed distribution declares as an entry point of the kind's
 group (``medattn.models`` / ``medattn.explainers``). So:
 
 - a new file in ``medattn/models/`` or ``medattn/explain/`` that registers itself is found without
@@ -70,9 +69,10 @@ class Provider:
 #: Registry kind -> the package that fills it. Models and attention blocks share one provider
 #: (a new attention block file usually registers its model variants too).
 _MODELS = Provider("medattn.models", discover=True, marks=("MODELS.", "ATTENTION."), group="medattn.models")
+_DATA = Provider("medattn.data", discover=True, marks=("DATASETS.", "RESIZE_MODES."))
 PROVIDERS: dict[str, Provider] = {
-    "dataset": Provider("medattn.data"),
-    "resize mode": Provider("medattn.data"),
+    "dataset": _DATA,
+    "resize mode": _DATA,
     "attention block": _MODELS,
     "model": _MODELS,
     "explanation method": Provider(
@@ -252,11 +252,9 @@ def lookup(kind: str) -> Registry:
     Raises:
         KeyError: a kind no package provides.
     """
-    if kind not in _BY_KIND:
-        if kind not in PROVIDERS:
-            raise KeyError(f"no registry of kind {kind!r}; the kinds are: {', '.join(PROVIDERS)}")
-        importlib.import_module(PROVIDERS[kind].package)
-    reg = _BY_KIND[kind]
+    if kind not in PROVIDERS:
+        raise KeyError(f"no registry of kind {kind!r}; the kinds are: {', '.join(PROVIDERS)}")
+    reg = Registry.for_kind(kind)  # the same object the provider package creates when it loads
     reg._load()
     return reg
 

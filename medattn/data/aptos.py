@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
+from medattn import lazy
 from medattn.data.base import (
     DATASETS,
     DatasetSpec,
@@ -30,6 +29,8 @@ from medattn.data.base import (
 )
 from medattn.data.ids import id_problems
 from medattn.data.splits import stratified_image_split
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 IMAGE_DIRS = ("train_resized", "train_images")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from medattn import lazy
 from medattn.config import SPLITS as CONFIG_SPLITS
 from medattn.config import SUBGROUP_ATTRIBUTES, split_name
 from medattn.data.duplicates import (
@@ -36,6 +36,8 @@ from medattn.data.ids import id_problems
 from medattn.data.splits import GROUP_COLUMN, patient_leak_problems
 from medattn.errors import ConfigError, DataError
 from medattn.registry import Registry
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 SPLITS: tuple[str, ...] = CONFIG_SPLITS
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")

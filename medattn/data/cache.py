@@ -47,13 +47,15 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from medattn import lazy
 from medattn.data.base import load_index
 from medattn.data.io import DEFAULT_DECODE, FULL_DECODE, DecodeSettings, decode_image
 from medattn.errors import ConfigError
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 CACHE_DIRNAME = ".medattn_cache"
 CACHE_FORMAT = 2

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
+from medattn import lazy
 from medattn.data.base import SPLITS, DatasetSpec, Table, duplicate_units, low_data_subsample, read_table
 from medattn.data.duplicates import (
     GROUP_COLUMNS,
@@ -27,6 +27,8 @@ from medattn.data.duplicates import (
 )
 from medattn.data.io import ImageReadError, read_image
 from medattn.errors import DataError
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 @dataclass

@@ -47,13 +47,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
+from medattn import lazy
 from medattn.config import DUPLICATES
 from medattn.data.io import DECODE_ERRORS, ImageReadError, open_image
 from medattn.data.transforms import to_rgb
 from medattn.errors import ConfigError, DataError
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 POLICIES: tuple[str, ...] = DUPLICATES  # one list for the config check and the data layer
 FINGERPRINT_SIZE = 64

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
+from medattn import lazy
 from medattn.data.base import (
     DATASETS,
     DatasetSpec,
@@ -34,6 +33,8 @@ from medattn.data.base import (
 from medattn.data.ids import id_problems
 from medattn.data.splits import patient_split
 from medattn.errors import DataError
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 COLUMNS = (
     "image_name",

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from medattn import lazy
 from medattn.data.base import DataIndex
 from medattn.data.cache import ImageCache, open_cache
 from medattn.data.io import DEFAULT_DECODE, DecodeSettings, decode_image
 from medattn.data.transforms import build_transform
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 class ImageDataset(Dataset):

@@ -27,11 +27,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from medattn import lazy
 from medattn.data.base import DATASETS, DatasetSpec, ReadOptions, Table, parse_int_labels, read_csv, require_dir
 from medattn.data.ids import id_problems
 from medattn.errors import DataError
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 LABEL = "Pleural Effusion"
 CLASS_NAMES = ("no pleural effusion", "pleural effusion")

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image, ImageChops, ImageDraw
 
+from medattn import lazy
 from medattn.data.base import load_index
 from medattn.data.cache import available_cpus, cache_dir, compare_to_full, decode_chunk, prepare_cache
 from medattn.data.io import FULL_DECODE
@@ -44,6 +44,8 @@ from medattn.data.loader import ImageDataset
 from medattn.data.testing import write_fake_aptos, write_fake_isic, write_fake_mimic_jpg
 from medattn.data.transforms import build_transform
 from medattn.errors import ConfigError
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 _NOISE_TILE = 256
 

@@ -14,9 +14,11 @@ the other rows follow it. Without shared values both give exactly the splits mad
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
+from medattn import lazy
 from medattn.errors import DataError
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 # Fewer units than this cannot fill three non-empty splits.
 _MIN_UNITS = 3

@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from medattn import lazy
 from medattn.data.base import (
     DATASETS,
     DatasetSpec,
@@ -69,6 +69,8 @@ from medattn.data.ids import id_problems
 from medattn.data.io import ImageReadError, open_image
 from medattn.data.splits import GROUP_COLUMN, patient_split
 from medattn.errors import ConfigError, DataError
+
+pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
 
 LESION_RGB = np.array([1.0, 0.93, 0.62])
 DOT_RGB = np.array([0.35, 0.05, 0.04])

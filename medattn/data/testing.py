@@ -13,8 +13,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
+
+from medattn import lazy
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 def _image(rng: np.random.Generator, path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 32)) -> None:

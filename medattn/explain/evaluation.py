@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from medattn import lazy
 from medattn.config import REMOVALS
 from medattn.errors import ConfigError
 from medattn.explain.base import attribute
@@ -33,6 +33,8 @@ from medattn.explain.sanity import (
     rank_correlation,
     sanity_verdicts,
 )
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Scores that need a ground-truth mask (computed on lesion images only).
 MASK_SCORES = ("pointing_game", "mask_mass")

@@ -22,7 +22,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -175,6 +174,10 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     size = tuple(a.shape[-2:])
     x = pixel_scores(a, size).cpu().reshape(a.shape[0], -1).numpy()
     y = pixel_scores(b, size).cpu().reshape(b.shape[0], -1).numpy()
+    # SciPy loads when a rank correlation is computed, not with this module: the command line imports
+    # the stage modules (which import this one) for their configs, so ``--help`` stays light
+    import scipy.stats
+
     out = []
     for u, v in zip(x, y, strict=True):
         ru, rv = scipy.stats.rankdata(u), scipy.stats.rankdata(v)

@@ -5,11 +5,18 @@ per-subgroup forest plots.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from medattn import lazy
 from medattn.plots.common import DPI, FIGSIZE
+
+# matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
+# import it and the command line imports them for their configs, so ``--help`` stays light
+figure = lazy.module("matplotlib.figure")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _OPERATING_MARKERS = ("o", "s", "D", "^", "v", "P")
 
@@ -49,7 +56,7 @@ def reliability_figure(y_true: np.ndarray, scores: np.ndarray, *, n_bins: int = 
         p, target, what = s[:, 1], (y == 1).astype(int), "fraction of class 1"
     else:
         p, target, what = s.max(1), (s.argmax(1) == y).astype(int), "accuracy"
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig = figure.Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
     prob_true, prob_pred = calibration_curve(target, p, n_bins=n_bins, strategy="quantile", pos_label=1)
@@ -83,7 +90,7 @@ def subgroup_forest_figure(
     """
     if not rows:
         raise ValueError("subgroup_forest_figure needs at least one row.")
-    fig = Figure(figsize=(FIGSIZE[0], max(2.0, 0.4 + 0.4 * len(rows))), dpi=DPI, layout="constrained")
+    fig = figure.Figure(figsize=(FIGSIZE[0], max(2.0, 0.4 + 0.4 * len(rows))), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     y = -np.arange(len(rows), dtype=float)
     ok = np.array([r.get("status") == "ok" and np.isfinite(float(r["value"])) for r in rows])

@@ -3,7 +3,16 @@ that creates such a figure."""
 
 from __future__ import annotations
 
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
+
+from medattn import lazy
+
+# matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
+# import it and the command line imports them for their configs, so ``--help`` stays light
+figure = lazy.module("matplotlib.figure")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 FIGSIZE = (6.0, 4.5)
 DPI = 100
@@ -22,5 +31,5 @@ _METRIC_LABELS = {
 
 def _new_figure() -> tuple[Figure, object]:
     """A fresh figure of the standard size with one axes and a tight layout."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="tight")
+    fig = figure.Figure(figsize=FIGSIZE, dpi=DPI, layout="tight")
     return fig, fig.add_subplot()

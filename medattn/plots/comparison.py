@@ -6,11 +6,18 @@ marker per attention type).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from medattn import lazy
 from medattn.plots.common import _METRIC_LABELS, DPI, FIGSIZE, _new_figure
+
+# matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
+# import it and the command line imports them for their configs, so ``--help`` stays light
+figure = lazy.module("matplotlib.figure")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Low-data-regimen styles: the backbone family sets the colour, the attention block the line style.
 _FAMILY_COLOURS = {"resnet": "tab:blue", "densenet": "tab:orange", "deit": "tab:green"}
@@ -114,7 +121,9 @@ def xai_scores_figure(rows: Sequence[Mapping[str, object]], *, title: str = "") 
     models = list(dict.fromkeys(str(r["model"]) for r in rows))
     methods = list(dict.fromkeys(str(r["method"]) for r in rows))
     values = {(str(r["model"]), str(r["method"]), str(r["score"])): float(r["value"]) for r in rows}
-    fig = Figure(figsize=(max(FIGSIZE[0], 1.2 * len(models) * len(scores)), FIGSIZE[1]), dpi=DPI, layout="constrained")
+    fig = figure.Figure(
+        figsize=(max(FIGSIZE[0], 1.2 * len(models) * len(scores)), FIGSIZE[1]), dpi=DPI, layout="constrained"
+    )
     axes = fig.subplots(1, len(scores), squeeze=False)[0]
     width = 0.8 / len(methods)
     x = np.arange(len(models))
@@ -154,7 +163,7 @@ def forest_figure(
     """
     if not rows:
         raise ValueError("forest_figure needs at least one row.")
-    fig = Figure(figsize=(FIGSIZE[0], max(2.0, 0.2 + 0.55 * len(rows))), dpi=DPI, layout="constrained")
+    fig = figure.Figure(figsize=(FIGSIZE[0], max(2.0, 0.2 + 0.55 * len(rows))), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     y = -np.arange(len(rows), dtype=float)
     delta = np.array([float(r["delta"]) for r in rows])

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 
+from medattn import lazy
 from medattn.plots.common import DPI
+
+# matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
+# import it and the command line imports them for their configs, so ``--help`` stays light
+figure = lazy.module("matplotlib.figure")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Side of a single-image figure (original or blended heat map), inches at :data:`DPI`.
 IMAGE_FIGSIZE = (4.0, 4.0)
@@ -110,7 +117,7 @@ def image_figure(image: np.ndarray, *, title: str = "") -> Figure:
     Returns:
         A 400 x 400 pixel figure.
     """
-    fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
+    fig = figure.Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
     ax = fig.add_subplot()
     ax.imshow(np.asarray(image))
     ax.set_xticks([])
@@ -134,7 +141,7 @@ def blended_heat_map_figure(
     Returns:
         A 400 x 400 pixel figure: red is positive relevance, blue negative.
     """
-    fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
+    fig = figure.Figure(figsize=IMAGE_FIGSIZE, dpi=DPI, layout="tight")
     _blend(fig, fig.add_subplot(), attr, image, alpha_overlay, title)
     return fig
 
@@ -172,7 +179,7 @@ def saliency_grid_figure(
         )
     if any(len(row) != n_cols - 1 for row in maps):
         raise ValueError(f"every row of maps needs {n_cols - 1} entries, one per column label.")
-    fig = Figure(
+    fig = figure.Figure(
         figsize=(GRID_CELL * n_cols, GRID_CELL * n_rows + (0.4 if title else 0.0)), dpi=DPI, layout="constrained"
     )
     axes = fig.subplots(n_rows, n_cols, squeeze=False)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from medattn import lazy
 from medattn.plots.clinical import _mark_operating_points
 from medattn.plots.common import _METRIC_LABELS, _new_figure
+
+# matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
+# import it and the command line imports them for their configs, so ``--help`` stays light
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+ticker = lazy.module("matplotlib.ticker")
+skm = lazy.module("sklearn.metrics")
 
 #: Metrics drawn by :func:`history_figures`, in order; each becomes ``history/<metric>.png``.
 HISTORY_METRICS = ("loss", "accuracy", "auc")
@@ -65,8 +71,8 @@ def roc_curve_figure(
         positive = y == c
         if positive.all() or not positive.any():
             continue
-        fpr, tpr, _ = roc_curve(positive, s[:, c])
-        auc = roc_auc_score(positive, s[:, c])
+        fpr, tpr, _ = skm.roc_curve(positive, s[:, c])
+        auc = skm.roc_auc_score(positive, s[:, c])
         label = f"AUC = {auc:.3f}" if n_classes == 2 else f"{names[c]} (AUC = {auc:.3f})"
         ax.plot(fpr, tpr, linewidth=2, label=label)
         drawn += 1
@@ -118,12 +124,12 @@ def confusion_matrix_figure(
     for name, labels in (("y_true", y), ("y_pred", p)):
         if labels.size and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(f"{name} labels must lie in [0, {k}) for {k} class names.")
-    counts = confusion_matrix(y, p, labels=np.arange(k))
+    counts = skm.confusion_matrix(y, p, labels=np.arange(k))
 
     fig, ax = _new_figure()
     image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
     colorbar = fig.colorbar(image, ax=ax, label="count")
-    colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    colorbar.ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     # White text on dark cells, black on light ones.
     threshold = counts.max() / 2.0
     for i in range(k):
@@ -180,7 +186,7 @@ def history_figure(
     ax.set_xlabel("Epoch")
     ax.set_ylabel(readable)
     ax.set_title(title or readable)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.legend()
     ax.grid(True, alpha=0.3)
     return fig

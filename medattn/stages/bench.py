@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from medattn import registry
@@ -190,7 +189,7 @@ QUICK_PREPARE_LAYOUTS = {
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": version("torchvision")}
     for name in ("timm", "captum", "medattn"):
         try:
             out[name] = version(name)

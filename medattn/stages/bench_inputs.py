@@ -11,9 +11,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
+
+from medattn import lazy
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 def _sync(device: torch.device) -> None:

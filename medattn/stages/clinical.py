@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medattn import clinical, plots, tracking
+from medattn import clinical, lazy, plots, tracking
 from medattn.config import SUBGROUP_ATTRIBUTES
 from medattn.data.base import DataIndex
 from medattn.data.mimic_cxr import read_patients
 from medattn.errors import ConfigError, DataError, MedattnError
 from medattn.metrics import paired_bootstrap, roc_auc
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 RELIABILITY_FIGURE = "figures/reliability.png"
 SUBGROUPS_CSV = "subgroups.csv"
@@ -205,7 +206,7 @@ def _threshold(frame: pd.DataFrame, param: str) -> float:
         return math.nan
 
 
-Probabilities = Callable[[pd.DataFrame], np.ndarray]
+Probabilities = Callable[["pd.DataFrame"], np.ndarray]
 
 
 def paired_clinical_rows(

@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from medattn import checkpoint as ckpt_io
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.config import TrainConfig, config_from_flat
 from medattn.data import IMAGENET_MEAN, IMAGENET_STD, build_loader, load_index
 from medattn.errors import ConfigError, MedattnError
 from medattn.models import create_model
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 def data_index(cfg: TrainConfig, data_dir: str | None = None):

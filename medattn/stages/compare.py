@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from medattn import plots, tracking
+from medattn import lazy, plots, tracking
 from medattn.config import TrackingPart, at_least, check_alpha
 from medattn.errors import ConfigError, MedattnError
 from medattn.stages import clinical
 from medattn.stages.compare_paired import PAIRED_COLUMNS, _log_paired, _train_seeds, verdict
 from medattn.stages.compare_paper import paired_by_dataset, paper_markdown, seed_summary
 from medattn.stages.compare_tables import latest_per_model, oracle_reference, results_table, xai_table
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Choices of ``compare --cases``.
 CASES = ("tp", "tn", "fp", "fn", "agree", "disagree")

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medattn import plots, tracking
+from medattn import lazy, plots, tracking
 from medattn.metrics import PairedDifference, paired_bootstrap, roc_auc
 from medattn.models import MODELS
 from medattn.stages import clinical
 from medattn.stages.compare_tables import _fraction
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Bootstrap resamples of the paired ΔAUC and their seed.
 PAIRED_N_BOOT, PAIRED_SEED = 1000, 0

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.stages.compare_paired import _prediction_cells, _signed, paired_table
 from medattn.stages.compare_tables import _fraction
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 def seed_summary(test_runs: Sequence[Any], seeds: Mapping[str, str], metric: str = "test_auc") -> pd.DataFrame:

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.explain.sanity import HIGHER_IS_BETTER
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Test metrics put in the comparison table (those a run lacks are left empty); the calibration and
 #: operating-point ones are docs/evaluation.md's.

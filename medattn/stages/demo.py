@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from medattn import registry, tracking
+from medattn import lazy, registry, tracking
 from medattn.config import (
     TARGETS,
     RuntimePart,
@@ -38,6 +36,8 @@ from medattn.stages.interpret import InterpretConfig, interpret
 from medattn.stages.promote import PromoteConfig, PromoteResult, promote
 from medattn.stages.report import ReportConfig, report
 from medattn.stages.train import train
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Where the demo writes its report page (in the working directory).
 DEMO_REPORT = "demo_report.html"
@@ -145,13 +145,13 @@ class DemoResult:
     tracking_uri: str
     train_runs: dict[str, str]
     test_runs: dict[str, str]
-    xai: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, method, deletion_auc, ...
+    xai: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())  # model, method, deletion_auc, ...
     interpret_runs: dict[str, str] = field(default_factory=dict)
     promoted: PromoteResult | None = None
     compare_run_id: str | None = None
     verdicts: list[str] = field(default_factory=list)  # one sentence per attention type (compare's paired ΔAUC)
     report: Path | None = None  # the experiment's report page (demo_report.html)
-    sanity: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, map, passes_sanity, failing
+    sanity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())  # model, map, passes_sanity, failing
 
 
 def _ci(metrics: Mapping[str, float], key: str) -> str:

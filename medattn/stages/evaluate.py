@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 from torch import nn
 
-from medattn import clinical, engine, plots, tracking
+from medattn import clinical, engine, lazy, plots, tracking
 from medattn.config import RuntimePart, SourcePart, at_least, check_subgroups, positive, set_field
 from medattn.data.synthetic import ORACLE_COLUMN
 from medattn.errors import MedattnError
@@ -17,6 +16,8 @@ from medattn.metrics import oracle_metrics, test_metrics
 from medattn.runtime import resolve_device
 from medattn.stages import clinical as clinical_stage
 from medattn.stages.common import LoadedModel, data_index, load_trained, make_loader, predictions_frame
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,11 +13,10 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from medattn import registry, tracking
+from medattn import lazy, registry, tracking
 from medattn.config import REMOVALS, TARGETS, RuntimePart, SourcePart, at_least, positive, set_field
 from medattn.data import load_mask
 from medattn.errors import ConfigError
@@ -26,6 +25,8 @@ from medattn.explain.evaluation import ExplanationReport, evaluate_explanations
 from medattn.runtime import resolve_device
 from medattn.stages.common import LoadedModel, build_model, data_index, denormalize, make_loader
 from medattn.stages.evaluate import load_source, source_tags
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 
 @dataclass(frozen=True, kw_only=True)

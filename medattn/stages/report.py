@@ -37,10 +37,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import jinja2
-import pandas as pd
 
 import medattn
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.config import TrackingPart
 from medattn.errors import ConfigError, MedattnError
 from medattn.stages.report_model import Section
@@ -48,6 +47,8 @@ from medattn.stages.report_paper import RESOURCES, paper_results
 from medattn.stages.report_runs import Experiment, load_experiment
 from medattn.stages.report_sections import build_sections
 from medattn.stages.report_xai import parse_xai_metrics
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 __all__ = [
     "ReportConfig",

@@ -11,7 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
+from medattn import lazy
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
+
 
 #: Resolution of inlined figures (the figures are drawn at 100 dpi; the page shows them smaller).
 FIGURE_DPI = 80

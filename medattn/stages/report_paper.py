@@ -9,13 +9,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
-
 import medattn
-from medattn import plots, tracking
+from medattn import lazy, plots, tracking
 from medattn.stages import compare_paired
 from medattn.stages.report_model import Bullet, Figure, Num, Section, Table, _snake, figure_uri
 from medattn.stages.report_runs import Cell, Experiment, _Artifacts, _model_order, _pct
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Package folder of the report template and the original project's published numbers.
 RESOURCES = "resources"

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.errors import MedattnError
 from medattn.models import MODELS
 from medattn.stages import compare_tables
 from medattn.stages.report_model import Num
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Kinds whose runs make up the cells of an experiment; other runs (compare, report, demo, search
 #: parents) appear in the run index only.

@@ -8,12 +8,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pandas as pd
-
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.models import MODELS
 from medattn.stages.report_model import Num, RunRef, Section, Table
 from medattn.stages.report_runs import CELL_KINDS, Experiment, _Artifacts, _frac, _model_order, _params, _pct, _tag
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 #: Training params that name a cell or one invocation, not a setting to compare between cells.
 IDENTITY_PARAMS = frozenset(

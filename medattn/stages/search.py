@@ -58,12 +58,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import optuna
 import torch
-from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.config import (
     TrackingPart,
     TrainConfig,
@@ -98,6 +95,8 @@ from medattn.tracking import (
     TAG_TRIAL_STATE,
     redact_url,
 )
+
+optuna = lazy.module("optuna")  # loads when a search runs: the command line imports this module for --help
 
 DEFAULT_BATCH_SIZES = (8, 16, 32, 64)
 
@@ -361,6 +360,11 @@ def _log_study_figures(study: optuna.Study) -> None:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         return
+    # matplotlib loads when figures are drawn, not with this module: the command line imports it for
+    # SearchConfig, so ``search --help`` stays light
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances  # (as above)
+
     with _quiet_optuna():
         axes = {tracking.SEARCH_HISTORY_FIGURE: plot_optimization_history(study)}
         if len(complete) >= 2:

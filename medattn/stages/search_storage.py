@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import optuna
 import sqlalchemy.exc
 
-from medattn import tracking
+from medattn import lazy, tracking
 from medattn.errors import ConfigError, MedattnError
 from medattn.stages import cells, slurm
 from medattn.tracking import TAG_TRIAL_STATE, redact_url
+
+optuna = lazy.module("optuna")  # loads when a search runs: the command line imports this module for --help
 
 TRIAL_ATTR_RUN_ID = "mlflow_run_id"
 TRIAL_ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"

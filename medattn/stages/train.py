@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from medattn import checkpoint as ckpt_io
-from medattn import distributed, engine, plots, tracking
+from medattn import distributed, engine, lazy, plots, tracking
 from medattn.config import TrainConfig, config_file_values, known_options, train_config, with_legacy_defaults
 from medattn.data import duplicate_counts
 from medattn.data.gpu import fast_loaders, wants_channels_last
@@ -32,6 +30,8 @@ from medattn.errors import ConfigError, MedattnError
 from medattn.models import is_vit, resolve_head
 from medattn.runtime import resolve_device, seed_everything, torch_flags
 from medattn.stages.common import build_model, data_index, make_loader
+
+pd = lazy.module("pandas")  # loads on first use: the command line imports this module for --help
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,9 @@ def load_resume_state(run_id: str) -> dict[str, Any]:
 
 
 def _class_weights(y: np.ndarray, num_classes: int, device: torch.device) -> torch.Tensor:
+    # scikit-learn loads here, not with this module: the command line imports the module for --help
+    from sklearn.utils.class_weight import compute_class_weight
+
     present = np.unique(y)
     w = np.ones(num_classes)
     w[present] = compute_class_weight("balanced", classes=present, y=y)

@@ -15,12 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
-
-import mlflow
-import requests
-from mlflow.exceptions import MlflowException
 
 from medattn.errors import ConfigError, MedattnError
 
@@ -114,10 +111,17 @@ def check_uri_has_no_secret(uri: str, what: str = "--tracking-uri") -> None:
 
 
 def _code(exc: BaseException) -> str | None:
-    """``UNAUTHENTICATED`` / ``PERMISSION_DENIED`` for a 401 / 403 from MLflow's client or artifact proxy."""
-    if isinstance(exc, requests.HTTPError):
+    """``UNAUTHENTICATED`` / ``PERMISSION_DENIED`` for a 401 / 403 from MLflow's client or artifact proxy.
+
+    The two error types are looked up in :data:`sys.modules`, not imported: an error of a package that
+    was never loaded cannot have been raised, so checking any other error (a command's ``--help`` exit
+    passes here) stays free of MLflow and requests.
+    """
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.HTTPError):
         return _HTTP_CODES.get(getattr(exc.response, "status_code", None))
-    if not isinstance(exc, MlflowException):
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
         return None
     code = getattr(exc, "error_code", None)
     if code in (UNAUTHENTICATED, PERMISSION_DENIED):
@@ -147,6 +151,10 @@ def auth_error(exc: BaseException, tracking_uri: str | None = None) -> MedattnEr
     code = _code(exc)
     if code is None:
         return None
+    # mlflow is loaded by now (the error came from it); imported here so that this module's URI
+    # redaction serves the command line without loading MLflow
+    import mlflow
+
     server = redact_url(tracking_uri or mlflow.get_tracking_uri())
     user = os.environ.get(ENV_USERNAME)
     if code == UNAUTHENTICATED and not user:
@@ -173,7 +181,7 @@ def auth_errors(tracking_uri: str | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except (MlflowException, requests.HTTPError) as exc:
+    except Exception as exc:  # only MLflow's and requests' 401 / 403 are turned (see _code)
         err = auth_error(exc, tracking_uri)
         if err is None:
             raise

@@ -19,9 +19,10 @@ from medattn.stages.interpret import InterpretConfig
 
 
 def _images_with_both_classes(demo_dir: Path, at_least: int = 4) -> int:
-    """How many of the first test images to explain so that both classes (lesion and none) are among them."""
+    """How many of the first test images to explain so that each class (lesion and none) is among them
+    twice (a bootstrap CI needs two lesion images)."""
     labels = load_index("demo", demo_dir).split("test")["label"].tolist()
-    k = next(i for i in range(1, len(labels) + 1) if set(labels[:i]) == {0, 1})
+    k = next(i for i in range(1, len(labels) + 1) if min(labels[:i].count(0), labels[:i].count(1)) >= 2)
     return max(at_least, k)
 
 
