@@ -14,6 +14,7 @@ The names are re-exported here, so ``from medattn import tracking; tracking.BEST
 
 """
 
+from medattn.tracking import models
 from medattn.tracking.auth import (
     LoginError,
     PermissionDeniedError,
@@ -25,18 +26,7 @@ from medattn.tracking.auth import (
     refused,
 )
 from medattn.tracking.checkpoints import Resumable, log_checkpoints, newest_complete_checkpoint, read_manifest
-from medattn.tracking.models import (
-    LoggedModel,
-    alias_target,
-    best_weights,
-    log_model,
-    model_weights,
-    prune_checkpoints,
-    resolve_model_uri,
-    set_alias,
-    set_version_tags,
-    version_for_run,
-)
+from medattn.tracking.models import *  # noqa: F403 - its __all__ is the one list of the model functions
 from medattn.tracking.names import *  # noqa: F403 - the names are this package's vocabulary
 from medattn.tracking.names import (
     cases_csv,
@@ -105,16 +95,7 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "log_checkpoints",
     "newest_complete_checkpoint",
     "read_manifest",
-    "LoggedModel",
-    "alias_target",
-    "best_weights",
-    "log_model",
-    "model_weights",
-    "prune_checkpoints",
-    "resolve_model_uri",
-    "set_alias",
-    "set_version_tags",
-    "version_for_run",
+    *models.__all__,
     "cases_csv",
     "cases_figure",
     "epoch_ckpt",

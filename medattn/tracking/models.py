@@ -25,7 +25,6 @@ from medattn.tracking.names import (
     CHECKPOINT_MANIFEST,
     MODEL_NAME,
     TAG_MODEL_ID,
-    registered_model_name,
 )
 from medattn.tracking.pyfunc import (
     MODEL_CODE,
@@ -257,7 +256,6 @@ __all__ = [
     "log_model",
     "model_weights",
     "prune_checkpoints",
-    "registered_model_name",
     "resolve_model_uri",
     "set_alias",
     "set_version_tags",
