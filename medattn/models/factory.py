@@ -340,9 +340,8 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     Args:
         name: registry name or alias (``cbam_resnet50``, ``CBAMResNet50``).
         num_classes: output classes (>= 1).
-        **options: the keyword options of :func:`create_model_with_report` (``pretrained``,
-            ``weights``, ``head``, ``nr_layers``, ``img_size``, ``init``,
-            ``zero_init_residual_branches``, ``patch_size``), with the same defaults.
+        **options: the keyword options of :func:`create_model_with_report`, with its defaults
+            (``help(create_model)`` lists them).
 
     Returns:
         The model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``, in train mode.
