@@ -3,16 +3,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.medattn-installed
+TESTSTAMP := $(VENV)/.medattn-test-installed
 
 .PHONY: demo test install clean
 
 # constraints.txt holds the exact versions the suite and the demo were run with (pyproject.toml: ranges).
+# The demo needs medattn alone; the suite adds the test extra (linters, docs site, Quantus, pytest).
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(TESTSTAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $(TESTSTAMP)
+
+install: $(TESTSTAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/medattn demo
@@ -21,7 +27,7 @@ demo: $(STAMP)
 # (mkdocs.yml; --strict fails on a broken link, anchor or docstring; built offline into the ignored site/),
 # then the suite, one pytest-xdist worker per core; a file's tests stay on one worker, so its module
 # fixtures run once.
-test: $(STAMP)
+test: $(TESTSTAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

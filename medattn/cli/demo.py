@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from medattn.cli.options import DeviceOpt, QuietOpt, TrackingUriOpt, done, given, option, registry_names, split_list
+from medattn.cli.options import (
+    DeviceOpt,
+    QuietOpt,
+    TrackingUriOpt,
+    choices,
+    done,
+    given,
+    option,
+    registry_names,
+    split_list,
+)
+from medattn.config import TARGETS
 from medattn.stages.demo import DemoConfig
 
 app = typer.Typer(add_completion=False)
@@ -45,6 +56,15 @@ def demo(
     figure_images: Annotated[
         int, option("--figure-images", help="Explained images drawn as heat-map figures per model.")
     ] = C.figure_images,
+    explain_target: Annotated[
+        str,
+        option(
+            "--explain-target",
+            help="Class each map explains: pred (the model's decision, whose confidence the removal curves "
+            "follow) or label.",
+            **choices(TARGETS),
+        ),
+    ] = C.explain_target,
     difficulty: Annotated[
         float | None,
         option(
@@ -86,6 +106,7 @@ def demo(
         device=device or C.device,
         explain_images=explain_images,
         figure_images=figure_images,
+        explain_target=explain_target,
         difficulty=difficulty,
         promote=promote,
         seeds=api.parse_seeds(given(seeds)),

@@ -806,7 +806,7 @@ def _baseline_scores(
     """Scores of the model-free baselines (and of the oracle map, the ground-truth mask, where there
     are masks); random mask scores averaged over ``n_random_draws`` maps."""
     out = {}
-    if masks is not None:
+    if masks is not None and _masks(masks).any():  # no lesion image: nothing for the oracle to mark
         out[ORACLE] = {
             **map_scores(model, images, oracle_removal_map(masks), target, **options),
             **map_scores(model, images, _masks(masks).float().cpu(), target, masks=masks, curves=False),
@@ -915,7 +915,7 @@ def _report_metrics(scores, methods, images: Tensor, masks: Tensor | None, curve
     """The finite metrics of :func:`evaluate_explanations`: summarised scores with CIs, the sanity
     verdicts, ``xai_n_images``, ``xai_n_curve_images`` and, with masks, ``xai_n_lesion_images``."""
     metrics = summarize_scores(scores, generator=generator, n_boot=n_boot)
-    metrics.update(sanity_verdicts(metrics, [*methods, *([ORACLE] if masks is not None else [])]))
+    metrics.update(sanity_verdicts(metrics, [*methods, *([ORACLE] if ORACLE in scores else [])]))
     metrics["xai_n_images"] = float(images.shape[0])
     metrics["xai_n_curve_images"] = float(len(curve_index))
     if masks is not None:
@@ -956,7 +956,7 @@ def evaluate_explanations(
     ``_ci_low`` / ``_ci_high``): ``xai_<m>_<score>``, ``xai_oracle_<score>``,
     ``xai_baseline_<b>_<score>`` for ``b`` in ``random, input, centre, edge, randomized_<m>``,
     ``xai_<m>_randomized_spearman``, ``xai_<m>_<score>_passes``, ``xai_<m>_passes_sanity`` and
-    ``xai_oracle_passes_sanity`` (1 or 0), ``xai_n_images``, ``xai_n_curve_images`` and
+    ``xai_oracle_passes_sanity`` (1 or 0; the oracle only where some image has a non-empty mask), ``xai_n_images``, ``xai_n_curve_images`` and
     ``xai_n_lesion_images``. Scores: ``morf_auc`` and ``lerf_auc`` (``removal="road"``) or
     ``deletion_auc`` and ``insertion_auc`` (``"zeros"`` / ``"blur"``), and with masks
     ``pointing_game``, ``mask_mass``.

@@ -85,6 +85,19 @@ def test_grey_level_map_does_not_point_at_the_evidence(default_set):
     assert len(hits) > 200 and np.mean(hits) <= 0.5
 
 
+def test_the_brightest_pixels_are_the_optic_disc_not_the_evidence(default_set):
+    # A removal curve ranked by brightness must not remove the ring first (it did before the optic
+    # disc was drawn: the grey-level map then scored almost as well as the ground-truth mask).
+    frame, images, masks = _load(default_set)
+    share = []
+    for im, m in zip(images, masks, strict=True):
+        if m.any():
+            grey = im.mean(axis=2)
+            top = grey >= np.quantile(grey, 0.985)  # the brightest 1.5 % of the pixels
+            share.append((top & m).sum() / top.sum())
+    assert len(share) > 200 and np.mean(share) < 0.1
+
+
 def test_masks_mark_the_ring_whose_strength_drives_the_label():
     draws = [draw_v3(np.random.default_rng([7, i]), 64) for i in range(200)]
     strength = np.array([d.strength for d in draws])

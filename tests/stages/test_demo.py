@@ -2,10 +2,12 @@
 
 import mlflow
 import pandas as pd
+import pytest
 
 from medattn import tracking
 from medattn.data import write_synthetic
-from medattn.stages.demo import sanity_line
+from medattn.errors import ConfigError
+from medattn.stages.demo import DemoConfig, sanity_line
 
 
 def test_demo_end_to_end(mlflow_store, tmp_path, cli):
@@ -32,6 +34,10 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
             "0.2",
             "--figure-images",
             "2",
+            # the demo explains the predicted class; a 2-epoch model may predict no lesion at all,
+            # so this run explains the labels, which every path below needs
+            "--explain-target",
+            "label",
         ]
     )
     assert (tmp_path / "demo_data" / "labels.csv").is_file()
@@ -80,7 +86,7 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:
         run = mlflow.MlflowClient().get_run(rid)
         assert run.data.params["curve_images"] == "16" and run.data.params["randomized_images"] == "16"
-        assert run.data.params["xai_removal"] == "road"
+        assert run.data.params["xai_removal"] == "road" and run.data.params["target"] == "label"
         assert run.data.metrics["xai_oracle_passes_sanity"] in (0.0, 1.0)
         for source in ("oracle", "baseline_random", "baseline_input", "baseline_centre", "baseline_edge"):
             assert {f"xai_{source}_morf_auc", f"xai_{source}_lerf_auc_ci_low"} <= set(run.data.metrics), source
@@ -138,3 +144,9 @@ def test_sanity_line_names_the_scores_that_fail():
         "deeplift PG 1.00 [1.00, 1.00] vs baseline 0.50 (randomized_deeplift): fails (deletion_auc, insertion_auc); "
         "lrp PG 0.70 [0.60, 0.80] vs baseline 0.44 (input): passes"
     )
+
+
+def test_the_demo_explains_the_predicted_class_unless_told_otherwise():
+    assert DemoConfig().explain_target == "pred" and DemoConfig(explain_target="label").explain_target == "label"
+    with pytest.raises(ConfigError, match="--explain-target must be label or pred, got 'truth'"):
+        DemoConfig(explain_target="truth")
