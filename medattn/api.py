@@ -20,7 +20,8 @@ from medattn.config import TrainConfig, build_train_config, parse_seeds
 from medattn.engine import EpochOutput, FitResult
 from medattn.metrics import PairedDifference, paired_bootstrap
 from medattn.runtime import resolve_device, seed_everything
-from medattn.stages.bench import BenchConfig, BenchResult, bench, quick_config
+from medattn.stages.bench import BenchConfig, bench, quick_config
+from medattn.stages.bench_result import BenchResult
 from medattn.stages.calibrate import CalibrateConfig, CalibrateResult, calibrate
 from medattn.stages.cells import CellStatus, cell_key
 from medattn.stages.common import (
@@ -31,7 +32,8 @@ from medattn.stages.common import (
     make_loader,
     predictions_frame,
 )
-from medattn.stages.compare import CompareConfig, CompareResult, compare, results_table, to_markdown
+from medattn.stages.compare import CompareConfig, CompareResult, compare
+from medattn.stages.compare_tables import results_table, to_markdown
 from medattn.stages.demo import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_TRAIN_DEFAULTS, DemoConfig, DemoResult, demo
 from medattn.stages.evaluate import TestConfig, TestResult, test
 from medattn.stages.figures import FiguresConfig, FiguresResult, figures
@@ -43,7 +45,14 @@ from medattn.stages.search import SearchConfig, SearchResult, search, search_wor
 from medattn.stages.slurm import DEFAULT_LOG_FOLDER as DEFAULT_SLURM_LOGS
 from medattn.stages.slurm import SlurmOptions
 from medattn.stages.slurm import parse_extra as parse_slurm_extra
-from medattn.stages.train import EpochCallback, TrainResult, model_summary, resolve_train_config, train
+from medattn.stages.train import (
+    EpochCallback,
+    TrainResult,
+    model_summary,
+    resolve_train_config,
+    train,
+    values_under_options,
+)
 
 __all__ = [
     "DEFAULT_SLURM_LOGS",
@@ -114,5 +123,6 @@ __all__ = [
     "test",
     "to_markdown",
     "train",
+    "values_under_options",
     "with_seed",
 ]

@@ -25,6 +25,19 @@ from typing import Any
 import yaml
 
 from medattn import registry
+from medattn.config_parts import (
+    DUPLICATES,
+    MODES,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    TrackingConfig,
+    data_config,
+    model_config,
+    optim_config,
+    pick,
+    tracking_config,
+)
 from medattn.errors import ConfigError
 from medattn.metrics import EPOCH_METRIC_NAMES, metric_mode
 from medattn.registry import choose
@@ -36,9 +49,6 @@ PRETRAINED = ("imagenet", "none")
 SCHEDULERS = ("none", "cosine")
 UNCERTAIN = ("ignore", "zeros", "ones")
 DATA_PIPELINES = ("auto", "gpu", "cpu")
-#: ``--duplicates``: near-duplicate images kept in one split (group), one kept per group (drop), or not
-#: searched (ignore); the one list ``medattn.data.duplicates`` uses too.
-DUPLICATES = ("group", "drop", "ignore")
 #: Options that configs logged by older versions lack, with the value that reproduces what those
 #: versions did (runs logged before near-duplicate grouping existed split without looking for them).
 LEGACY_DEFAULTS: dict[str, Any] = {"duplicates": "ignore"}
@@ -46,69 +56,6 @@ SPLITS = ("train", "val", "test")
 #: ``interpret --target``: the class explained, the ground truth or the model's prediction.
 TARGETS = ("label", "pred")
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "validate": "val", "test": "test"}
-MODES = ("max", "min")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data, how it is split, subsampled and resized."""
-
-    dataset: str = "demo"
-    data_dir: str = "demo_data"
-    img_size: int = 224
-    resize: str = "direct_resize"
-    low_data_regimen: bool = False
-    perc_train: float = 1.0
-    multiclass: bool = False
-    uncertain: str = "ignore"
-    num_workers: int = 0
-    # Input path: "gpu" = uint8 cache + batched augmentation on the training device,
-    # "cpu" = PIL transforms per image, "auto" = gpu on CUDA when the cache exists, else cpu.
-    data_pipeline: str = "auto"
-    # Near-duplicate images (medattn.data.duplicates): group | drop | ignore.
-    duplicates: str = "group"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which architecture and how it is initialised."""
-
-    model: str = "resnet50"
-    pretrained: str | None = None  # None: "imagenet" for real data sets, "none" for demo
-    weights: str | None = None
-    head: str = "pool"
-    nr_layers: int = 12
-    patch_size: int = 16  # deit_tiny's patch side (the paper's 16; the demo uses 8, DEMO_MODEL_OVERRIDES)
-    init: str = "fair"
-    zero_init_residual: bool = False  # ResNets: every bottleneck's residual branch starts at zero
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """How the model is optimised."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    class_weights: bool = False
-    select_metric: str = "val_loss"
-    seed: int = 42
-    amp: bool = True
-    compile: bool = False
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """Where and how the run is tracked."""
-
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    run_name: str | None = None
-    register: bool = False
-    save_freq: int = 0
-    system_metrics: bool = True
 
 
 @dataclass(frozen=True)
@@ -234,30 +181,45 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Convert YAML/CLI values to the field's type (YAML may give ``1e-4`` as a string)."""
-    if value is None:
-        return None
-    typ = {f.name: f.type for f in fields(cls)}[name]
-    try:
-        if typ == "int":
-            return int(value)
-        if typ == "float":
-            return float(value)
-        if typ == "bool":
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("true", "yes", "1", "on"):
-                    return True
-                if low in ("false", "no", "0", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if typ in ("str", "str | None"):
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {name!r} has value {value!r}, which is not a valid {typ}.") from None
-    return value
+def train_config(values: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of a flat mapping of option names to values (missing: the defaults).
+
+    Raises:
+        ConfigError: an invalid value (the keys are checked by the callers: :func:`known_options`).
+    """
+    return TrainConfig(
+        data=data_config(values),
+        model=model_config(values),
+        optim=optim_config(values),
+        tracking=tracking_config(values),
+        device=pick(values, "device", None, TrainConfig.device),
+        resume=pick(values, "resume", None, TrainConfig.resume),
+        ckpt=pick(values, "ckpt", None, TrainConfig.ckpt),
+    )
+
+
+def known_options(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``values`` with canonical keys (:data:`KEY_ALIASES`, underscores) and without ``None`` ("not given").
+
+    Raises:
+        ConfigError: a key that is no option of ``medattn train``.
+    """
+    known = _all_keys()
+    out: dict[str, Any] = {}
+    for k, v in (values or {}).items():
+        key = KEY_ALIASES.get(_key(k), _key(k))
+        if key not in known:
+            raise ConfigError(f"unknown option {k!r}.")
+        if v is not None:
+            out[key] = v
+    return out
+
+
+def config_file_values(config_file: str | Path | None) -> dict[str, Any]:
+    """The options an experiment file sets (:func:`load_yaml` without its ``grid``); ``{}`` without a file."""
+    if config_file is None:
+        return {}
+    return {k: v for k, v in load_yaml(config_file).items() if k != "grid"}
 
 
 def build_train_config(
@@ -275,23 +237,7 @@ def build_train_config(
     Raises:
         ConfigError: an unknown key or an invalid value.
     """
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update({k: v for k, v in load_yaml(config_file).items() if k != "grid"})
-    known = _all_keys()
-    for k, v in (overrides or {}).items():
-        key = KEY_ALIASES.get(_key(k), _key(k))
-        if key not in known:
-            raise ConfigError(f"unknown option {k!r}.")
-        if v is not None:
-            values[key] = v
-    parts: dict[str, Any] = {}
-    for sec, cls in _SECTIONS.items():
-        kw = {f.name: _coerce(cls, f.name, values[f.name]) for f in fields(cls) if f.name in values}
-        parts[sec] = cls(**kw)
-    top = {k: (str(values[k]) if values.get(k) is not None else None) for k in _TOP if k in values}
-    cfg = TrainConfig(**parts, **top)
-    return validate(cfg)
+    return train_config({**config_file_values(config_file), **known_options(overrides)})
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -418,11 +364,7 @@ def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
     """
     known = _all_keys()
     kept = {k: v for k, v in with_legacy_defaults(flat).items() if k in known and k not in _NOT_IN_YAML}
-    parts = {
-        sec: cls(**{f.name: _coerce(cls, f.name, kept[f.name]) for f in fields(cls) if f.name in kept})
-        for sec, cls in _SECTIONS.items()
-    }
-    return TrainConfig(**parts, device=str(kept.get("device", "auto")))
+    return train_config(kept)
 
 
 def with_legacy_defaults(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -442,7 +384,7 @@ def split_name(name: str) -> str:
 # =============================================================================================
 # shared parts of the other commands' configs (each command's config lives in its stage module)
 # =============================================================================================
-#: Choices of ``interpret --removal`` (:mod:`medattn.explain.evaluation`; road first, the default).
+#: Choices of ``interpret --removal`` (:mod:`medattn.explain.removal`; road first, the default).
 REMOVALS = ("road", "zeros", "blur")
 
 

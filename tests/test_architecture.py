@@ -1,6 +1,6 @@
 """The package's shape (``docs/architecture.md``), read from its source: only ``medattn.tracking`` imports mlflow,
-``api.py`` is a short facade no stage imports, functions stay under 80 lines, and an import inside a
-function body says why in a comment. The layers themselves are ``lint-imports``' job (pyproject)."""
+``api.py`` is a short facade no stage imports, modules stay under 600 lines and functions under 80,
+and an import inside a function body says why in a comment. The layers themselves are ``lint-imports``' job (pyproject)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medattn"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 MAX_FUNCTION_LINES = 80
 MAX_API_LINES = 150
+MAX_MODULE_LINES = 600
 
 
 def _rel(path: Path) -> str:
@@ -74,6 +75,12 @@ def test_api_is_a_short_facade_that_no_stage_imports():
         if isinstance(n, ast.ImportFrom) and n.module == "medattn" and any(a.name == "api" for a in n.names)
     ]
     assert offenders == []
+
+
+def test_no_module_is_longer_than_600_lines():
+    """A module a newcomer can read in one sitting: past 600 lines, split it along its seams."""
+    long = {_rel(p): n for p in SOURCES if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines (file: lines): {long}"
 
 
 def _functions(path: Path):

@@ -16,7 +16,7 @@ from medattn import api, tracking
 from medattn.config import parse_seeds
 from medattn.errors import ConfigError
 from medattn.metrics import roc_auc
-from medattn.stages import compare, grid
+from medattn.stages import compare, compare_paired, grid
 from medattn.stages import demo as demo_stage
 from medattn.stages.demo import DemoConfig
 
@@ -133,7 +133,7 @@ def test_compare_prints_one_verdict_per_attention_variant(mlflow_store, cli):
         _train_and_test(client, exp, model, frame)
     res = cli(["compare", "--experiment", "paired"])
     table = pd.read_csv(tracking.download(res.run_id, tracking.PAIRED_CSV, "downloads"))
-    expected = [compare.verdict(row) for row in table.to_dict("records")]
+    expected = [compare_paired.verdict(row) for row in table.to_dict("records")]
     assert len(expected) == 2 and {e.split(" on ")[0] for e in expected} == {"SE", "CBAM"}
     lines = res.output.splitlines()
     assert all(sentence in lines for sentence in expected), res.output

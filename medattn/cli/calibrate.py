@@ -8,32 +8,36 @@ import typer
 
 from medattn.cli.options import (
     DeviceOpt,
+    InferenceBatchSizeOpt,
     ModelUriOpt,
+    NumWorkersOpt,
     QuietOpt,
     SourceDataDirOpt,
     TrackingUriOpt,
     done,
     given,
     option,
+    run_experiment,
+    source_run_id,
 )
 
 app = typer.Typer(add_completion=False)
+RunIdOpt = source_run_id("calibrated")
+ExperimentOpt = run_experiment("calibrate")
 
 
 @app.command("calibrate")
 def calibrate_cmd(
-    run_id: Annotated[str | None, option("--run-id", help="Training run whose logged model is calibrated.")] = None,
+    run_id: RunIdOpt = None,
     model_uri: ModelUriOpt = None,
     data_dir: SourceDataDirOpt = None,
-    batch_size: Annotated[int, option("--batch-size", help="Inference batch size.")] = 64,
-    num_workers: Annotated[int, option("--num-workers", help="DataLoader worker processes.")] = 0,
+    batch_size: InferenceBatchSizeOpt = 64,
+    num_workers: NumWorkersOpt = 0,
     device: DeviceOpt = None,
     register: Annotated[
         bool, option("--register/--no-register", help="Register the calibrated model as a new model version.")
     ] = True,
-    experiment: Annotated[
-        str | None, option("--experiment", help="Experiment of the calibrate run. (default: the training run's)")
-    ] = None,
+    experiment: ExperimentOpt = None,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

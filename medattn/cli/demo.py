@@ -24,6 +24,29 @@ from medattn.stages.demo import DemoConfig
 app = typer.Typer(add_completion=False)
 C = DemoConfig
 
+# options declared here to keep the command's signature readable
+TestExtraOpt = Annotated[
+    int,
+    option(
+        "--test-extra",
+        help="Further synthetic images that only the test split receives (the demo split: a test split of "
+        "≥ 600 images by default).",
+    ),
+]
+ExplainTargetOpt = Annotated[
+    str,
+    option(
+        "--explain-target",
+        help="Class each map explains: pred (the model's decision, whose confidence the removal curves "
+        "follow) or label.",
+        **choices(TARGETS),
+    ),
+]
+DifficultyOpt = Annotated[
+    float | None,
+    option("--difficulty", help="Difficulty in [0, 1] of a newly written demo set. (default: medattn data synth's)"),
+]
+
 
 @app.command()
 def demo(
@@ -31,14 +54,7 @@ def demo(
         str, option("--data-dir", help="Where the synthetic demo set is written (reused if present).")
     ] = C.data_dir,
     n: Annotated[int, option("--n", help="Images in the synthetic set, split train/val/test.")] = C.n,
-    test_extra: Annotated[
-        int,
-        option(
-            "--test-extra",
-            help="Further synthetic images that only the test split receives (the demo split: a test split of "
-            "≥ 600 images by default).",
-        ),
-    ] = C.test_extra,
+    test_extra: TestExtraOpt = C.test_extra,
     models: Annotated[
         str,
         option("--models", help=f"Comma-separated variants to train, of: {', '.join(registry_names('model'))}."),
@@ -56,21 +72,8 @@ def demo(
     figure_images: Annotated[
         int, option("--figure-images", help="Explained images drawn as heat-map figures per model.")
     ] = C.figure_images,
-    explain_target: Annotated[
-        str,
-        option(
-            "--explain-target",
-            help="Class each map explains: pred (the model's decision, whose confidence the removal curves "
-            "follow) or label.",
-            **choices(TARGETS),
-        ),
-    ] = C.explain_target,
-    difficulty: Annotated[
-        float | None,
-        option(
-            "--difficulty", help="Difficulty in [0, 1] of a newly written demo set. (default: medattn data synth's)"
-        ),
-    ] = C.difficulty,
+    explain_target: ExplainTargetOpt = C.explain_target,
+    difficulty: DifficultyOpt = C.difficulty,
     promote: Annotated[
         bool,
         option("--promote/--no-promote", help="Give the best variant (val_auc) the champion alias of medattn-demo."),

@@ -20,6 +20,8 @@ from medattn.cli.options import (
     given,
     option,
     registry_names,
+    run_experiment,
+    source_run_id,
     split_list,
 )
 from medattn.config import REMOVALS, SPLIT_ALIASES, TARGETS
@@ -27,6 +29,8 @@ from medattn.stages.interpret import InterpretConfig
 
 app = typer.Typer(add_completion=False)
 C = InterpretConfig
+RunIdOpt = source_run_id("explained")
+ExperimentOpt = run_experiment("interpret")
 
 
 # the removal-score options, declared here to keep the command's signature readable
@@ -65,7 +69,7 @@ RandomizedImagesOpt = Annotated[
 
 @app.command()
 def interpret(
-    run_id: Annotated[str | None, option("--run-id", help="Training run whose logged model is explained.")] = None,
+    run_id: RunIdOpt = None,
     model_uri: ModelUriOpt = None,
     ckpt: SourceCkptOpt = None,
     split: Annotated[str, option("--split", help="Split whose images are explained.", **choices(SPLIT_ALIASES))] = (
@@ -101,9 +105,7 @@ def interpret(
     data_dir: SourceDataDirOpt = None,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
-    experiment: Annotated[
-        str | None, option("--experiment", help="Experiment of the interpret run. (default: the training run's)")
-    ] = None,
+    experiment: ExperimentOpt = None,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -7,13 +7,14 @@ Underscore spellings (``--data_dir``) need no entry: the root group turns them i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from medattn import registry
+from medattn.config_parts import DUPLICATES, MODES, DataConfig
 
 #: Other spellings of an option (the original project's), by the option's dash-case name.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -30,6 +31,12 @@ def option(name: str, *short: str, help: str, **kwargs: Any) -> Any:
     ``name`` may be a boolean flag pair (``--amp/--no-amp``); its aliases are looked up by the first name.
     """
     return typer.Option(name, *short, *ALIASES.get(name.split("/")[0], ()), help=help, **kwargs)
+
+
+def from_table(table: Mapping[str, str], typ: Any, flag: str, suffix: str = "", **kwargs: Any) -> Any:
+    """``Annotated[typ, option(flag, help=table[flag] + suffix, **kwargs)]``: an option in one line, its
+    help text in the command's table of help texts (keyed by the first flag: ``--amp`` for ``--amp/--no-amp``)."""
+    return Annotated[typ, option(flag, help=table[flag.split("/")[0]] + suffix, **kwargs)]
 
 
 def choices(values: Sequence[str]) -> dict[str, Any]:
@@ -135,11 +142,37 @@ SourceDataDirOpt = Annotated[
     str | None,
     option("--data-dir", help="Data folder, when it moved since training. (default: the training run's)"),
 ]
+InferenceBatchSizeOpt = Annotated[int, option("--batch-size", help="Inference batch size.")]
+NumWorkersOpt = Annotated[int, option("--num-workers", help="DataLoader worker processes.")]
+
+
+def source_run_id(done_to_it: str) -> Any:
+    """``--run-id`` of a command that reads a training run's model: "Training run whose logged model is
+    ``done_to_it``." (``tested``, ``explained``, ...)."""
+    return Annotated[str | None, option("--run-id", help=f"Training run whose logged model is {done_to_it}.")]
+
+
+def run_experiment(command: str) -> Any:
+    """``--experiment`` of a command that logs a new run about a training run (``test``, ``interpret``, ...)."""
+    return Annotated[
+        str | None, option("--experiment", help=f"Experiment of the {command} run. (default: the training run's)")
+    ]
+
 
 DUPLICATES_HELP = (
     "Near-duplicate images (fingerprint distance <= 0.15, joined transitively): keep each group in one split "
     "(group), keep one image per group (drop), or ignore."
 )
+DuplicatesOpt = Annotated[
+    str | None,
+    option(
+        "--duplicates",
+        help=DUPLICATES_HELP + default(DataConfig.duplicates),
+        show_default=False,
+        **choices(DUPLICATES),
+    ),
+]
+ModeOpt = Annotated[str | None, option("--mode", help="(default: min for *_loss, max otherwise)", **choices(MODES))]
 SEEDS_HELP = (
     "Comma-separated seeds, e.g. 0,1,2: one training run per seed (replaces --seed); compare then reports "
     "the mean ± sd of each variant's ΔAUC across seeds."
@@ -147,41 +180,37 @@ SEEDS_HELP = (
 
 
 # ---- where grid cells and search workers run: local processes or Slurm jobs (grid, search) -----
-LauncherOpt = Annotated[
-    str,
-    option(
-        "--launcher",
-        help="Where the work runs: local (processes on this machine) or slurm (one Slurm job each, submitted "
-        "through submitit; needs sbatch on PATH).",
-        **choices(["local", "slurm"]),
+#: The help text of each option of where the work runs, by its flag.
+LAUNCH_HELP = {
+    "--launcher": (
+        "Where the work runs: local (processes on this machine) or slurm (one Slurm job each, submitted "
+        "through submitit; needs sbatch on PATH)."
     ),
-]
-PartitionOpt = Annotated[str | None, option("--partition", help="Slurm: partition of the jobs.")]
-GpusPerCellOpt = Annotated[int, option("--gpus-per-cell", help="Slurm: GPUs of each job.")]
-CpusPerCellOpt = Annotated[int | None, option("--cpus-per-cell", help="Slurm: CPUs of each job.")]
-MemOpt = Annotated[str | None, option("--mem", help="Slurm: memory of each job, e.g. 32G.")]
-TimeOpt = Annotated[
-    str | None,
-    option(
-        "--time",
-        help="Slurm: time limit of each job (MINUTES, HH:MM:SS or D-HH:MM:SS); a job that reaches it is requeued "
-        "and continues from its last checkpoint.",
+    "--partition": "Slurm: partition of the jobs.",
+    "--gpus-per-cell": "Slurm: GPUs of each job.",
+    "--cpus-per-cell": "Slurm: CPUs of each job.",
+    "--mem": "Slurm: memory of each job, e.g. 32G.",
+    "--time": (
+        "Slurm: time limit of each job (MINUTES, HH:MM:SS or D-HH:MM:SS); a job that reaches it is requeued "
+        "and continues from its last checkpoint."
     ),
-]
-AccountOpt = Annotated[str | None, option("--account", help="Slurm: account charged for the jobs.")]
-SlurmExtraOpt = Annotated[
-    list[str] | None,
-    option("--slurm", help="Slurm: any other sbatch option as KEY=VALUE, e.g. --slurm constraint=a100 (repeatable)."),
-]
+    "--account": "Slurm: account charged for the jobs.",
+    "--slurm": "Slurm: any other sbatch option as KEY=VALUE, e.g. --slurm constraint=a100 (repeatable).",
+    "--slurm-logs": (
+        "Slurm: submitit's folder (job scripts, stdout/stderr of each job under <folder>/<job id>/); every "
+        "node must see it."
+    ),
+}
+LauncherOpt = from_table(LAUNCH_HELP, str, "--launcher", **choices(["local", "slurm"]))
+PartitionOpt = from_table(LAUNCH_HELP, str | None, "--partition")
+GpusPerCellOpt = from_table(LAUNCH_HELP, int, "--gpus-per-cell")
+CpusPerCellOpt = from_table(LAUNCH_HELP, int | None, "--cpus-per-cell")
+MemOpt = from_table(LAUNCH_HELP, str | None, "--mem")
+TimeOpt = from_table(LAUNCH_HELP, str | None, "--time")
+AccountOpt = from_table(LAUNCH_HELP, str | None, "--account")
+SlurmExtraOpt = from_table(LAUNCH_HELP, list[str] | None, "--slurm")
 SLURM_LOGS = "slurm-logs"  # medattn.stages.slurm.DEFAULT_LOG_FOLDER (not imported here: --help stays light)
-SlurmLogsOpt = Annotated[
-    str,
-    option(
-        "--slurm-logs",
-        help="Slurm: submitit's folder (job scripts, stdout/stderr of each job under <folder>/<job id>/); every "
-        "node must see it.",
-    ),
-]
+SlurmLogsOpt = from_table(LAUNCH_HELP, str, "--slurm-logs")
 
 
 def slurm_options(

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from medattn.cli.options import TrackingUriOpt, choices, given, option, registry_choices
-from medattn.config import MODES
+from medattn.cli.options import ModeOpt, TrackingUriOpt, choices, given, option, registry_choices
 from medattn.metrics import EPOCH_METRIC_NAMES
 from medattn.stages.promote import PromoteConfig
 
@@ -41,9 +40,7 @@ def promote_cmd(
             **choices(EPOCH_METRIC_NAMES),
         ),
     ] = C.metric,
-    mode: Annotated[
-        str | None, option("--mode", help="(default: min for *_loss, max otherwise)", **choices(MODES))
-    ] = C.mode,
+    mode: ModeOpt = C.mode,
     alias: Annotated[str, option("--alias", help="Registry alias moved to the best run's model version.")] = C.alias,
     tracking_uri: TrackingUriOpt = C.tracking_uri,
 ) -> None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from medattn.cli.options import (
-    DUPLICATES_HELP,
     SLURM_LOGS,
     AccountOpt,
     CpusPerCellOpt,
     DeviceOpt,
+    DuplicatesOpt,
     GpusPerCellOpt,
     LauncherOpt,
     MemOpt,
+    ModeOpt,
     PartitionOpt,
     QuietOpt,
     SlurmExtraOpt,
@@ -23,11 +24,11 @@ from medattn.cli.options import (
     TimeOpt,
     TrackingUriOpt,
     choices,
-    option,
+    from_table,
     registry_choices,
     slurm_options,
 )
-from medattn.config import DUPLICATES, MODES, DataConfig, parse_batch_sizes
+from medattn.config import parse_batch_sizes
 from medattn.metrics import EPOCH_METRIC_NAMES
 from medattn.stages.search import SearchConfig
 
@@ -36,130 +37,71 @@ C = SearchConfig  # every default below is the config class's
 BATCH_SIZES = ",".join(str(b) for b in C.batch_sizes)  # --batch-sizes as typed
 
 
-DatasetOpt = Annotated[
-    str, option("--dataset", help="Data set (seed spellings accepted).", **registry_choices("dataset"))
-]
-
-ModelOpt = Annotated[
-    str,
-    option("--model", help="Architecture every trial trains (seed spellings accepted).", **registry_choices("model")),
-]
-
-DataDirOpt = Annotated[
-    str | None,
-    option("--data-dir", help="Folder with the data set. (default: the config file's, else demo_data)"),
-]
-
-NTrialsOpt = Annotated[int, option("--n-trials", help="Trials this invocation adds to the study (at least 1).")]
-
-StorageOpt = Annotated[
-    str | None,
-    option(
-        "--storage",
-        help="Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as "
+#: The help text of each option, by its flag.
+HELP = {
+    "--dataset": "Data set (seed spellings accepted).",
+    "--model": "Architecture every trial trains (seed spellings accepted).",
+    "--data-dir": "Folder with the data set. (default: the config file's, else demo_data)",
+    "--n-trials": "Trials this invocation adds to the study (at least 1).",
+    "--storage": (
+        "Optuna storage URL: sqlite:///optuna.db (in the working directory) or any RDB URL such as "
         "postgresql://user@host/db; an existing study is resumed. Keep passwords out of it: without --storage, "
-        "$OPTUNA_STORAGE is used. (default: $OPTUNA_STORAGE, else sqlite:///optuna.db)",
+        "$OPTUNA_STORAGE is used. (default: $OPTUNA_STORAGE, else sqlite:///optuna.db)"
     ),
-]
-
-StudyNameOpt = Annotated[
-    str | None,
-    option(
-        "--study-name",
-        help="Optuna study name; reuse it to add trials. (default: medattn-<dataset>-<model>-<metric>)",
+    "--study-name": "Optuna study name; reuse it to add trials. (default: medattn-<dataset>-<model>-<metric>)",
+    "--n-jobs": (
+        "Trials run in parallel threads of this process (for more, start several processes on one RDB storage)."
     ),
-]
-
-NJobsOpt = Annotated[
-    int,
-    option(
-        "--n-jobs",
-        help="Trials run in parallel threads of this process (for more, start several processes on one RDB storage).",
+    "--metric": (
+        "Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best checkpoint "
+        "is chosen by it too."
     ),
-]
-
-MetricOpt = Annotated[
-    str,
-    option(
-        "--metric",
-        help="Per-epoch metric that ranks and prunes trials, e.g. val_auc or val_loss; each trial's best "
-        "checkpoint is chosen by it too.",
-        **choices(EPOCH_METRIC_NAMES),
+    "--epochs": "Epochs per trial. (default: the config file's, else 10)",
+    "--config": "YAML experiment file with the fixed training options (experiments/*.yaml).",
+    "--lr-min": "Lower end of the log-uniform learning-rate range.",
+    "--lr-max": "Upper end of the log-uniform learning-rate range.",
+    "--batch-sizes": "Comma-separated batch sizes the search chooses from.",
+    "--img-size": "Image side in pixels. (default: the config file's, else 224)",
+    "--prune-startup-trials": "MedianPruner: no pruning until this many trials have completed.",
+    "--prune-warmup-epochs": "MedianPruner: no trial is pruned during its first N epochs.",
+    "--experiment": "MLflow experiment of the search and its trial runs. (default: medattn-<dataset>)",
+    "--seed": "Seed of the TPE sampler (a resumed study adds its trial count to it).",
+    "--heartbeat-s": (
+        "Seconds between a running trial's heartbeats in the storage; a trial silent for twice that (its worker "
+        "died) is marked failed and retried by the next worker. 0: no heartbeat."
     ),
-]
-
-ModeOpt = Annotated[str | None, option("--mode", help="(default: min for *_loss, max otherwise)", **choices(MODES))]
-
-EpochsOpt = Annotated[int | None, option("--epochs", help="Epochs per trial. (default: the config file's, else 10)")]
-
-ConfigOpt = Annotated[
-    Path | None,
-    option("--config", help="YAML experiment file with the fixed training options (experiments/*.yaml)."),
-]
-
-LrMinOpt = Annotated[float, option("--lr-min", help="Lower end of the log-uniform learning-rate range.")]
-
-LrMaxOpt = Annotated[float, option("--lr-max", help="Upper end of the log-uniform learning-rate range.")]
-
-BatchSizesOpt = Annotated[str, option("--batch-sizes", help="Comma-separated batch sizes the search chooses from.")]
-
-ImgSizeOpt = Annotated[
-    int | None,
-    option("--img-size", help="Image side in pixels. (default: the config file's, else 224)"),
-]
-
-PruneStartupTrialsOpt = Annotated[
-    int, option("--prune-startup-trials", help="MedianPruner: no pruning until this many trials have completed.")
-]
-
-PruneWarmupEpochsOpt = Annotated[
-    int, option("--prune-warmup-epochs", help="MedianPruner: no trial is pruned during its first N epochs.")
-]
-
-ExperimentOpt = Annotated[
-    str | None,
-    option("--experiment", help="MLflow experiment of the search and its trial runs. (default: medattn-<dataset>)"),
-]
-
-SeedOpt = Annotated[int, option("--seed", help="Seed of the TPE sampler (a resumed study adds its trial count to it).")]
-
-DuplicatesOpt = Annotated[
-    str | None,
-    option(
-        "--duplicates",
-        help=DUPLICATES_HELP + f" (default: {DataConfig.duplicates})",
-        show_default=False,
-        **choices(DUPLICATES),
-    ),
-]
-
-HeartbeatSOpt = Annotated[
-    int,
-    option(
-        "--heartbeat-s",
-        help="Seconds between a running trial's heartbeats in the storage; a trial silent for twice that (its "
-        "worker died) is marked failed and retried by the next worker. 0: no heartbeat.",
-    ),
-]
-
-TrialRetriesOpt = Annotated[
-    int, option("--trial-retries", help="How often a trial whose worker died is retried with the same parameters.")
-]
-
-WorkersOpt = Annotated[
-    int,
-    option(
-        "--workers",
-        help="Search workers on the one study, sharing --n-trials: processes here, or Slurm jobs with --launcher "
+    "--trial-retries": "How often a trial whose worker died is retried with the same parameters.",
+    "--workers": (
+        "Search workers on the one study, sharing --n-trials: processes here, or Slurm jobs with --launcher "
         "slurm (the storage must be shared: PostgreSQL, journal:PATH on a shared file system, or sqlite when all "
-        "run on one host).",
+        "run on one host)."
     ),
-]
+    "--log-models": "Log each trial's MLflow model (checkpoints are always logged).",
+}
+_opt = partial(from_table, HELP)
 
-LogModelsOpt = Annotated[
-    bool,
-    option("--log-models/--no-log-models", help="Log each trial's MLflow model (checkpoints are always logged)."),
-]
+DatasetOpt = _opt(str, "--dataset", **registry_choices("dataset"))
+ModelOpt = _opt(str, "--model", **registry_choices("model"))
+DataDirOpt = _opt(str | None, "--data-dir")
+NTrialsOpt = _opt(int, "--n-trials")
+StorageOpt = _opt(str | None, "--storage")
+StudyNameOpt = _opt(str | None, "--study-name")
+NJobsOpt = _opt(int, "--n-jobs")
+MetricOpt = _opt(str, "--metric", **choices(EPOCH_METRIC_NAMES))
+EpochsOpt = _opt(int | None, "--epochs")
+ConfigOpt = _opt(Path | None, "--config")
+LrMinOpt = _opt(float, "--lr-min")
+LrMaxOpt = _opt(float, "--lr-max")
+BatchSizesOpt = _opt(str, "--batch-sizes")
+ImgSizeOpt = _opt(int | None, "--img-size")
+PruneStartupTrialsOpt = _opt(int, "--prune-startup-trials")
+PruneWarmupEpochsOpt = _opt(int, "--prune-warmup-epochs")
+ExperimentOpt = _opt(str | None, "--experiment")
+SeedOpt = _opt(int, "--seed")
+HeartbeatSOpt = _opt(int, "--heartbeat-s")
+TrialRetriesOpt = _opt(int, "--trial-retries")
+WorkersOpt = _opt(int, "--workers")
+LogModelsOpt = _opt(bool, "--log-models/--no-log-models")
 
 
 @app.command("search")

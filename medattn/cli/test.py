@@ -9,7 +9,9 @@ import typer
 from medattn.cli.options import (
     DeviceOpt,
     GpuIdOpt,
+    InferenceBatchSizeOpt,
     ModelUriOpt,
+    NumWorkersOpt,
     QuietOpt,
     SourceCkptOpt,
     SourceDataDirOpt,
@@ -19,11 +21,15 @@ from medattn.cli.options import (
     done,
     given,
     option,
+    run_experiment,
+    source_run_id,
 )
 from medattn.config import SPLIT_ALIASES, check_subgroups
 from medattn.stages.evaluate import TestConfig
 
 app = typer.Typer(add_completion=False)
+RunIdOpt = source_run_id("tested")
+ExperimentOpt = run_experiment("test")
 
 # clinical evaluation options (docs/evaluation.md)
 _SubgroupsOpt = Annotated[
@@ -64,7 +70,7 @@ def clinical_line(m: dict[str, float]) -> str:
 
 @app.command("test")
 def test_cmd(
-    run_id: Annotated[str | None, option("--run-id", help="Training run whose logged model is tested.")] = None,
+    run_id: RunIdOpt = None,
     model_uri: ModelUriOpt = None,
     ckpt: SourceCkptOpt = None,
     split: Annotated[
@@ -72,16 +78,14 @@ def test_cmd(
         option("--split", help="Split to test (the seed's Test/Validation/Train accepted).", **choices(SPLIT_ALIASES)),
     ] = TestConfig.split,
     data_dir: SourceDataDirOpt = None,
-    batch_size: Annotated[int, option("--batch-size", help="Inference batch size.")] = TestConfig.batch_size,
-    num_workers: Annotated[int, option("--num-workers", help="DataLoader worker processes.")] = TestConfig.num_workers,
+    batch_size: InferenceBatchSizeOpt = TestConfig.batch_size,
+    num_workers: NumWorkersOpt = TestConfig.num_workers,
     device: DeviceOpt = None,
     gpu_id: GpuIdOpt = None,
     n_boot: Annotated[
         int, option("--n-boot", help="Bootstrap resamples for the 95 % CIs of AUC and balanced accuracy.")
     ] = TestConfig.n_boot,
-    experiment: Annotated[
-        str | None, option("--experiment", help="Experiment of the test run. (default: the training run's)")
-    ] = None,
+    experiment: ExperimentOpt = None,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
     subgroups: _SubgroupsOpt = "",

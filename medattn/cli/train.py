@@ -5,16 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import click
 import typer
 
 from medattn.cli import ARGV_KEY
 from medattn.cli.options import (
-    DUPLICATES_HELP,
     SEEDS_HELP,
     DeviceOpt,
+    DuplicatesOpt,
     GpuIdOpt,
     QuietOpt,
     TrackingUriOpt,
@@ -22,13 +22,12 @@ from medattn.cli.options import (
     default,
     device_of,
     done,
+    from_table,
     given,
-    option,
     registry_choices,
 )
 from medattn.config import (
     DATA_PIPELINES,
-    DUPLICATES,
     HEADS,
     INITS,
     PRETRAINED,
@@ -39,230 +38,126 @@ from medattn.config import (
     ModelConfig,
     OptimConfig,
     TrackingConfig,
+    TrainConfig,
+    data_config,
+    model_config,
+    optim_config,
+    pick,
+    tracking_config,
 )
 from medattn.errors import MedattnError
 from medattn.metrics import EPOCH_METRIC_NAMES
 
 app = typer.Typer(add_completion=False)
 
-# Every option defaults to None, "not given", so that a --config file's value wins over the config
-# class's default and the command line wins over both; the help shows the config class's default.
+#: The help text of each option, by its flag (:func:`_opt` appends the config class's default).
+HELP = {
+    "--dataset": "Data set (the seed's APTOS, ISIC2020, MIMICCXR accepted).",
+    "--data-dir": "Folder with the data set in its on-disk layout.",
+    "--model": "Architecture (seed spellings such as SEResNet50 or DeiT-T-LRP accepted).",
+    "--low-data-regimen": (
+        "Train on a stratified subsample of the training split (see --perc-train); val/test unchanged."
+    ),
+    "--perc-train": "Fraction of the training split used in the low-data regimen, in (0, 1].",
+    "--batch-size": "Batch size for training and validation.",
+    "--img-size": "Image side after the transforms, in pixels (a multiple of 16 for deit_tiny).",
+    "--resize": "Resize transform.",
+    "--class-weights": "Weight the loss by balanced class weights of the training split.",
+    "--epochs": "Number of training epochs (with --resume: the new total).",
+    "--lr": "Adam learning rate.",
+    "--weight-decay": "Adam weight decay.",
+    "--scheduler": "Learning-rate schedule.",
+    "--select-metric": (
+        "Metric that picks the epoch whose weights become the logged model: val_loss (lowest, as in the paper) "
+        "or e.g. val_auc (highest)."
+    ),
+    "--num-workers": "DataLoader worker processes.",
+    "--data-pipeline": (
+        "auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists and "
+        "the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image)."
+    ),
+    "--save-freq": "Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off).",
+    "--resume": "Continue this MLflow run from its checkpoints/last.pt (same run, no duplicate steps).",
+    "--ckpt": "Start from a local checkpoint file (weights, optimiser and epoch) in a new run.",
+    "--nr-layers": "Transformer blocks of deit_tiny.",
+    "--pretrained": "Initial weights. (default: imagenet for real data sets, none for demo)",
+    "--weights": "Local ImageNet state_dict/checkpoint for the backbone (machines without network).",
+    "--head": (
+        "pool (global average pool + linear) | flatten (the original project's linear over the flattened feature "
+        "map) | paper (the original's head per family)."
+    ),
+    "--init": (
+        "fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from scratch, "
+        "as the original)."
+    ),
+    "--zero-init-residual": (
+        "ResNet variants: start every bottleneck's residual branch at zero (its last BatchNorm's gamma = 0), a "
+        "control for the attention gates' down-scaling of that branch when training from scratch. (default: off)"
+    ),
+    "--multiclass": "APTOS: 5-grade task instead of referable DR (diagnosis > 0).",
+    "--uncertain": "MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones.",
+    "--seed": "Seed of initialisation, shuffling and augmentation (splits always use 42).",
+    "--seeds": SEEDS_HELP,
+    "--amp": "bf16 autocast on CUDA (ignored on CPU). (default: amp)",
+    "--compile": "torch.compile the model.",
+    "--config": "YAML experiment file (experiments/*.yaml); command-line options override it.",
+    "--experiment": "MLflow experiment. (default: medattn-<dataset>)",
+    "--run-name": "MLflow run name. (default: <model>-<dataset>)",
+    "--register": "Register the model as medattn-<dataset> in the model registry.",
+    "--system-metrics": "Log CPU/GPU/memory system metrics. (default: on)",
+    "--nproc": (
+        "Train with PyTorch DDP on N local processes (one per GPU, or gloo on CPU): re-launches itself under "
+        "torchrun --nproc-per-node N. --batch-size is then the global batch, split evenly over the processes."
+    ),
+}
 
-DatasetOpt = Annotated[
-    str | None,
-    option(
-        "--dataset",
-        help="Data set (the seed's APTOS, ISIC2020, MIMICCXR accepted)." + default(DataConfig.dataset),
-        **registry_choices("dataset"),
-    ),
-]
-DataDirOpt = Annotated[
-    str | None,
-    option("--data-dir", help="Folder with the data set in its on-disk layout." + default(DataConfig.data_dir)),
-]
-ModelOpt = Annotated[
-    str | None,
-    option(
-        "--model",
-        help="Architecture (seed spellings such as SEResNet50 or DeiT-T-LRP accepted)." + default(ModelConfig.model),
-        **registry_choices("model"),
-    ),
-]
-LowDataRegimenOpt = Annotated[
-    bool | None,
-    option(
-        "--low-data-regimen/--no-low-data-regimen",
-        help="Train on a stratified subsample of the training split (see --perc-train); val/test unchanged.",
-        show_default=False,
-    ),
-]
-PercTrainOpt = Annotated[
-    float | None,
-    option(
-        "--perc-train",
-        help="Fraction of the training split used in the low-data regimen, in (0, 1]." + default(DataConfig.perc_train),
-    ),
-]
-BatchSizeOpt = Annotated[
-    int | None, option("--batch-size", help="Batch size for training and validation." + default(OptimConfig.batch_size))
-]
-ImgSizeOpt = Annotated[
-    int | None,
-    option(
-        "--img-size",
-        help="Image side after the transforms, in pixels (a multiple of 16 for deit_tiny)."
-        + default(DataConfig.img_size),
-    ),
-]
-ResizeOpt = Annotated[
-    str | None, option("--resize", help="Resize transform." + default(DataConfig.resize), **choices(RESIZE_MODES))
-]
-ClassWeightsOpt = Annotated[
-    bool | None,
-    option(
-        "--class-weights/--no-class-weights",
-        help="Weight the loss by balanced class weights of the training split.",
-        show_default=False,
-    ),
-]
-EpochsOpt = Annotated[
-    int | None,
-    option("--epochs", help="Number of training epochs (with --resume: the new total)." + default(OptimConfig.epochs)),
-]
-LrOpt = Annotated[float | None, option("--lr", help="Adam learning rate." + default(OptimConfig.lr))]
-WeightDecayOpt = Annotated[
-    float | None, option("--weight-decay", help="Adam weight decay." + default(OptimConfig.weight_decay))
-]
-SchedulerOpt = Annotated[
-    str | None,
-    option("--scheduler", help="Learning-rate schedule." + default(OptimConfig.scheduler), **choices(SCHEDULERS)),
-]
-SelectMetricOpt = Annotated[
-    str | None,
-    option(
-        "--select-metric",
-        help="Metric that picks the epoch whose weights become the logged model: val_loss (lowest, as in the "
-        "paper) or e.g. val_auc (highest)." + default(OptimConfig.select_metric),
-        **choices(EPOCH_METRIC_NAMES),
-    ),
-]
-NumWorkersOpt = Annotated[
-    int | None, option("--num-workers", help="DataLoader worker processes." + default(DataConfig.num_workers))
-]
-DataPipelineOpt = Annotated[
-    str | None,
-    option(
-        "--data-pipeline",
-        help="auto (uint8 cache + batched augmentation on the GPU when the cache of `medattn data prepare` exists "
-        "and the device is CUDA) | gpu (force it, also on CPU) | cpu (PIL per image)."
-        + default(DataConfig.data_pipeline),
-        **choices(DATA_PIPELINES),
-    ),
-]
-SaveFreqOpt = Annotated[
-    int | None,
-    option(
-        "--save-freq",
-        help="Also keep checkpoints/epoch_XXXX.pt every N epochs (0: off)." + default(TrackingConfig.save_freq),
-    ),
-]
-ResumeOpt = Annotated[
-    str | None,
-    option("--resume", help="Continue this MLflow run from its checkpoints/last.pt (same run, no duplicate steps)."),
-]
-CkptOpt = Annotated[
-    str | None,
-    option("--ckpt", help="Start from a local checkpoint file (weights, optimiser and epoch) in a new run."),
-]
-NrLayersOpt = Annotated[
-    int | None, option("--nr-layers", help="Transformer blocks of deit_tiny." + default(ModelConfig.nr_layers))
-]
-PretrainedOpt = Annotated[
-    str | None,
-    option(
-        "--pretrained",
-        help="Initial weights. (default: imagenet for real data sets, none for demo)",
-        **choices(PRETRAINED),
-    ),
-]
-WeightsOpt = Annotated[
-    str | None,
-    option("--weights", help="Local ImageNet state_dict/checkpoint for the backbone (machines without network)."),
-]
-HeadOpt = Annotated[
-    str | None,
-    option(
-        "--head",
-        help="pool (global average pool + linear) | flatten (the original project's linear over the flattened "
-        "feature map) | paper (the original's head per family)." + default(ModelConfig.head),
-        **choices(HEADS),
-    ),
-]
-InitOpt = Annotated[
-    str | None,
-    option(
-        "--init",
-        help="fair (ImageNet backbone for every variant) | paper (SE/CBAM-DenseNet121 and CBAM-ResNet50 from "
-        "scratch, as the original)." + default(ModelConfig.init),
-        **choices(INITS),
-    ),
-]
-ZeroInitOpt = Annotated[
-    bool | None,
-    option(
-        "--zero-init-residual/--no-zero-init-residual",
-        help="ResNet variants: start every bottleneck's residual branch at zero (its last BatchNorm's gamma = 0), "
-        "a control for the attention gates' down-scaling of that branch when training from scratch. (default: off)",
-        show_default=False,
-    ),
-]
-MulticlassOpt = Annotated[
-    bool | None,
-    option(
-        "--multiclass/--binary",
-        help="APTOS: 5-grade task instead of referable DR (diagnosis > 0).",
-        show_default=False,
-    ),
-]
-UncertainOpt = Annotated[
-    str | None,
-    option(
-        "--uncertain",
-        help="MIMIC-CXR uncertain labels: ignore (drop) | zeros | ones." + default(DataConfig.uncertain),
-        **choices(UNCERTAIN),
-    ),
-]
-DuplicatesOpt = Annotated[
-    str | None,
-    option(
-        "--duplicates", help=DUPLICATES_HELP + default(DataConfig.duplicates), show_default=False, **choices(DUPLICATES)
-    ),
-]
-SeedOpt = Annotated[
-    int | None,
-    option(
-        "--seed",
-        help="Seed of initialisation, shuffling and augmentation (splits always use 42)." + default(OptimConfig.seed),
-    ),
-]
-SeedsOpt = Annotated[str | None, option("--seeds", help=SEEDS_HELP)]
-AmpOpt = Annotated[
-    bool | None,
-    option("--amp/--no-amp", help="bf16 autocast on CUDA (ignored on CPU). (default: amp)", show_default=False),
-]
-CompileOpt = Annotated[
-    bool | None, option("--compile/--no-compile", help="torch.compile the model.", show_default=False)
-]
-ConfigOpt = Annotated[
-    Path | None,
-    option("--config", help="YAML experiment file (experiments/*.yaml); command-line options override it."),
-]
-ExperimentOpt = Annotated[str | None, option("--experiment", help="MLflow experiment. (default: medattn-<dataset>)")]
-RunNameOpt = Annotated[str | None, option("--run-name", help="MLflow run name. (default: <model>-<dataset>)")]
-RegisterOpt = Annotated[
-    bool | None,
-    option(
-        "--register/--no-register",
-        help="Register the model as medattn-<dataset> in the model registry.",
-        show_default=False,
-    ),
-]
-SystemMetricsOpt = Annotated[
-    bool | None,
-    option(
-        "--system-metrics/--no-system-metrics",
-        help="Log CPU/GPU/memory system metrics. (default: on)",
-        show_default=False,
-    ),
-]
-NprocOpt = Annotated[
-    int | None,
-    option(
-        "--nproc",
-        help="Train with PyTorch DDP on N local processes (one per GPU, or gloo on CPU): re-launches itself under "
-        "torchrun --nproc-per-node N. --batch-size is then the global batch, split evenly over the processes.",
-    ),
-]
+
+def _opt(typ: type, flag: str, shown: Any = None, **kwargs: Any) -> Any:
+    """The option ``flag`` of type ``typ | None``, its help :data:`HELP`'s text plus `` (default: shown)``.
+
+    Every option defaults to None, "not given", so that a --config file's value wins over the config
+    class's default and the command line wins over both; ``shown`` is that class default.
+    """
+    return from_table(HELP, typ | None, flag, "" if shown is None else default(shown), **kwargs)
+
+
+DatasetOpt = _opt(str, "--dataset", DataConfig.dataset, **registry_choices("dataset"))
+DataDirOpt = _opt(str, "--data-dir", DataConfig.data_dir)
+ModelOpt = _opt(str, "--model", ModelConfig.model, **registry_choices("model"))
+LowDataRegimenOpt = _opt(bool, "--low-data-regimen/--no-low-data-regimen", show_default=False)
+PercTrainOpt = _opt(float, "--perc-train", DataConfig.perc_train)
+BatchSizeOpt = _opt(int, "--batch-size", OptimConfig.batch_size)
+ImgSizeOpt = _opt(int, "--img-size", DataConfig.img_size)
+ResizeOpt = _opt(str, "--resize", DataConfig.resize, **choices(RESIZE_MODES))
+ClassWeightsOpt = _opt(bool, "--class-weights/--no-class-weights", show_default=False)
+EpochsOpt = _opt(int, "--epochs", OptimConfig.epochs)
+LrOpt = _opt(float, "--lr", OptimConfig.lr)
+WeightDecayOpt = _opt(float, "--weight-decay", OptimConfig.weight_decay)
+SchedulerOpt = _opt(str, "--scheduler", OptimConfig.scheduler, **choices(SCHEDULERS))
+SelectMetricOpt = _opt(str, "--select-metric", OptimConfig.select_metric, **choices(EPOCH_METRIC_NAMES))
+NumWorkersOpt = _opt(int, "--num-workers", DataConfig.num_workers)
+DataPipelineOpt = _opt(str, "--data-pipeline", DataConfig.data_pipeline, **choices(DATA_PIPELINES))
+SaveFreqOpt = _opt(int, "--save-freq", TrackingConfig.save_freq)
+ResumeOpt = _opt(str, "--resume")
+CkptOpt = _opt(str, "--ckpt")
+NrLayersOpt = _opt(int, "--nr-layers", ModelConfig.nr_layers)
+PretrainedOpt = _opt(str, "--pretrained", **choices(PRETRAINED))
+WeightsOpt = _opt(str, "--weights")
+HeadOpt = _opt(str, "--head", ModelConfig.head, **choices(HEADS))
+InitOpt = _opt(str, "--init", ModelConfig.init, **choices(INITS))
+ZeroInitOpt = _opt(bool, "--zero-init-residual/--no-zero-init-residual", show_default=False)
+MulticlassOpt = _opt(bool, "--multiclass/--binary", show_default=False)
+UncertainOpt = _opt(str, "--uncertain", DataConfig.uncertain, **choices(UNCERTAIN))
+SeedOpt = _opt(int, "--seed", OptimConfig.seed)
+SeedsOpt = _opt(str, "--seeds")
+AmpOpt = _opt(bool, "--amp/--no-amp", show_default=False)
+CompileOpt = _opt(bool, "--compile/--no-compile", show_default=False)
+ConfigOpt = _opt(Path, "--config")
+ExperimentOpt = _opt(str, "--experiment")
+RunNameOpt = _opt(str, "--run-name")
+RegisterOpt = _opt(bool, "--register/--no-register", show_default=False)
+SystemMetricsOpt = _opt(bool, "--system-metrics/--no-system-metrics", show_default=False)
+NprocOpt = _opt(int, "--nproc")
 
 
 @app.command()
@@ -319,25 +214,28 @@ def train(
     # loaded when the command runs: --help and shell completion stay free of torch and MLflow
     from medattn import api
 
-    # The command-line layer of the config, by section; None: not given (the --config file or the default holds).
-    # fmt: off
-    overrides = {
-        "dataset": dataset, "data_dir": data_dir, "img_size": img_size, "resize": resize,
-        "low_data_regimen": low_data_regimen, "perc_train": perc_train, "multiclass": multiclass,
-        "uncertain": uncertain, "num_workers": num_workers, "data_pipeline": data_pipeline, "duplicates": duplicates,
-        "model": model, "pretrained": pretrained, "weights": weights, "head": head, "nr_layers": nr_layers,
-        "init": init, "zero_init_residual": zero_init_residual,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "scheduler": scheduler,
-        "class_weights": class_weights, "select_metric": select_metric, "seed": seed, "amp": amp, "compile": compile,
-        "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "register": register,
-        "save_freq": save_freq, "system_metrics": system_metrics,
-        "device": device_of(device, gpu_id), "ckpt": ckpt,
-    }
-    # fmt: on
     seed_list = api.parse_seeds(given(seeds))
     if seed_list and seed is not None:
         raise MedattnError("give either --seed or --seeds, not both.")
-    cfg = api.resolve_train_config(overrides, config_file=config, resume=resume)
+    # Each option by name into its config part; one not given (None) takes the --config file's value
+    # (with --resume: the resumed run's), else the config class's default.
+    under = api.values_under_options(config, resume=resume, tracking_uri=tracking_uri)
+    # fmt: off
+    cfg = TrainConfig(
+        data=data_config(under, dataset=dataset, data_dir=data_dir, img_size=img_size, resize=resize,
+            low_data_regimen=low_data_regimen, perc_train=perc_train, multiclass=multiclass, uncertain=uncertain,
+            num_workers=num_workers, data_pipeline=data_pipeline, duplicates=duplicates),
+        model=model_config(under, model=model, pretrained=pretrained, weights=weights, head=head,
+            nr_layers=nr_layers, init=init, zero_init_residual=zero_init_residual),
+        optim=optim_config(under, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            scheduler=scheduler, class_weights=class_weights, select_metric=select_metric, seed=seed, amp=amp,
+            compile=compile),
+        tracking=tracking_config(under, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
+            register=register, save_freq=save_freq, system_metrics=system_metrics),
+        device=pick(under, "device", device_of(device, gpu_id), TrainConfig.device),
+        resume=pick(under, "resume", resume, TrainConfig.resume), ckpt=pick(under, "ckpt", ckpt, TrainConfig.ckpt),
+    )
+    # fmt: on
     cfgs = api.seed_configs(cfg, seed_list)  # one run per seed of --seeds
     if not _relaunched(ctx, nproc, cfg.optim.batch_size):
         _train_each(cfgs, seeds_given=bool(seed_list), progress=not quiet)

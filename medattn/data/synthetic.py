@@ -3,7 +3,14 @@
 Every image is a textured orange-red disc on a dark background with an illumination gradient,
 dark vessel curves, sensor noise and 0–3 small dark-red dots (haemorrhage-like) in both classes.
 
-**Version 2 (the default): "hollow" lesions among solid look-alikes.** Both classes carry 2–4
+**Version 3 (the default): the label drawn from a latent.** Version 2's images (below) plus a pale
+optic disc, the brightest structure of the image, where the vessels start; the first blob is a ring
+of continuous strength ``s`` (or absent), and the label is drawn with ``P(label = 1 | s) =
+sigmoid((s − 0.35) / tau)`` (:func:`draw_v3`), so even a classifier that sees ``s`` exactly cannot
+reach AUC 1. ``labels.csv`` adds ``oracle_prob`` (that probability), ``site`` and ``reserved_split``
+(the images only the test split receives); docs/demo.md has the details and the measurements.
+
+**Version 2: "hollow" lesions among solid look-alikes.** Both classes carry 2–4
 bright yellow-white blobs drawn from one distribution: the same colour, the same count, the same
 *bright area* (equivalent radius 7–11 % of the image side) and the same placement (every blob
 reserves the room a ring would need, so crowding cannot differ between the classes). The label is

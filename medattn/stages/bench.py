@@ -21,32 +21,29 @@ timed region:
   with the scaling over 1, 2, ... workers.
 
 The result (device name, torch/timm/captum versions, date, settings, per-model rates, ratios
-``pipeline/pure`` and ``pipeline/seed_config`` and the :data:`TARGETS` it is held to) is written as JSON after
-every model, so a run cut short still leaves what it measured, and as a markdown table.
+``pipeline/pure`` and ``pipeline/seed_config`` and the targets it is held to, in
+:mod:`medattn.stages.bench_result`) is written as JSON after every model, so a run cut short still
+leaves what it measured, and as a markdown table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import itertools
 import json
 import logging
 import platform
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torchvision
-from PIL import Image
 from torch import nn
 
 from medattn import registry
@@ -62,6 +59,8 @@ from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
 from medattn.models import MODELS, canonical_model_name, create_model, is_vit
 from medattn.runtime import resolve_device, torch_flags
+from medattn.stages.bench_inputs import _cycle, _repeat, _timed, write_synthetic_isic
+from medattn.stages.bench_result import RATE_FIELDS, BenchResult, _fmt, markdown_table, prepare_line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,137 +174,19 @@ def quick_config(**overrides: Any) -> BenchConfig:
 
 
 __all__ = [
-    "RATE_FIELDS",
-    "SCHEMA",
-    "TARGETS",
     "BenchConfig",
-    "BenchResult",
     "bench",
     "default_out",
-    "markdown_table",
     "quick_config",
     "resolve_models",
-    "write_synthetic_isic",
 ]
 
 log = logging.getLogger(__name__)
-
-SCHEMA = "medattn-bench/1"
-RATE_FIELDS = (
-    "pure_train_img_s",
-    "pipeline_train_img_s",
-    "files_train_img_s",
-    "seed_config_train_img_s",
-    "infer_img_s",
-)
-"""Per-model images/s fields (besides the per-method ``attr_img_s`` and ``attr_single_img_s``)."""
-
-TARGETS = {
-    "pipeline_over_pure_min": 0.9,
-    "resnet50_pipeline_over_seed_config_min": 15.0,
-    "resnet50_deeplift_img_s_min": 500.0,
-    "deit_tiny_transformer_lrp_batched_over_single_min": 20.0,
-}
-"""The throughput the GPU input path is built to reach on one H100/H200 (evaluated only when the
-device is CUDA)."""
-
 QUICK_PREPARE_LAYOUTS = {
     "isic_jpeg": Layout("isic2020", (240, 160), "RGB", "JPEG", 8),
     "aptos_png": Layout("aptos2019", (200, 120), "RGB", "PNG", 12),
 }
 """``--quick --prepare``: small images in two layouts (the full run uses ``prepare_bench.DEFAULT_LAYOUTS``)."""
-
-
-@dataclass
-class BenchResult:
-    """What :func:`bench` measured; :meth:`to_json` is the file's content.
-
-    Attributes:
-        device: ``{"type", "name", "count", "capability"}``.
-        versions: python, torch, torchvision, timm, captum, cuda, cudnn, medattn.
-        date: ISO-8601 UTC time of the start.
-        settings: the resolved :class:`BenchConfig` plus the precision/layout used.
-        models: one record per model (rates in images/s and the two ratios).
-        errors: ``"model/measurement: message"`` for measurements that failed.
-        out: the JSON file written.
-        prepare: the ``--prepare`` measurement (:func:`medattn.data.prepare_bench.measure_prepare`), else ``None``.
-    """
-
-    device: dict[str, Any]
-    versions: dict[str, str]
-    date: str
-    settings: dict[str, Any]
-    models: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    out: str | None = None
-    prepare: dict[str, Any] | None = None
-
-    def targets(self) -> dict[str, Any]:
-        """The :data:`TARGETS` against the measured rates (``None`` where not measured or not CUDA)."""
-        by = {m["model"]: m for m in self.models}
-        cuda = self.device.get("type") == "cuda"
-        checks: dict[str, Any] = {"evaluated": cuda}
-        ratios = [m.get("pipeline_over_pure") for m in self.models]
-        checks["pipeline_over_pure_all_models"] = (
-            all(r is not None and r >= TARGETS["pipeline_over_pure_min"] for r in ratios) if cuda and ratios else None
-        )
-        r50 = by.get("resnet50", {})
-        ratio = r50.get("pipeline_over_seed_config")
-        checks["resnet50_pipeline_over_seed_config"] = (
-            ratio >= TARGETS["resnet50_pipeline_over_seed_config_min"] if cuda and ratio is not None else None
-        )
-        dl = r50.get("attr_img_s", {}).get("deeplift")
-        checks["resnet50_deeplift"] = dl >= TARGETS["resnet50_deeplift_img_s_min"] if cuda and dl is not None else None
-        deit = by.get("deit_tiny", {})
-        b, s = (
-            deit.get("attr_img_s", {}).get("transformer-lrp"),
-            deit.get("attr_single_img_s", {}).get("transformer-lrp"),
-        )
-        checks["deit_tiny_transformer_lrp_batched_over_single"] = (
-            b / s >= TARGETS["deit_tiny_transformer_lrp_batched_over_single_min"] if cuda and b and s else None
-        )
-        return checks
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON document (schema ``medattn-bench/1``)."""
-        return {
-            "schema": SCHEMA,
-            "device": self.device,
-            "versions": self.versions,
-            "date": self.date,
-            "settings": self.settings,
-            "models": self.models,
-            "targets": {"thresholds": TARGETS, "met": self.targets()},
-            "errors": self.errors,
-            "prepare": self.prepare,
-        }
-
-
-# =============================================================================================
-# helpers
-# =============================================================================================
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(device: torch.device, fn: Callable[[], int]) -> float:
-    """Seconds of ``fn()`` (which returns the number of images it processed) → images/s."""
-    _sync(device)
-    start = time.perf_counter()
-    n = fn()
-    _sync(device)
-    return n / (time.perf_counter() - start)
-
-
-def _repeat(batch: tuple[torch.Tensor, torch.Tensor], n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for _ in range(n):
-        yield batch
-
-
-def _cycle(loader: Iterable, n: int) -> Iterator:
-    """``n`` batches from ``loader``, starting new epochs as needed."""
-    return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), n)
 
 
 def _versions() -> dict[str, str]:
@@ -350,48 +231,6 @@ def default_out(device: dict[str, Any], date: str, quick: bool) -> Path:
     if device.get("type") == "cuda" and not quick:
         return Path("benchmarks") / "results" / name
     return Path(f"medattn-bench-{name}")
-
-
-def write_synthetic_isic(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> Path:
-    """A synthetic data set in the ISIC 2020 layout (``train.csv`` + ``jpeg/train/<id>.jpg``).
-
-    Images are smooth colour fields with texture, JPEG-encoded at ``size`` (height, width), so
-    decoding costs what real dermoscopy photos of that size cost.
-
-    Args:
-        root: folder to write.
-        n: number of images (4 per patient, every third one melanoma).
-        size: ``(height, width)`` of the JPEG files.
-        seed: seed of the image content.
-
-    Returns:
-        ``root``.
-    """
-    rng = np.random.default_rng(seed)
-    h, w = size
-    folder = root / "jpeg" / "train"
-    folder.mkdir(parents=True, exist_ok=True)
-    texture = rng.normal(0, 12, size=(h, w, 1))
-    names = [f"ISIC_{k:07d}" for k in range(n)]
-    for k, name in enumerate(names):
-        small = rng.uniform(40, 220, size=(6, 8, 3)).astype(np.uint8)
-        base = np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR), dtype=np.float64)
-        img = np.clip(base + np.roll(texture, k * 7, axis=1), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{name}.jpg", quality=90)
-    target = [int(k % 3 == 0) for k in range(n)]
-    pd.DataFrame(
-        {
-            "image_name": names,
-            "patient_id": [f"IP_{k // 4:05d}" for k in range(n)],
-            "sex": "female",
-            "age_approx": 50,
-            "anatom_site_general_challenge": "torso",
-            "diagnosis": ["melanoma" if t else "nevus" for t in target],
-            "benign_malignant": ["malignant" if t else "benign" for t in target],
-            "target": target,
-        }
-    ).to_csv(root / "train.csv", index=False)
-    return root
 
 
 # =============================================================================================
@@ -653,72 +492,3 @@ def _measure_prepare(cfg: BenchConfig, echo: Callable[[str], None]) -> dict[str,
     doc = measure_prepare(root, img_size=cfg.img_size, workers=workers, layouts=layouts)
     echo(prepare_line(doc))
     return doc
-
-
-def prepare_line(doc: dict[str, Any]) -> str:
-    """One markdown line of a ``prepare`` field: each layout's prepare rate against serial full decoding."""
-    parts = [
-        f"{name} ({lay['source']}) {lay['prepare_img_s']:,.1f} vs {lay['serial_full_decode_img_s']:,.1f} "
-        f"(x{lay['prepare_speedup']:.1f})"
-        for name, lay in doc["layouts"].items()
-    ]
-    return (
-        f"Prepare at {doc['img_size']} px on {doc['workers']} workers, images/s (vs serial full-resolution "
-        f"decoding): " + "; ".join(parts) + "."
-    )
-
-
-def _fmt(v: Any, digits: int = 0) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return str(v)
-
-
-def markdown_table(result: BenchResult | dict[str, Any]) -> str:
-    """The markdown table of a result (or of a loaded JSON document), as ``docs/performance.md`` shows it.
-
-    Args:
-        result: a :class:`BenchResult` or the dict :meth:`BenchResult.to_json` produced.
-
-    Returns:
-        Markdown: a caption line (device, versions, date, settings) and one row per model.
-    """
-    doc = result.to_json() if isinstance(result, BenchResult) else result
-    dev, ver, st = doc["device"], doc["versions"], doc["settings"]
-    caption = (
-        f"{dev['name']} ({dev['type']}), torch {ver['torch']}, timm {ver.get('timm')}, captum {ver.get('captum')}, "
-        f"{doc['date'][:10]}; batch {st['batch_size']}, {st['img_size']} px, {st['amp']}, channels_last: "
-        f"{st['channels_last']}; seed config: batch {st['seed_batch_size']}, fp32, PIL, 0 workers; "
-        f"files: PIL on {st['num_workers']} workers. Images/s."
-    )
-    head = (
-        "model",
-        "pure train",
-        "pipeline train",
-        "files train",
-        "seed config train",
-        "pipeline/pure",
-        "pipeline/seed",
-        "inference",
-        "attribution batched (1 image/call)",
-    )
-    lines = [caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in doc["models"]:
-        attr = ", ".join(
-            f"{k} {_fmt(v)} ({_fmt(m.get('attr_single_img_s', {}).get(k), 1)})"
-            for k, v in m.get("attr_img_s", {}).items()
-        )
-        cells = [
-            m["model"],
-            *(_fmt(m.get(k)) for k in RATE_FIELDS[:4]),
-            _fmt(m.get("pipeline_over_pure"), 2),
-            _fmt(m.get("pipeline_over_seed_config"), 1),
-            _fmt(m.get("infer_img_s")),
-            attr,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if doc.get("prepare"):
-        lines += ["", prepare_line(doc["prepare"])]
-    return "\n".join(lines)

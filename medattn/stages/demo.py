@@ -29,7 +29,7 @@ from medattn.config import (
 )
 from medattn.data import write_synthetic
 from medattn.errors import ConfigError
-from medattn.explain.evaluation import BASELINES, HIGHER_IS_BETTER, ORACLE, metric_name
+from medattn.explain.sanity import BASELINES, HIGHER_IS_BETTER, ORACLE, metric_name
 from medattn.stages.clinical import table_subgroups
 from medattn.stages.compare import CompareConfig, compare
 from medattn.stages.evaluate import TestConfig, test

@@ -43,7 +43,7 @@ from medattn.models import canonical_model_name
 from medattn.stages import cells as cells_mod
 from medattn.stages import slurm
 from medattn.stages.cells import CellStatus, grid_tag, inspect_cell
-from medattn.stages.compare import paper_table
+from medattn.stages.compare_paper import paper_table
 from medattn.stages.evaluate import TestConfig
 from medattn.stages.evaluate import test as test_stage
 from medattn.stages.train import train
@@ -169,7 +169,7 @@ class GridResult:
         tracking_uri: the store.
         jobs: Slurm job ids submitted by this call.
         errors: one sentence per cell that failed in this call.
-        paper: the paper-style tables (:func:`medattn.stages.compare.paper_markdown`) once every
+        paper: the paper-style tables (:func:`medattn.stages.compare_paper.paper_markdown`) once every
             cell is finished and tested, else empty.
     """
 
@@ -323,7 +323,7 @@ def grid(
     Finished cells are skipped (one line says how many), cells whose run died are continued in that
     run from its last checkpoint, missing cells are trained, and each trained cell is tested
     (``options.test``). The end prints the status table and, once every cell is finished and
-    tested, the paper-style tables (:func:`medattn.stages.compare.paper_markdown`).
+    tested, the paper-style tables (:func:`medattn.stages.compare_paper.paper_markdown`).
 
     Raises:
         ConfigError: bad options or grid file, or no ``sbatch`` for the Slurm launcher (nothing runs).

@@ -43,15 +43,11 @@ import medattn
 from medattn import tracking
 from medattn.config import TrackingPart
 from medattn.errors import ConfigError, MedattnError
-from medattn.stages.report_sections import (
-    RESOURCES,
-    Experiment,
-    Section,
-    build_sections,
-    load_experiment,
-    paper_results,
-    parse_xai_metrics,
-)
+from medattn.stages.report_model import Section
+from medattn.stages.report_paper import RESOURCES, paper_results
+from medattn.stages.report_runs import Experiment, load_experiment
+from medattn.stages.report_sections import build_sections
+from medattn.stages.report_xai import parse_xai_metrics
 
 __all__ = [
     "ReportConfig",

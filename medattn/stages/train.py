@@ -25,7 +25,7 @@ from torch import nn
 
 from medattn import checkpoint as ckpt_io
 from medattn import distributed, engine, plots, tracking
-from medattn.config import TrainConfig, build_train_config, with_legacy_defaults
+from medattn.config import TrainConfig, config_file_values, known_options, train_config, with_legacy_defaults
 from medattn.data import duplicate_counts
 from medattn.data.gpu import fast_loaders, wants_channels_last
 from medattn.errors import ConfigError, MedattnError
@@ -78,14 +78,27 @@ def resolve_train_config(
         config_file: an ``experiments/*.yaml`` file.
         resume: a run id whose ``config.yaml`` provides the defaults (``--epochs`` may extend it).
     """
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given = known_options(overrides)
+    under = values_under_options(config_file, resume=resume, tracking_uri=given.get("tracking_uri"))
+    return train_config({**under, **given, **({"resume": resume} if resume else {})})
+
+
+def values_under_options(
+    config_file: str | Path | None = None, *, resume: str | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """The option values that the options given on the command line override (option name → value).
+
+    Args:
+        config_file: an ``experiments/*.yaml`` file, read when ``resume`` is not given.
+        resume: a run id: its logged ``config.yaml`` instead of the file (``--epochs`` may extend it).
+        tracking_uri: the store of the ``resume`` run.
+    """
     if not resume:
-        return build_train_config(overrides, config_file=config_file)
-    tracking.connect(overrides.get("tracking_uri"))
+        return config_file_values(config_file)
+    tracking.connect(tracking_uri)
     logged = with_legacy_defaults(tracking.run_config(resume))  # a run of an older version resumes as it was
     # where the run goes is the caller's choice, never the logged config's (it could name another server)
-    base = {k: v for k, v in logged.items() if k not in ("resume", "ckpt", "tracking_uri")}
-    return build_train_config({**base, **overrides, "resume": resume})
+    return known_options({k: v for k, v in logged.items() if k not in ("resume", "ckpt", "tracking_uri")})
 
 
 def model_summary(model: nn.Module) -> str:

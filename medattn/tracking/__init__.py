@@ -1,7 +1,9 @@
 """MLflow I/O, the only package of medattn that imports ``mlflow``.
 
 * :mod:`.names` — every tag, param prefix and artifact path;
-* :mod:`.runs` — the store, stage runs (``MLFLOW_RUN_ID`` handled once), logging, reading back;
+* :mod:`.connection` — the store: where it is and whether it answers;
+* :mod:`.runs` — experiments, stage runs (``MLFLOW_RUN_ID`` handled once), reading back;
+* :mod:`.logs` — logging params, metrics, tables, figures and artifacts into a run;
 * :mod:`.models` — logged models, the registry and aliases;
 * :mod:`.pyfunc` — the registered model as a pyfunc: images in, class probabilities out;
 * :mod:`.saliency` — the one writer and the one reader of the interpret artifacts;
@@ -26,6 +28,30 @@ from medattn.tracking.auth import (
     refused,
 )
 from medattn.tracking.checkpoints import Resumable, log_checkpoints, newest_complete_checkpoint, read_manifest
+from medattn.tracking.connection import (
+    HTTP_PROBE_TIMEOUT_S,
+    artifact_root,
+    connect,
+    resolve_tracking_uri,
+    run_url,
+    ui_command,
+)
+from medattn.tracking.logs import (
+    finite,
+    ids_digest,
+    log_artifact,
+    log_artifacts,
+    log_dataset,
+    log_figure,
+    log_metrics,
+    log_missing_steps,
+    log_params,
+    log_table,
+    log_text,
+    log_yaml,
+    set_description,
+    set_tags,
+)
 from medattn.tracking.models import *  # noqa: F403 - its __all__ is the one list of the model functions
 from medattn.tracking.names import *  # noqa: F403 - the names are this package's vocabulary
 from medattn.tracking.names import (
@@ -38,46 +64,26 @@ from medattn.tracking.names import (
     registered_model_name,
 )
 from medattn.tracking.runs import (
-    HTTP_PROBE_TIMEOUT_S,
     active_experiment_id,
     active_run_id,
-    artifact_root,
-    connect,
     default_train_experiment,
     download,
     ensure_experiment,
     environment_tags,
     experiment_name_of,
     finished_filter,
-    finite,
     get_run,
-    ids_digest,
-    log_artifact,
-    log_artifacts,
-    log_dataset,
-    log_figure,
-    log_metrics,
-    log_missing_steps,
-    log_params,
-    log_table,
-    log_text,
-    log_yaml,
     metric_history,
     project_experiment_name,
     project_run_id,
     quiet_artifact_downloads,
-    resolve_tracking_uri,
     run_config,
     run_kind,
-    run_url,
     search_runs,
-    set_description,
-    set_tags,
     set_terminated,
     stage_experiment,
     stage_run,
     tracked_run,
-    ui_command,
 )
 from medattn.tracking.saliency import SaliencyReader, SaliencyWriter, read_csv
 from medattn.tracking.uris import source_run_of
@@ -104,18 +110,32 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "original_artifact",
     "registered_model_name",
     "HTTP_PROBE_TIMEOUT_S",
-    "active_experiment_id",
-    "active_run_id",
     "artifact_root",
     "connect",
+    "resolve_tracking_uri",
+    "run_url",
+    "ui_command",
+    "active_experiment_id",
+    "active_run_id",
     "default_train_experiment",
     "download",
     "ensure_experiment",
     "environment_tags",
     "experiment_name_of",
     "finished_filter",
-    "finite",
     "get_run",
+    "metric_history",
+    "project_experiment_name",
+    "project_run_id",
+    "quiet_artifact_downloads",
+    "run_config",
+    "run_kind",
+    "search_runs",
+    "set_terminated",
+    "stage_experiment",
+    "stage_run",
+    "tracked_run",
+    "finite",
     "ids_digest",
     "log_artifact",
     "log_artifacts",
@@ -127,22 +147,8 @@ __all__ = [  # noqa: RUF022 - grouped by submodule
     "log_table",
     "log_text",
     "log_yaml",
-    "metric_history",
-    "project_experiment_name",
-    "project_run_id",
-    "quiet_artifact_downloads",
-    "resolve_tracking_uri",
-    "run_config",
-    "run_kind",
-    "run_url",
-    "search_runs",
     "set_description",
     "set_tags",
-    "set_terminated",
-    "stage_experiment",
-    "stage_run",
-    "tracked_run",
-    "ui_command",
     "SaliencyReader",
     "SaliencyWriter",
     "read_csv",

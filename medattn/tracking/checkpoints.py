@@ -20,8 +20,9 @@ import mlflow
 
 from medattn import checkpoint as ckpt_io
 from medattn.errors import MedattnError
+from medattn.tracking.logs import log_artifact, log_text
 from medattn.tracking.names import CHECKPOINT_DIR, CHECKPOINT_MANIFEST, LAST_CKPT
-from medattn.tracking.runs import download, log_artifact, log_text
+from medattn.tracking.runs import download
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 

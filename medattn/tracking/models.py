@@ -19,6 +19,7 @@ from medattn import checkpoint as ckpt_io
 from medattn.errors import MedattnError
 from medattn.tracking.auth import refused
 from medattn.tracking.checkpoints import read_manifest
+from medattn.tracking.logs import log_metrics
 from medattn.tracking.names import (
     BEST_CKPT,
     CHECKPOINT_DIR,
@@ -34,7 +35,7 @@ from medattn.tracking.pyfunc import (
     input_example,
     signature,
 )
-from medattn.tracking.runs import active_run_id, download, log_metrics
+from medattn.tracking.runs import active_run_id, download
 
 MODEL_WEIGHTS_PATH = f"artifacts/{WEIGHTS_FILE}"
 """Where the pyfunc keeps its ``weights`` artifact inside the logged model (MLflow copies artifacts there)."""

@@ -1,10 +1,10 @@
-"""The tracking store and the runs of every stage: connect, start / resume / nest, log, read back.
+"""Experiments and the runs of every stage: start / resume / nest, end, read back.
 
-Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
-experiments are created with an explicit artifact location next to the database, because MLflow
+The store itself (where it is, :func:`~medattn.tracking.connection.connect`) is in
+:mod:`medattn.tracking.connection`; logging into a run in :mod:`medattn.tracking.logs`.
+Experiments are created with an explicit artifact location next to the database, because MLflow
 fixes it at creation time from whatever the working directory was (a store created from another
 directory would put later artifacts there).
-``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` point anywhere else.
 
 ``MLFLOW_RUN_ID`` (set by ``mlflow run``) is read in one place, :func:`project_run_id`: a
 top-level stage logs into that run instead of starting its own.
@@ -14,30 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import math
 import os
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import mlflow
-import pandas as pd
 import torch
 import yaml
-from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
-from sqlalchemy.exc import SQLAlchemyError
 
 import medattn
 from medattn.errors import MedattnError
-from medattn.tracking.auth import auth_error, check_uri_has_no_secret, redact_secrets, redact_url, redact_value
+from medattn.tracking.auth import auth_error
+from medattn.tracking.connection import artifact_root, connect
+from medattn.tracking.logs import set_tags
 from medattn.tracking.names import (
     CONFIG_FILE,
     ENV_EXPERIMENT_ID,
@@ -50,53 +43,8 @@ from medattn.tracking.names import (
     TAG_TORCH_VERSION,
     describe_run,
     experiment_name,
-    resolved_param,
 )
-from medattn.tracking.store import open_store, retry_locked
-
-HTTP_PROBE_TIMEOUT_S = 5.0
-"""Seconds ``connect`` waits for an http(s) tracking server to answer before giving up."""
-
-
-# ---- store ----------------------------------------------------------------------------------
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
-def artifact_root(uri: str) -> Path | None:
-    """Local artifact root for a sqlite store (``mlruns`` beside the database), else ``None``."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        db = unquote(uri[len("sqlite:///") :])
-        if db in ("", ":memory:"):
-            return Path.cwd().resolve() / "mlruns"
-        return Path(db).resolve().parent / "mlruns"
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path)).resolve()
-    return None
-
-
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI over this store."""
-    if urlparse(uri).scheme in ("http", "https"):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
-
-
-def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of a run under the UI at ``ui_base`` (a server URL); a ``user:password@``
-    in it is left out (a browser asks for the login)."""
-    parts = urlsplit(ui_base)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    base = urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+from medattn.tracking.store import retry_locked
 
 
 @functools.cache
@@ -134,93 +82,6 @@ def environment_tags() -> dict[str, str]:
     if commit:
         tags[TAG_GIT_COMMIT] = commit
     return tags
-
-
-def _probe_http(uri: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> None:
-    """Fail fast when an http(s) tracking server does not answer at all.
-
-    Any HTTP response (even 401 or 404) counts as reachable; only a refused, unresolvable or
-    silent server is an error here, so that authentication and API errors still come from MLflow.
-
-    Raises:
-        MedattnError: no answer within ``timeout`` seconds.
-    """
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - the user's own tracking URI
-            pass
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise MedattnError(
-            f"cannot reach the MLflow tracking server {redact_url(uri)!r} ({str(reason)[:120] or type(exc).__name__}); "
-            "start it or check --tracking-uri and MLFLOW_TRACKING_URI."
-        ) from None
-
-
-DB_PROBE_TIMEOUT_S = 5
-"""Seconds ``connect`` waits for a database tracking store to accept a connection."""
-
-
-def _probe_database(uri: str) -> None:
-    """Fail fast when a database tracking store (PostgreSQL, MySQL, ...) does not accept a connection.
-
-    MLflow retries an unreachable database with exponential backoff for about 100 s before raising;
-    one direct connection attempt here turns that into one sentence at once.
-
-    Raises:
-        MedattnError: the driver is missing or the database refuses or does not answer.
-    """
-    import sqlalchemy  # MLflow's own dependency; imported here only for database stores
-
-    args = {"connect_timeout": DB_PROBE_TIMEOUT_S} if uri.startswith(("postgresql", "mysql")) else {}
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args=args)
-        try:
-            with engine.connect():
-                pass
-        finally:
-            engine.dispose()
-    except (SQLAlchemyError, ImportError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (install the database driver the URI names)" if isinstance(exc, ImportError) else ""
-        raise MedattnError(
-            redact_secrets(
-                f"cannot reach the MLflow tracking store {redact_url(uri)!r} ({first[:160]}){hint}; check "
-                "--tracking-uri or MLFLOW_TRACKING_URI."
-            )
-        ) from None
-
-
-def connect(uri: str | None = None) -> str:
-    """Point MLflow at the store and check that it answers.
-
-    Returns:
-        The resolved tracking URI.
-
-    Raises:
-        MedattnError: the store cannot be reached or opened.
-    """
-    resolved = resolve_tracking_uri(uri)
-    check_uri_has_no_secret(resolved)  # credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD, never the URI
-    scheme = urlparse(resolved).scheme
-    if scheme in ("http", "https"):
-        _probe_http(resolved)  # MLflow itself retries an unreachable server for minutes
-    elif scheme not in ("", "file", "sqlite", "databricks", "databricks-uc", "uc"):
-        _probe_database(resolved)  # and an unreachable database for about 100 s
-    try:
-        open_store(resolved)  # of many processes, one at a time creates or repairs a sqlite store
-    except (MlflowException, OSError, ConnectionError, SQLAlchemyError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (install the database driver the URI names)" if isinstance(exc, ImportError) else ""
-        raise auth_error(exc, resolved) or MedattnError(
-            redact_secrets(
-                f"cannot reach the MLflow tracking store {redact_url(resolved)!r} ({first[:160]}){hint}; check "
-                "--tracking-uri or MLFLOW_TRACKING_URI."
-            )
-        ) from None
-    return resolved
 
 
 def ensure_experiment(name: str, uri: str) -> str:
@@ -401,166 +262,6 @@ def active_run_id() -> str | None:
 def set_terminated(run_id: str, status: str) -> None:
     """Set a finished run's status (e.g. ``KILLED`` for a pruned trial)."""
     mlflow.MlflowClient().set_terminated(run_id, status)
-
-
-# ---- logging (to the active run, or to ``run_id``) ------------------------------------------
-def finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    """MLflow stores NaN fine, but NaN metrics make the UI's charts and sorting misleading: drop them."""
-    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
-
-
-@retry_locked
-def log_params(params: Mapping[str, Any]) -> dict[str, str]:
-    """Log params to the active run (``None`` written as ``"None"``), never changing a logged one.
-
-    ``mlflow run`` logs every ``-P`` value as typed (``model=SEResNet50``, ``lr=1e-3``,
-    ``split=validation``, a relative storage path) before medattn starts, and MLflow refuses to
-    change a param. A key already logged with the same string is left alone; one logged with
-    another string keeps it, and medattn's normalised value goes under ``resolved.<key>``
-    (the resolved config is also the run's ``config.yaml``).
-
-    Returns:
-        What was logged now, ``{key: value as a string}``.
-    """
-    run = mlflow.active_run()
-    have = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run is not None else {}
-    fresh: dict[str, str] = {}
-    for key, value in params.items():
-        if value is None and have.get(key) == "":
-            continue  # an MLproject parameter left at its empty default: "not given" already
-        text = "None" if value is None else redact_secrets(str(value))  # no password is ever logged
-        if have.get(key, text) != text:
-            key = resolved_param(key)
-        if key not in have:
-            fresh[key] = text
-    if fresh:
-        mlflow.log_params(fresh)
-    return fresh
-
-
-@retry_locked
-def log_metrics(metrics: Mapping[str, float], step: int | None = None, *, model_id: str | None = None) -> None:
-    """Log the finite ``metrics`` to the active run (and to a logged model when ``model_id`` is given).
-
-    With ``model_id``, a metric the run already holds with the same value (``best_val_*``, logged at
-    the best epoch) is attached to the model at that point's step and time, which the store keeps
-    once: the run's history shows it once, not again at step 0.
-    """
-    values = finite(metrics)
-    if model_id is None:
-        mlflow.log_metrics(values, step=step)
-        return
-    run = mlflow.active_run()
-    client = mlflow.MlflowClient()
-    fresh = {}
-    for key, value in values.items():
-        same = [m for m in client.get_metric_history(run.info.run_id, key) if m.value == value] if run else []
-        if not same:
-            fresh[key] = value
-            continue
-        point = max(same, key=lambda m: (m.timestamp, m.step))
-        mlflow.log_metrics({key: value}, step=point.step, timestamp=point.timestamp, model_id=model_id)
-    if fresh:
-        mlflow.log_metrics(fresh, step=step, model_id=model_id)
-
-
-def ids_digest(ids: Sequence[str]) -> str:
-    """Digest of a set of image ids (order-free): the same split gives the same MLflow Dataset digest."""
-    text = "\n".join(sorted(str(i) for i in ids))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def log_dataset(
-    frame: pd.DataFrame, *, name: str, context: str, source: str, id_column: str = "image_id", target: str = "label"
-) -> str:
-    """Log a split manifest as an MLflow Dataset input of the active run (the UI's Datasets column).
-
-    Args:
-        frame: one row per image (``image_id``, ``label``, ...).
-        name: the dataset's name, e.g. ``demo-train`` (:func:`~medattn.tracking.names.dataset_name`).
-        context: its role in the run: ``train``, ``val`` or ``test``.
-        source: where the images are (the data folder).
-        id_column: the column whose values the digest is computed from.
-        target: the label column (declared as the dataset's targets when present).
-
-    Returns:
-        The digest (of the ids, :func:`ids_digest`).
-    """
-    digest = ids_digest(frame[id_column].astype(str).tolist())
-    with warnings.catch_warnings():
-        # MLflow warns that a local path matches its local source type twice, and that integer
-        # label columns cannot hold missing values; neither applies to a manifest of ids.
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            frame.reset_index(drop=True),
-            source=source,
-            targets=target if target in frame.columns else None,
-            name=name,
-            digest=digest,
-        )
-        mlflow.log_input(dataset, context=context)
-    return digest
-
-
-def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
-    """Log a DataFrame as an MLflow table (a ``.json`` artifact the UI shows as a table) of the active run."""
-    with warnings.catch_warnings():
-        # MLflow's image-column check uses a select_dtypes spelling pandas 3 deprecates.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        mlflow.log_table(data=frame, artifact_file=artifact_file)
-
-
-def set_description(text: str, run_id: str | None = None) -> None:
-    """Set the description the MLflow UI shows on a run (its ``mlflow.note.content`` tag)."""
-    set_tags({TAG_DESCRIPTION: text}, run_id=run_id)
-
-
-@retry_locked
-def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
-    """Set tags on the active run, or on ``run_id``."""
-    tags = {k: redact_secrets(str(v)) for k, v in tags.items()}  # no password is ever logged
-    if run_id is None:
-        mlflow.set_tags(tags)
-        return
-    client = mlflow.MlflowClient()
-    for k, v in tags.items():
-        client.set_tag(run_id, k, v)
-
-
-def log_text(text: str, artifact_file: str) -> None:
-    """Log ``text`` as an artifact of the active run (passwords in URIs redacted)."""
-    mlflow.log_text(redact_secrets(text), artifact_file)
-
-
-def log_yaml(data: Mapping[str, Any], artifact_file: str) -> None:
-    """Log a mapping as a YAML artifact of the active run (passwords in URIs redacted)."""
-    mlflow.log_text(yaml.safe_dump(redact_value(dict(data)), sort_keys=True), artifact_file)
-
-
-def log_figure(fig: Figure, artifact_file: str, *, run_id: str | None = None) -> None:
-    """Log a Figure to the active run, or to ``run_id`` (a finished run) through the client."""
-    if run_id is None:
-        mlflow.log_figure(fig, artifact_file)
-    else:
-        mlflow.MlflowClient().log_figure(run_id, fig, artifact_file)
-
-
-def log_artifact(path: str | Path, artifact_dir: str | None = None) -> None:
-    """Log one local file to the active run (under ``artifact_dir``)."""
-    mlflow.log_artifact(str(path), artifact_dir)
-
-
-def log_artifacts(folder: str | Path) -> None:
-    """Log every file under ``folder`` to the active run, keeping relative paths."""
-    mlflow.log_artifacts(str(folder))
-
-
-def log_missing_steps(run_id: str, history: Mapping[str, Sequence[float]]) -> None:
-    """Log the epochs that ``last.pt`` holds but the run's metrics lack (a kill between the two)."""
-    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_loss")}
-    for step in range(len(history.get("val_loss", []))):
-        if step not in logged:
-            log_metrics({k: v[step] for k, v in history.items() if len(v) > step}, step=step)
 
 
 # ---- reading back ---------------------------------------------------------------------------

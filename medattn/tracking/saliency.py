@@ -30,8 +30,9 @@ from PIL import Image
 from medattn.data.ids import safe_name
 from medattn.data.io import ImageReadError, open_image
 from medattn.errors import MedattnError
+from medattn.tracking.logs import log_artifacts
 from medattn.tracking.names import INPUTS_DIR, SALIENCY_DIR, SALIENCY_ID_MAP, SALIENCY_INDEX, XAI_CSV
-from medattn.tracking.runs import download, log_artifacts
+from medattn.tracking.runs import download
 
 
 def map_artifact(method: str, image_id: str) -> str:

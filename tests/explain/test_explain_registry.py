@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from medattn.explain import EXPLAINERS, attribute
-from medattn.explain.evaluation import randomize_weights
+from medattn.explain.sanity import randomize_weights
 from medattn.models import MODELS, DenseNet, create_model
 
 IMG = 32

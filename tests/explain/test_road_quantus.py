@@ -15,15 +15,10 @@ quantus = pytest.importorskip("quantus")
 from quantus.functions.perturb_func import noisy_linear_imputation  # noqa: E402
 
 from medattn.errors import ConfigError  # noqa: E402
-from medattn.explain.evaluation import (  # noqa: E402
-    ROAD_MAX_FRACTION,
-    evaluate_explanations,
-    mask_relevance_mass,
-    pointing_game,
-    road_curves,
-    road_impute,
-    sanity_verdicts,
-)
+from medattn.explain.evaluation import evaluate_explanations  # noqa: E402
+from medattn.explain.localisation import mask_relevance_mass, pointing_game  # noqa: E402
+from medattn.explain.removal import ROAD_MAX_FRACTION, road_curves, road_impute  # noqa: E402
+from medattn.explain.sanity import sanity_verdicts  # noqa: E402
 
 SIZE = 40  # 0.1125 · 1600 = 180: every ROAD step removes a whole number of pixels in both libraries
 

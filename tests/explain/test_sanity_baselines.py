@@ -18,17 +18,15 @@ from medattn.data import (
     read_image,
     write_synthetic,
 )
-from medattn.explain.evaluation import (
+from medattn.explain.evaluation import evaluate_explanations, map_scores, summarize_scores
+from medattn.explain.sanity import (
     BASELINES,
     CENTRE_SIGMA,
     bootstrap_ci,
-    evaluate_explanations,
     grey_level,
-    map_scores,
     randomize_weights,
     rank_correlation,
     sanity_verdicts,
-    summarize_scores,
 )
 from medattn.models import create_model
 

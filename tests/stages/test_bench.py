@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from medattn.cli import app
-from medattn.stages import bench
-from medattn.stages.bench import RATE_FIELDS, SCHEMA, BenchResult, default_out, markdown_table
+from medattn.stages import bench, bench_result
+from medattn.stages.bench import default_out
+from medattn.stages.bench_result import RATE_FIELDS, SCHEMA, BenchResult, markdown_table
 
 # Known training rates (images/s) per measurement, told apart by the batches and the step count
 # each measurement asks for (the quick config below gives every measurement its own step count).
@@ -107,6 +108,6 @@ def test_bench_prepare_adds_the_prepare_field(tmp_path, monkeypatch):
     assert prep["prepare_img_s"] > 0 and prep["serial_full_decode_img_s"] > 0
     assert set(prep["layouts"]) == set(bench.QUICK_PREPARE_LAYOUTS)
     assert prep["prepare_img_s"] == prep["layouts"]["isic_jpeg"]["prepare_img_s"]
-    assert bench.prepare_line(prep) in out.with_suffix(".md").read_text()
+    assert bench_result.prepare_line(prep) in out.with_suffix(".md").read_text()
     bad = CliRunner().invoke(app, ["bench", "--quick", "--prepare", "--prepare-workers", "0"])
     assert bad.exit_code == 2 and "--prepare-workers must be 1 or more" in bad.output

@@ -10,7 +10,7 @@ import pytest
 
 from medattn import plots, tracking
 from medattn.errors import ConfigError
-from medattn.stages import compare
+from medattn.stages import compare, compare_tables
 from medattn.stages.compare import CompareConfig
 
 IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
@@ -212,4 +212,4 @@ def test_compare_shows_the_oracle_as_the_auc_reference(variants, monkeypatch, tm
     assert oracle == ["oracle 0.930 (known ceiling)"]
     np.testing.assert_allclose(lines[oracle[0]].get_ydata(), [0.93, 0.93])
     # without the oracle (another metric), no reference line and no oracle columns are invented
-    assert compare.oracle_reference(logged, "test_balanced_accuracy") is None
+    assert compare_tables.oracle_reference(logged, "test_balanced_accuracy") is None

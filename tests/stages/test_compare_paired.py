@@ -9,7 +9,7 @@ import pytest
 
 from medattn import tracking
 from medattn.metrics import paired_bootstrap, roc_auc
-from medattn.stages import compare
+from medattn.stages import compare, compare_paired
 from medattn.stages.compare import CompareConfig
 
 N = 40
@@ -68,7 +68,9 @@ def test_compare_logs_the_paired_delta_auc_table_and_forest_plot(seeded):
     def two(model):
         return [np.stack([1 - probs[(model, s)], probs[(model, s)]], 1)[order] for s in (0, 1)]
 
-    expected = paired_bootstrap(y, two("se_resnet50"), two("resnet50"), roc_auc, n_boot=compare.PAIRED_N_BOOT, seed=0)
+    expected = paired_bootstrap(
+        y, two("se_resnet50"), two("resnet50"), roc_auc, n_boot=compare_paired.PAIRED_N_BOOT, seed=0
+    )
     per_seed = [roc_auc(y, a) - roc_auc(y, b) for a, b in zip(two("se_resnet50"), two("resnet50"), strict=True)]
     metrics = mlflow.get_run(res.run_id).data.metrics
     name = "delta_auc_se_resnet50_vs_resnet50"
@@ -97,15 +99,16 @@ def test_verdict_sentence_reads_as_the_issue_shows():
         "ci_low": -0.0204, "ci_high": 0.0411, "p_value": 0.4321, "n_seed_pairs": 1,
     }  # fmt: skip
     assert (
-        compare.verdict(row) == "SE on ResNet-50: ΔAUC +0.012 [−0.020, +0.041], p = 0.43 — no evidence of a difference"
+        compare_paired.verdict(row)
+        == "SE on ResNet-50: ΔAUC +0.012 [−0.020, +0.041], p = 0.43 — no evidence of a difference"
     )
     lower = {**row, "delta_auc": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_value": 0.001}
-    assert compare.verdict(lower).endswith("p = 0.001 — evidence that SE lowers the AUC")
+    assert compare_paired.verdict(lower).endswith("p = 0.001 — evidence that SE lowers the AUC")
 
 
 def test_plain_backbone_pairs_attention_variants_only():
-    assert compare.plain_backbone("cbam_densenet121") == "densenet121"
-    assert compare.plain_backbone("se_resnet50") == "resnet50"
-    assert compare.plain_backbone("resnet50") is None
-    assert compare.plain_backbone("deit_tiny") is None
-    assert compare.plain_backbone("?") is None
+    assert compare_paired.plain_backbone("cbam_densenet121") == "densenet121"
+    assert compare_paired.plain_backbone("se_resnet50") == "resnet50"
+    assert compare_paired.plain_backbone("resnet50") is None
+    assert compare_paired.plain_backbone("deit_tiny") is None
+    assert compare_paired.plain_backbone("?") is None

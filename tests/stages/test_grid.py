@@ -11,7 +11,7 @@ import pytest
 
 from medattn import tracking
 from medattn.errors import ConfigError
-from medattn.stages import cells, compare, grid, slurm
+from medattn.stages import cells, compare, compare_paper, grid, slurm
 
 GRID_YAML = """\
 dataset: demo
@@ -152,7 +152,7 @@ def test_slurm_without_sbatch_submits_nothing(
 
 
 def test_paper_table_has_mean_sd_over_seeds_and_paired_deltas():
-    summary = compare.seed_summary(
+    summary = compare_paper.seed_summary(
         [_fake_test_run(m, p, s, auc) for m, p, s, auc in [
             ("resnet50", "0.5", "r0", 0.70), ("resnet50", "0.5", "r1", 0.80), ("se_resnet50", "1.0", "r2", 0.9)
         ]],
@@ -168,7 +168,7 @@ def test_paper_table_has_mean_sd_over_seeds_and_paired_deltas():
         "variant": "se_resnet50", "backbone": "resnet50", "perc_train": 1.0, "delta_auc": 0.05,
         "ci_low": 0.01, "ci_high": 0.09, "p_value": 0.01,
     }])}  # fmt: skip
-    text = compare.paper_markdown(summary, paired)
+    text = compare_paper.paper_markdown(summary, paired)
     assert "| demo | resnet50 | 0.750 ± 0.071 (2) |  |" in text
     assert "| demo | se_resnet50 |  | 0.900 (1) |" in text
     assert "| demo | se_resnet50 | resnet50 |  | +0.050 [+0.010, +0.090]* |" in text

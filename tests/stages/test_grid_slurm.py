@@ -21,7 +21,7 @@ import optuna
 import pytest
 
 from medattn import tracking
-from medattn.stages import cells, grid, search
+from medattn.stages import cells, grid, search_storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
@@ -243,9 +243,9 @@ def test_search_on_slurm_shares_one_journal_study(
     )
     trials = optuna.load_study(study_name="slurm", storage=storage_obj).get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3] and {t.state.name for t in trials} == {"COMPLETE"}
-    runs = {t.user_attrs[search.TRIAL_ATTR_RUN_ID] for t in trials}
+    runs = {t.user_attrs[search_storage.TRIAL_ATTR_RUN_ID] for t in trials}
     assert len(runs) == 4  # one MLflow run per trial, none shared
-    jobs = {t.user_attrs[search.TRIAL_ATTR_WORKER][tracking.TAG_SLURM_JOB] for t in trials}
+    jobs = {t.user_attrs[search_storage.TRIAL_ATTR_WORKER][tracking.TAG_SLURM_JOB] for t in trials}
     assert len(jobs) == 2  # two Slurm workers took part
     parents = tracking.search_runs(None, f"tags.`{tracking.TAG_KIND}` = 'search'")
     assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}

@@ -24,7 +24,7 @@ import medattn
 from medattn import tracking
 from medattn.errors import MedattnError
 from medattn.metrics import roc_auc
-from medattn.stages import compare
+from medattn.stages import compare_paired
 from medattn.stages import report as report_stage
 from medattn.stages.report import ReportConfig, parse_xai_metrics, report
 
@@ -268,7 +268,7 @@ def test_report_numbers_are_the_runs_metrics_and_the_page_is_self_contained(tiny
     assert results["se_resnet50"]["Seeds"] == "2"
     assert results["densenet121"]["Oracle AUC (ceiling)"] == "0.930 [0.900, 0.960]"
     # the paired ΔAUC is the one medattn compare computes from the same predictions (both seeds per side)
-    expected = compare.paired_table(tiny["frames"]).set_index("variant").loc["se_resnet50"]
+    expected = compare_paired.paired_table(tiny["frames"]).set_index("variant").loc["se_resnet50"]
     delta = next(n for n in page.numbers if n["data-metric"] == "delta_auc")
     assert float(delta["data-value"]) == pytest.approx(expected["delta_auc"])
     assert float(delta["data-ci-low"]) == pytest.approx(expected["ci_low"])

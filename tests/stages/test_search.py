@@ -10,7 +10,7 @@ import yaml
 
 from medattn import tracking
 from medattn.errors import MedattnError
-from medattn.stages import search
+from medattn.stages import search, search_storage
 
 
 def _children(parent_id: str) -> list:
@@ -126,7 +126,7 @@ def test_pruned_trial_ends_killed_and_failed_trial_failed(mlflow_store, demo_dir
     assert parent.data.metrics["n_trials_pruned"] == 1 and parent.data.metrics["n_trials_failed"] == 1
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED"]
-    assert study.trials[1].user_attrs[search.TRIAL_ATTR_RUN_ID] == runs[1].info.run_id
+    assert study.trials[1].user_attrs[search_storage.TRIAL_ATTR_RUN_ID] == runs[1].info.run_id
     assert not mlflow.search_runs(
         search_all_experiments=True, filter_string="attributes.status = 'RUNNING'", output_format="list"
     )
@@ -186,9 +186,9 @@ def test_redact_url():
 
 def test_relative_sqlite_storage_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert search.absolute_storage("sqlite:///optuna.db") == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
-    assert search.absolute_storage("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
-    assert search.absolute_storage("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert search_storage.absolute_storage("sqlite:///optuna.db") == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    assert search_storage.absolute_storage("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
+    assert search_storage.absolute_storage("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
 @pytest.mark.parametrize(
@@ -209,15 +209,15 @@ def test_a_worker_that_loses_the_schema_race_opens_the_storage_again(monkeypatch
             raise error
         return "storage"
 
-    monkeypatch.setattr(search, "_rdb_storage", flaky)
-    monkeypatch.setattr(search.time, "sleep", lambda s: None)
-    assert search._get_storage(tiny_search(tmp_path, "sqlite:///o.db")) == "storage" and len(calls) == 2
+    monkeypatch.setattr(search_storage, "_rdb_storage", flaky)
+    monkeypatch.setattr(search_storage.time, "sleep", lambda s: None)
+    assert search_storage._get_storage(tiny_search(tmp_path, "sqlite:///o.db")) == "storage" and len(calls) == 2
 
 
 def test_other_storage_errors_are_not_retried(monkeypatch, tiny_search, tmp_path):
     def broken(cfg):
         raise sqlalchemy.exc.OperationalError("connect", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(search, "_rdb_storage", broken)
+    monkeypatch.setattr(search_storage, "_rdb_storage", broken)
     with pytest.raises(sqlalchemy.exc.OperationalError, match="connection refused"):
-        search._get_storage(tiny_search(tmp_path, "sqlite:///o.db"))
+        search_storage._get_storage(tiny_search(tmp_path, "sqlite:///o.db"))

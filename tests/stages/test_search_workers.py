@@ -20,7 +20,7 @@ import pytest
 
 from medattn import tracking
 from medattn.errors import ConfigError
-from medattn.stages import search
+from medattn.stages import search, search_storage
 from medattn.stages import train as train_stage
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def _running_trial(storage: str, proc: subprocess.Popen) -> optuna.trial.FrozenT
         except KeyError:  # the study is not created yet
             trials = []
         for t in trials:
-            if t.state.name == "RUNNING" and t.user_attrs.get(search.TRIAL_ATTR_RUN_ID):
+            if t.state.name == "RUNNING" and t.user_attrs.get(search_storage.TRIAL_ATTR_RUN_ID):
                 return t
         time.sleep(0.5)
     raise AssertionError("worker A started no trial in time")
@@ -68,8 +68,8 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     client = mlflow.MlflowClient()
-    a_run = killed.user_attrs[search.TRIAL_ATTR_RUN_ID]
-    a_parent = killed.user_attrs[search.TRIAL_ATTR_PARENT_RUN_ID]
+    a_run = killed.user_attrs[search_storage.TRIAL_ATTR_RUN_ID]
+    a_parent = killed.user_attrs[search_storage.TRIAL_ATTR_PARENT_RUN_ID]
     assert client.get_run(a_run).info.status == "RUNNING"
     time.sleep(3)  # past the grace period (2 heartbeats) since A's last heartbeat
 
@@ -85,7 +85,7 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
     assert retry.params == killed.params
     assert retry.system_attrs["failed_trial"] == killed.number
     assert result.states == {killed.number + 1: "COMPLETE", killed.number + 2: "COMPLETE"}
-    assert retry.user_attrs[search.TRIAL_ATTR_RUN_ID] == result.trial_run_ids[retry.number] != a_run
+    assert retry.user_attrs[search_storage.TRIAL_ATTR_RUN_ID] == result.trial_run_ids[retry.number] != a_run
 
     # the dead worker's runs ended FAILED; nothing is left RUNNING
     a = client.get_run(a_run)
@@ -95,7 +95,7 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
         "FINISHED",
         "FAILED",
     }
-    retry_run = client.get_run(retry.user_attrs[search.TRIAL_ATTR_RUN_ID])
+    retry_run = client.get_run(retry.user_attrs[search_storage.TRIAL_ATTR_RUN_ID])
     assert retry_run.data.tags[tracking.TAG_RETRY_OF] == str(killed.number)
 
     # the parent: Optuna's plots; the trials: no logged model unless asked for
@@ -110,12 +110,12 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_store, demo_dir, tmp_pa
 
 def test_storage_from_the_environment_and_never_logged_with_its_password(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(search.ENV_STORAGE, "postgresql://team:s3cret@db.example.org/optuna")
-    assert search.resolve_storage(None) == "postgresql://team:s3cret@db.example.org/optuna"
-    assert search.resolve_storage("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
-    assert search.redact_url(search.resolve_storage("")) == "postgresql://team:***@db.example.org/optuna"
-    monkeypatch.delenv(search.ENV_STORAGE)
-    assert search.resolve_storage(None) == f"sqlite:///{tmp_path / 'optuna.db'}"
+    monkeypatch.setenv(search_storage.ENV_STORAGE, "postgresql://team:s3cret@db.example.org/optuna")
+    assert search_storage.resolve_storage(None) == "postgresql://team:s3cret@db.example.org/optuna"
+    assert search_storage.resolve_storage("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert search.redact_url(search_storage.resolve_storage("")) == "postgresql://team:***@db.example.org/optuna"
+    monkeypatch.delenv(search_storage.ENV_STORAGE)
+    assert search_storage.resolve_storage(None) == f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
 def test_a_storage_error_never_shows_the_password(mlflow_store, demo_dir, tiny_search):
@@ -134,7 +134,7 @@ def test_a_storage_error_never_shows_the_password(mlflow_store, demo_dir, tiny_s
 def test_cli_storage_from_environment_and_models_on_request(mlflow_store, demo_dir, tmp_path, cli, monkeypatch):
     """``--log-models`` logs each trial's model; without ``--storage`` the study goes to ``$OPTUNA_STORAGE``."""
     storage = f"sqlite:///{tmp_path / 'from_env.db'}"
-    monkeypatch.setenv(search.ENV_STORAGE, storage)
+    monkeypatch.setenv(search_storage.ENV_STORAGE, storage)
     res = cli(
         ["search", "--dataset", "demo", "--model", "deit_tiny", "--data-dir", demo_dir, "--n-trials", "1"]
         + ["--epochs", "1", "--img-size", "32", "--batch-sizes", "8", "--study-name", "env", "--quiet"]

@@ -1,4 +1,4 @@
-"""``compare.xai_table`` on the interpret runs' metrics: baselines as sources, CIs as columns, no verdict rows."""
+"""``compare_tables.xai_table`` on the interpret runs' metrics: baselines as sources, CIs as columns, no verdict rows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from types import SimpleNamespace
 
 from medattn import tracking
-from medattn.stages.compare import xai_table
+from medattn.stages.compare_tables import xai_table
 
 
 def _run(run_id: str, model: str, methods: str, metrics: dict[str, float]) -> SimpleNamespace:

@@ -1,4 +1,4 @@
-"""Tests of medattn.plots: pure figures, deterministic, showing the data they were given."""
+"""Tests of medattn.plots.training: pure figures, deterministic, showing the data they were given."""
 
 from __future__ import annotations
 
