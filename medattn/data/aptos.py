@@ -17,17 +17,14 @@ from medattn.data.base import (
     DatasetSpec,
     ReadOptions,
     Table,
-    checked,
     first_existing,
     label_problems,
-    match_images,
+    locate_images,
     metadata_of,
-    missing_problems,
     parse_int_labels,
     read_csv,
     require_dir,
 )
-from medattn.data.ids import id_problems
 from medattn.data.splits import stratified_image_split
 
 pd = lazy.module("pandas")  # loads on first use: listing the data sets (--help) needs no pandas
@@ -46,10 +43,8 @@ def read_aptos(data_dir: Path, opts: ReadOptions) -> Table:
     grades, ok = parse_int_labels(raw["diagnosis"], range(5))
     problems = label_problems(csv, "diagnosis", raw["id_code"], raw["diagnosis"], ok, "an integer grade 0-4")
     ids = raw["id_code"].astype(str)
-    bad_ids, safe = id_problems(csv, "id_code", ids)
-    problems += bad_ids
-    paths = [p if ok else None for p, ok in zip(match_images(folder, list(ids), IMAGE_EXTS), safe, strict=True)]
-    problems += missing_problems(csv, *checked(ids, paths, [folder / f"{i}.png" for i in ids], safe))
+    paths, image_problems = locate_images(csv, "id_code", ids, folder, IMAGE_EXTS)
+    problems += image_problems
     keep = ok & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
     labels = grades if opts.multiclass else (grades > 0).astype(int)
     # sex / age / site columns a user added to train.csv (the release has none) become subgroups

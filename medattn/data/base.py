@@ -247,6 +247,29 @@ def match_images(folder: Path, ids: Sequence[str], exts: Sequence[str]) -> list[
     return out
 
 
+def locate_images(
+    source: Path, column: str, ids: Sequence[str], folder: Path, exts: Sequence[str]
+) -> tuple[list[str | None], list[str]]:
+    """Find each row's image ``<folder>/<id><ext>``, after checking its id is safe as a file name.
+
+    Args:
+        source: the label file the ids come from (named in the problems).
+        column: its id column (named in the problems).
+        ids: the image ids, one per row.
+        folder: the image folder.
+        exts: the extensions tried, in order; a missing file is reported with the first.
+
+    Returns:
+        ``(paths, problems)``: the absolute path per row (``None`` where the id is refused, see
+        :func:`medattn.data.ids.id_problems`, or no file exists; a refused id is never looked up)
+        and one sentence per refused id, then one per missing file.
+    """
+    bad_ids, safe = id_problems(source, column, ids)
+    paths = [p if ok else None for p, ok in zip(match_images(folder, list(ids), exts), safe, strict=True)]
+    expected = [folder / f"{i}{exts[0]}" for i in ids]
+    return paths, bad_ids + missing_problems(source, *checked(ids, paths, expected, safe))
+
+
 def parse_int_labels(values: pd.Series, allowed: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Parse labels that must be integers in ``allowed``.
 

@@ -20,17 +20,14 @@ from medattn.data.base import (
     DatasetSpec,
     ReadOptions,
     Table,
-    checked,
     first_existing,
     label_problems,
-    match_images,
+    locate_images,
     metadata_of,
-    missing_problems,
     parse_int_labels,
     read_csv,
     require_dir,
 )
-from medattn.data.ids import id_problems
 from medattn.data.splits import patient_split
 from medattn.errors import DataError
 
@@ -76,10 +73,8 @@ def read_isic(data_dir: Path, opts: ReadOptions) -> Table:
         for i in raw["image_name"][no_patient]
     ]
     ids = raw["image_name"].astype(str)
-    bad_ids, safe = id_problems(csv, "image_name", ids)
-    problems += bad_ids
-    paths = [p if ok else None for p, ok in zip(match_images(folder, list(ids), IMAGE_EXTS), safe, strict=True)]
-    problems += missing_problems(csv, *checked(ids, paths, [folder / f"{i}.jpg" for i in ids], safe))
+    paths, image_problems = locate_images(csv, "image_name", ids, folder, IMAGE_EXTS)
+    problems += image_problems
     keep = ok & ~no_patient & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
     meta = metadata_of(raw, {"age": "age_approx", "site": "anatom_site_general_challenge"})
     frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"], **meta})[

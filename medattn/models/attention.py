@@ -34,8 +34,44 @@ def _hidden(channels: int, reduction: int) -> int:
     return max(channels // reduction, 1)
 
 
+class _Gate(nn.Module):
+    """What every gate here computes: ``x * sigmoid(score(x))``, the score broadcast over ``x``.
+
+    A subclass builds the layers of :meth:`score`, then calls :meth:`_add_gate`, which registers
+    the ``gate`` (sigmoid) and ``mul`` (:class:`~medattn.models.layers.GateMul`) leaf modules after
+    them, in the order the forward calls them. Neither holds a tensor, so the state_dict keys are
+    the score layers' alone.
+    """
+
+    def _add_mlp(self, channels: int, reduction: int) -> None:
+        # the excitation MLP of SE and of CBAM's channel gate: 1x1 convs C -> C/r -> C, one ReLU
+        hidden = _hidden(channels, reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.act = nn.ReLU(inplace=False)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+
+    def _add_gate(self) -> None:
+        self.gate = nn.Sigmoid()
+        self.mul = GateMul()
+
+    def score(self, x: Tensor) -> Tensor:
+        """The gate's logits: ``(B, C, 1, 1)`` for a channel gate, ``(B, 1, H, W)`` for a spatial one."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Gate ``x`` by ``sigmoid(score(x))``.
+
+        Args:
+            x: features ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        return self.mul(x, self.gate(self.score(x)))
+
+
 @ATTENTION.register("se", "squeeze_excitation")
-class SEBlock(nn.Module):
+class SEBlock(_Gate):
     """Squeeze-and-Excitation (Hu et al. 2018): re-weight channels by a gate from their means.
 
     ``x * sigmoid(fc2(relu(fc1(avgpool(x)))))`` with 1x1 convolutions as the two FC layers.
@@ -47,28 +83,16 @@ class SEBlock(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = _hidden(channels, reduction)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
-        self.act = nn.ReLU(inplace=False)
-        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
-        self.gate = nn.Sigmoid()
-        self.mul = GateMul()
+        self._add_mlp(channels, reduction)
+        self._add_gate()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Gate the channels of ``x``.
-
-        Args:
-            x: features ``(B, C, H, W)``.
-
-        Returns:
-            ``(B, C, H, W)``.
-        """
-        g = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))  # (B, C, 1, 1)
-        return self.mul(x, g)
+    def score(self, x: Tensor) -> Tensor:
+        """Channel logits ``(B, C, 1, 1)`` from the channel means."""
+        return self.fc2(self.act(self.fc1(self.pool(x))))
 
 
-class ChannelGate(nn.Module):
+class ChannelGate(_Gate):
     """CBAM's channel attention: one shared MLP over the average and the max descriptor.
 
     The two descriptors are stacked along the last spatial axis, ``(B, C, 1, 2)``, and pass through
@@ -85,32 +109,21 @@ class ChannelGate(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = _hidden(channels, reduction)
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.max_pool = nn.AdaptiveMaxPool2d(1)
-        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
-        self.act = nn.ReLU(inplace=False)
-        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+        self._add_mlp(channels, reduction)
         self.add = Add()
-        self.gate = nn.Sigmoid()
-        self.mul = GateMul()
+        self._add_gate()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Gate the channels of ``x``.
-
-        Args:
-            x: features ``(B, C, H, W)``.
-
-        Returns:
-            ``(B, C, H, W)``.
-        """
+    def score(self, x: Tensor) -> Tensor:
+        """Channel logits ``(B, C, 1, 1)``: the MLP of the average plus the MLP of the max descriptor."""
         desc = torch.cat([self.avg_pool(x), self.max_pool(x)], dim=3)  # (B, C, 1, 2): avg | max
         out = self.fc2(self.act(self.fc1(desc)))  # (B, C, 1, 2); 1x1 convs act per column
         avg_out, max_out = out[..., :1], out[..., 1:]  # (B, C, 1, 1) each
-        return self.mul(x, self.gate(self.add(avg_out, max_out)))
+        return self.add(avg_out, max_out)
 
 
-class SpatialGate(nn.Module):
+class SpatialGate(_Gate):
     """CBAM's spatial attention: a 7x7 conv (+ BN) over the channel mean and max, then a sigmoid.
 
     Args:
@@ -122,20 +135,11 @@ class SpatialGate(nn.Module):
         self.pool = ChannelPool()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1)
-        self.gate = nn.Sigmoid()
-        self.mul = GateMul()
+        self._add_gate()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Gate the positions of ``x``.
-
-        Args:
-            x: features ``(B, C, H, W)``.
-
-        Returns:
-            ``(B, C, H, W)``.
-        """
-        g = self.gate(self.bn(self.conv(self.pool(x))))  # (B, 1, H, W)
-        return self.mul(x, g)
+    def score(self, x: Tensor) -> Tensor:
+        """Position logits ``(B, 1, H, W)`` from the channel mean and max."""
+        return self.bn(self.conv(self.pool(x)))
 
 
 @ATTENTION.register("cbam")
@@ -165,7 +169,7 @@ class CBAMBlock(nn.Module):
 
 
 @ATTENTION.register("eca")
-class ECABlock(nn.Module):
+class ECABlock(_Gate):
     """Efficient Channel Attention (Wang et al. 2020): a 1-D conv across pooled channels.
 
     Args:
@@ -180,21 +184,12 @@ class ECABlock(nn.Module):
         k = t if t % 2 else t + 1
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
-        self.gate = nn.Sigmoid()
-        self.mul = GateMul()
+        self._add_gate()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Gate the channels of ``x``.
-
-        Args:
-            x: features ``(B, C, H, W)``.
-
-        Returns:
-            ``(B, C, H, W)``.
-        """
+    def score(self, x: Tensor) -> Tensor:
+        """Channel logits ``(B, C, 1, 1)``: a 1-D conv across the channel means."""
         y = self.pool(x).flatten(2).transpose(1, 2)  # (B, 1, C)
-        y = self.conv(y).transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)
-        return self.mul(x, self.gate(y))
+        return self.conv(y).transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)
 
 
 def create_attention(name: str, channels: int, reduction: int = 16) -> nn.Module:

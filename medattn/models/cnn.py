@@ -70,6 +70,40 @@ def _no_inplace(module: nn.Module) -> None:
             m.inplace = False
 
 
+class _Classifier(nn.Module):
+    """The forward both backbones share: features, the pool (``pool`` head only), flatten, the Linear head.
+
+    A subclass sets ``avgpool`` (``None`` for the ``flatten`` head) and defines
+    :meth:`forward_features` and :meth:`get_classifier` (the head keeps torchvision's name,
+    ``fc`` or ``classifier``, so torchvision's state_dicts still load).
+    """
+
+    avgpool: nn.Module | None
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Backbone: ``(B, 3, H, W) -> (B, C, H/32, W/32)``."""
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Linear:
+        """The final Linear layer."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits.
+
+        Args:
+            x: images ``(B, 3, H, W)`` (``H = W = img_size`` for the flatten head).
+
+        Returns:
+            ``(B, num_classes)``.
+        """
+        x = self.forward_features(x)
+        if self.avgpool is not None:
+            x = self.avgpool(x)
+        # torch.flatten is a reshape, not a nonlinearity: no module needed for explainers.
+        return self.get_classifier()(torch.flatten(x, 1))
+
+
 class Bottleneck(nn.Module):
     """ResNet bottleneck (1x1, 3x3, 1x1) with an optional attention block before the residual add.
 
@@ -156,7 +190,7 @@ class _BlockFactory:
         return Bottleneck(*args, attn=self.attn, reduction=self.reduction, **kwargs)
 
 
-class ResNet(tv_resnet.ResNet):
+class ResNet(_Classifier, tv_resnet.ResNet):
     """torchvision ResNet with explainable bottlenecks, optional attention and a choice of head.
 
     Args:
@@ -197,20 +231,9 @@ class ResNet(tv_resnet.ResNet):
         x = self.layer3(x)
         return self.layer4(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits.
-
-        Args:
-            x: images ``(B, 3, H, W)`` (``H = W = img_size`` for the flatten head).
-
-        Returns:
-            ``(B, num_classes)``.
-        """
-        x = self.forward_features(x)
-        if self.avgpool is not None:
-            x = self.avgpool(x)
-        # torch.flatten is a reshape, not a nonlinearity: no module needed for explainers.
-        return self.fc(torch.flatten(x, 1))
+    def get_classifier(self) -> nn.Linear:
+        """The head, ``fc`` (torchvision's name)."""
+        return self.fc
 
 
 def zero_init_residual(model: nn.Module) -> int:
@@ -231,7 +254,7 @@ def zero_init_residual(model: nn.Module) -> int:
     return len(blocks)
 
 
-class DenseNet(tv_densenet.DenseNet):
+class DenseNet(_Classifier, tv_densenet.DenseNet):
     """torchvision DenseNet-BC with optional attention after every dense block and a choice of head.
 
     ``features`` keeps torchvision's names (``conv0, norm0, relu0, pool0, denseblock1..4,
@@ -282,19 +305,9 @@ class DenseNet(tv_densenet.DenseNet):
         """Backbone: ``(B, 3, H, W) -> (B, 1024, H/32, W/32)`` (after the final ReLU)."""
         return self.features(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits.
-
-        Args:
-            x: images ``(B, 3, H, W)`` (``H = W = img_size`` for the flatten head).
-
-        Returns:
-            ``(B, num_classes)``.
-        """
-        x = self.features(x)
-        if self.avgpool is not None:
-            x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+    def get_classifier(self) -> nn.Linear:
+        """The head, ``classifier`` (torchvision's name)."""
+        return self.classifier
 
 
 def resnet50(

@@ -9,11 +9,13 @@ package (found without an import: see ``docs/extending.md``); the tests are para
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +26,8 @@ from medattn.models.weights import WeightsReport, imagenet_state_dict, load_weig
 from medattn.registry import Registry, choose
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # The choice lists are the config's (one source for the CLI, the configs and the factory).
 PRETRAINED = config.PRETRAINED
@@ -224,39 +228,6 @@ def resolve_head(name: str, head: str) -> str:
     return spec.paper_head if head == PAPER_HEAD else head
 
 
-def create_model(
-    name: str,
-    num_classes: int,
-    *,
-    pretrained: str = "none",
-    weights: str | Path | None = None,
-    head: str = "pool",
-    nr_layers: int = 12,
-    img_size: int = 224,
-    init: str = "fair",
-    zero_init_residual_branches: bool = False,
-    patch_size: int = 16,
-) -> nn.Module:
-    """Build a registered model and initialise its backbone (see :func:`create_model_with_report`).
-
-    Returns:
-        The model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``, in train mode.
-    """
-    model, _ = create_model_with_report(
-        name,
-        num_classes,
-        pretrained=pretrained,
-        weights=weights,
-        head=head,
-        nr_layers=nr_layers,
-        img_size=img_size,
-        init=init,
-        zero_init_residual_branches=zero_init_residual_branches,
-        patch_size=patch_size,
-    )
-    return model
-
-
 def _check_patch_size(spec: ModelSpec, patch_size: int, *, loads_weights: bool) -> None:
     """A patch size other than the paper's 16 px: DeiT only, and only from scratch."""
     if patch_size != 16 and spec.backbone != "deit_tiny":
@@ -347,6 +318,36 @@ def create_model_with_report(
     if state is not None:
         report = load_weights(model, state, arch=spec.name, source=source)
     return model, report
+
+
+def _parameters_of(source: Callable[_P, object]) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+    """Give the decorated function ``source``'s parameters: for type checkers (through ``ParamSpec``)
+    and for ``inspect.signature`` / ``help()``, so a wrapper that passes its options on declares them once.
+    """
+
+    def apply(wrapper: Callable[..., _R]) -> Callable[_P, _R]:
+        returns = inspect.signature(wrapper).return_annotation
+        wrapper.__signature__ = inspect.signature(source).replace(return_annotation=returns)  # type: ignore[attr-defined]
+        return wrapper
+
+    return apply
+
+
+@_parameters_of(create_model_with_report)
+def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
+    """Build a registered model and initialise its backbone: :func:`create_model_with_report` without the report.
+
+    Args:
+        name: registry name or alias (``cbam_resnet50``, ``CBAMResNet50``).
+        num_classes: output classes (>= 1).
+        **options: the keyword options of :func:`create_model_with_report`, with its defaults
+            (``help(create_model)`` lists them).
+
+    Returns:
+        The model, mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``, in train mode.
+    """
+    model, _ = create_model_with_report(name, num_classes, **options)
+    return model
 
 
 def is_vit(model: nn.Module) -> bool:

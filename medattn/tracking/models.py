@@ -26,7 +26,6 @@ from medattn.tracking.names import (
     CHECKPOINT_MANIFEST,
     MODEL_NAME,
     TAG_MODEL_ID,
-    registered_model_name,
 )
 from medattn.tracking.pyfunc import (
     MODEL_CODE,
@@ -258,7 +257,6 @@ __all__ = [
     "log_model",
     "model_weights",
     "prune_checkpoints",
-    "registered_model_name",
     "resolve_model_uri",
     "set_alias",
     "set_version_tags",
