@@ -85,7 +85,7 @@ def test_demo_end_to_end(mlflow_store, tmp_path, cli):
     # the sanity rule: a CI beyond every baseline's
     for rid in children.loc[children["tags.medattn.kind"] == "interpret", "run_id"]:
         run = mlflow.MlflowClient().get_run(rid)
-        assert run.data.params["curve_images"] == "12" and run.data.params["randomized_images"] == "8"
+        assert run.data.params["curve_images"] == "12" and run.data.params["randomized_images"] == "16"
         assert run.data.params["xai_removal"] == "road" and run.data.params["target"] == "label"
         assert run.data.metrics["xai_oracle_passes_sanity"] in (0.0, 1.0)
         for source in ("oracle", "baseline_random", "baseline_input", "baseline_centre", "baseline_edge"):
