@@ -80,7 +80,7 @@ def test_every_entry_point_with_the_spellings_users_type(project, cli, monkeypat
     assert test.data.tags[tracking.TAG_SOURCE_RUN] == train.info.run_id
     assert test.data.params["model_uri"] == CHAMPION
 
-    mlflow_run(project, "interpret", model_uri=CHAMPION, split="validation", max_images="2", steps="2")
+    mlflow_run(project, "interpret", model_uri=CHAMPION, split="validation", max_images="4", steps="2")
     interpret = project_run("interpret")
     assert interpret.data.tags[tracking.TAG_KIND] == "interpret"
     assert interpret.data.tags[tracking.TAG_SOURCE_RUN] == train.info.run_id

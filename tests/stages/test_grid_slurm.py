@@ -173,7 +173,9 @@ def _wait(predicate, what: str):
 
 def test_grid_on_slurm_survives_scancel(slurm_cluster, mlflow_store, demo_dir, tmp_path, cli, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    path = _grid_file(tmp_path, epochs=3)
+    # 6 epochs: the cancel must land while the second cell still trains (with 3, an idle machine
+    # finished the training between its first checkpoint and the scancel)
+    path = _grid_file(tmp_path, epochs=6)
     keys = [cells.cell_key(c) for c in grid.grid_cells(path, {"data_dir": str(demo_dir)})]
     args = ["grid", "--config", path, "--data-dir", demo_dir, "--quiet", "--launcher", "slurm"]
     out = cli([*args, "--jobs", "2", "--cpus-per-cell", "1", "--time", "30", "--no-wait"]).output
@@ -215,7 +217,7 @@ def test_grid_on_slurm_survives_scancel(slurm_cluster, mlflow_store, demo_dir, t
     by_cell = {r.data.tags[tracking.TAG_CELL]: r for r in train}
     assert by_cell[keys[1]].info.run_id == run.info.run_id  # resumed in its own run...
     assert by_cell[keys[1]].data.tags[tracking.TAG_SLURM_JOB] != job  # ...by a new job
-    assert by_cell[keys[1]].data.tags[tracking.TAG_RESUMED_TO] == "3"
+    assert by_cell[keys[1]].data.tags[tracking.TAG_RESUMED_TO] == "6"
     assert all(r.data.tags[tracking.TAG_SLURM_JOB] for r in train)
     tests = [
         r for r in tracking.search_runs(None, f"tags.`{tracking.TAG_KIND}` = 'test'") if r.info.status == "FINISHED"
