@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from medattn.errors import MedattnError
 
 #: Every command: name → the one-line summary ``medattn --help`` lists. The command itself lives in
-#: ``medattn/cli/<name>.py`` (a Typer app named ``app``); its docstring starts with this line.
+#: ``medattn/cli/<name>.py`` (see :func:`load_command`); its docstring starts with this line.
 COMMANDS: dict[str, str] = {
     "train": "Train one model; log params, per-epoch metrics, checkpoints, splits and the model to MLflow.",
     "test": "Test a trained model on a split: test_* metrics with bootstrap CIs, predictions.csv, ROC and confusion-matrix figures, logged to a new run tagged with its source run.",
@@ -55,9 +55,14 @@ def _dashify(token: str) -> str:
 
 
 def load_command(name: str) -> click.Command:
-    """The click command of ``medattn NAME``, built from the Typer app of ``medattn/cli/NAME.py``."""
+    """The click command of ``medattn NAME``, built from ``medattn/cli/NAME.py``: its function ``command``,
+    or its Typer app ``app`` where the command is a group of subcommands (``medattn data synth``)."""
     module = importlib.import_module(f"{__name__}.{name}")
-    return typer.main.get_command(module.app)
+    app = getattr(module, "app", None)
+    if app is None:
+        app = typer.Typer(add_completion=False)
+        app.command(name)(module.command)
+    return typer.main.get_command(app)
 
 
 class _Group(TyperGroup):

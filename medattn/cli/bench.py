@@ -10,12 +10,10 @@ import typer
 from medattn.cli.options import DeviceOpt, default, option, registry_names, split_list
 from medattn.stages.bench import BenchConfig
 
-app = typer.Typer(add_completion=False)
 C = BenchConfig  # options left out (None) keep the config class's defaults, shown in their help
 
 
-@app.command("bench")
-def bench_cmd(
+def command(
     models: Annotated[
         str, option("--models", help=f"Comma-separated, of: {', '.join(registry_names('model'))}; or all.")
     ] = ",".join(C.models),

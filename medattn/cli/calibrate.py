@@ -21,13 +21,11 @@ from medattn.cli.options import (
     source_run_id,
 )
 
-app = typer.Typer(add_completion=False)
 RunIdOpt = source_run_id("calibrated")
 ExperimentOpt = run_experiment("calibrate")
 
 
-@app.command("calibrate")
-def calibrate_cmd(
+def command(
     run_id: RunIdOpt = None,
     model_uri: ModelUriOpt = None,
     data_dir: SourceDataDirOpt = None,

@@ -10,12 +10,10 @@ from medattn.cli.options import QuietOpt, TrackingUriOpt, choices, done, given, 
 from medattn.metrics import CLASSIFICATION_KEYS
 from medattn.stages.compare import CASES, CompareConfig
 
-app = typer.Typer(add_completion=False)
 C = CompareConfig
 
 
-@app.command("compare")
-def compare_cmd(
+def command(
     experiment: Annotated[
         str | None,
         option(

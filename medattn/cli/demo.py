@@ -21,7 +21,6 @@ from medattn.cli.options import (
 from medattn.config import TARGETS
 from medattn.stages.demo import DemoConfig
 
-app = typer.Typer(add_completion=False)
 C = DemoConfig
 
 # options declared here to keep the command's signature readable
@@ -48,8 +47,7 @@ DifficultyOpt = Annotated[
 ]
 
 
-@app.command()
-def demo(
+def command(
     data_dir: Annotated[
         str, option("--data-dir", help="Where the synthetic demo set is written (reused if present).")
     ] = C.data_dir,

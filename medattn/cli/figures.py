@@ -9,12 +9,10 @@ import typer
 from medattn.cli.options import QuietOpt, TrackingUriOpt, choices, done, given, option, registry_names
 from medattn.stages.figures import FiguresConfig
 
-app = typer.Typer(add_completion=False)
 C = FiguresConfig
 
 
-@app.command("figures")
-def figures_cmd(
+def command(
     run_id: Annotated[
         str | None,
         option(

@@ -27,7 +27,6 @@ from medattn.cli.options import (
     slurm_options,
 )
 
-app = typer.Typer(add_completion=False)
 
 StatusOpt = Annotated[
     bool,
@@ -54,8 +53,7 @@ WaitOpt = Annotated[
 ]
 
 
-@app.command("grid")
-def grid_cmd(
+def command(
     config: Annotated[
         Path,
         option("--config", help="YAML experiment file with a 'grid' (e.g. experiments/paper/aptos2019.yaml)."),

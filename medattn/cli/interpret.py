@@ -27,7 +27,6 @@ from medattn.cli.options import (
 from medattn.config import REMOVALS, SPLIT_ALIASES, TARGETS
 from medattn.stages.interpret import InterpretConfig
 
-app = typer.Typer(add_completion=False)
 C = InterpretConfig
 RunIdOpt = source_run_id("explained")
 ExperimentOpt = run_experiment("interpret")
@@ -67,8 +66,7 @@ RandomizedImagesOpt = Annotated[
 ]
 
 
-@app.command()
-def interpret(
+def command(
     run_id: RunIdOpt = None,
     model_uri: ModelUriOpt = None,
     ckpt: SourceCkptOpt = None,

@@ -10,12 +10,10 @@ import typer
 from medattn.cli.options import choices, option
 from medattn.config import HEADS, INITS, PRETRAINED, ModelConfig
 
-app = typer.Typer(add_completion=False)
 M = ModelConfig
 
 
-@app.command("models")
-def models_command(
+def command(
     model: Annotated[
         str | None,
         option(

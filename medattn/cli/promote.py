@@ -10,12 +10,10 @@ from medattn.cli.options import ModeOpt, TrackingUriOpt, choices, given, option,
 from medattn.metrics import EPOCH_METRIC_NAMES
 from medattn.stages.promote import PromoteConfig
 
-app = typer.Typer(add_completion=False)
 C = PromoteConfig
 
 
-@app.command("promote")
-def promote_cmd(
+def command(
     experiment: Annotated[
         str | None,
         option(

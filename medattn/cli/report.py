@@ -9,11 +9,9 @@ import typer
 
 from medattn.cli.options import QuietOpt, TrackingUriOpt, done, given, option
 
-app = typer.Typer(add_completion=False)
 
 
-@app.command("report")
-def report_cmd(
+def command(
     experiment: Annotated[
         str, option("--experiment", help="Experiment to report on (its train, test and interpret runs).")
     ],

@@ -32,7 +32,6 @@ from medattn.config import parse_batch_sizes
 from medattn.metrics import EPOCH_METRIC_NAMES
 from medattn.stages.search import SearchConfig
 
-app = typer.Typer(add_completion=False)
 C = SearchConfig  # every default below is the config class's
 BATCH_SIZES = ",".join(str(b) for b in C.batch_sizes)  # --batch-sizes as typed
 
@@ -104,8 +103,7 @@ WorkersOpt = _opt(int, "--workers")
 LogModelsOpt = _opt(bool, "--log-models/--no-log-models")
 
 
-@app.command("search")
-def search_cmd(
+def command(
     dataset: DatasetOpt = C.dataset,
     model: ModelOpt = C.model,
     data_dir: DataDirOpt = C.data_dir,

@@ -27,7 +27,6 @@ from medattn.cli.options import (
 from medattn.config import SPLIT_ALIASES, check_subgroups
 from medattn.stages.evaluate import TestConfig
 
-app = typer.Typer(add_completion=False)
 RunIdOpt = source_run_id("tested")
 ExperimentOpt = run_experiment("test")
 
@@ -68,8 +67,7 @@ def clinical_line(m: dict[str, float]) -> str:
     return text
 
 
-@app.command("test")
-def test_cmd(
+def command(
     run_id: RunIdOpt = None,
     model_uri: ModelUriOpt = None,
     ckpt: SourceCkptOpt = None,

@@ -48,7 +48,6 @@ from medattn.config import (
 from medattn.errors import MedattnError
 from medattn.metrics import EPOCH_METRIC_NAMES
 
-app = typer.Typer(add_completion=False)
 
 #: The help text of each option, by its flag (:func:`_opt` appends the config class's default).
 HELP = {
@@ -160,8 +159,7 @@ SystemMetricsOpt = _opt(bool, "--system-metrics/--no-system-metrics", show_defau
 NprocOpt = _opt(int, "--nproc")
 
 
-@app.command()
-def train(
+def command(
     ctx: typer.Context,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
