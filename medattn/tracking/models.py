@@ -249,16 +249,3 @@ def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
         if have.get(k) != v:
             client.set_model_version_tag(name, version, k, v)
 
-
-__all__ = [
-    "LoggedModel",
-    "alias_target",
-    "best_weights",
-    "log_model",
-    "model_weights",
-    "prune_checkpoints",
-    "resolve_model_uri",
-    "set_alias",
-    "set_version_tags",
-    "version_for_run",
-]
