@@ -27,7 +27,6 @@ from medattn.cli.options import (
     slurm_options,
 )
 
-
 StatusOpt = Annotated[
     bool,
     option(

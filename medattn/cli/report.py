@@ -10,7 +10,6 @@ import typer
 from medattn.cli.options import QuietOpt, TrackingUriOpt, done, given, option
 
 
-
 def command(
     experiment: Annotated[
         str, option("--experiment", help="Experiment to report on (its train, test and interpret runs).")

@@ -48,7 +48,6 @@ from medattn.config import (
 from medattn.errors import MedattnError
 from medattn.metrics import EPOCH_METRIC_NAMES
 
-
 #: The help text of each option, by its flag (:func:`_opt` appends the config class's default).
 HELP = {
     "--dataset": "Data set (the seed's APTOS, ISIC2020, MIMICCXR accepted).",
