@@ -18,10 +18,8 @@ from medattn.data.base import (
     ReadOptions,
     Table,
     first_existing,
-    label_problems,
-    locate_images,
+    image_rows,
     metadata_of,
-    parse_int_labels,
     read_csv,
     require_dir,
 )
@@ -40,17 +38,16 @@ def read_aptos(data_dir: Path, opts: ReadOptions) -> Table:
     csv = data_dir / "train.csv"
     raw = read_csv(csv, ["id_code", "diagnosis"], dtype={"id_code": str})
     folder = first_existing(data_dir, IMAGE_DIRS) or data_dir / "train_images"
-    grades, ok = parse_int_labels(raw["diagnosis"], range(5))
-    problems = label_problems(csv, "diagnosis", raw["id_code"], raw["diagnosis"], ok, "an integer grade 0-4")
-    ids = raw["id_code"].astype(str)
-    paths, image_problems = locate_images(csv, "id_code", ids, folder, IMAGE_EXTS)
-    problems += image_problems
-    keep = ok & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
+    rows = image_rows(
+        csv, raw, "id_code", "diagnosis", folder, IMAGE_EXTS, allowed=range(5), expected="an integer grade 0-4"
+    )
+    grades, ids = rows.labels, rows.ids
     labels = grades if opts.multiclass else (grades > 0).astype(int)
     # sex / age / site columns a user added to train.csv (the release has none) become subgroups
-    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": ids, **metadata_of(raw)})[keep]
+    frame = pd.DataFrame({"image_id": ids, "path": rows.paths, "label": labels, "patient_id": ids, **metadata_of(raw)})
+    problems = rows.label_problems + rows.image_problems
     names = GRADES if opts.multiclass else ("no referable DR", "referable DR")
-    return Table(frame=frame, num_classes=len(names), class_names=names, problems=problems)
+    return Table(frame=frame[rows.keep], num_classes=len(names), class_names=names, problems=problems)
 
 
 DATASETS.add(

@@ -292,6 +292,40 @@ def label_problems(
     ]
 
 
+@dataclass(frozen=True)
+class ImageRows:
+    """The rows of a label table that names one image per row (:func:`image_rows`)."""
+
+    ids: pd.Series  # the image ids, as text
+    labels: np.ndarray  # int64 labels, -1 where invalid
+    paths: list[str | None]  # the image file of each row, None where refused or missing
+    keep: np.ndarray  # rows with a valid label and an image file
+    label_problems: list[str]  # one sentence per label outside the task
+    image_problems: list[str]  # one per refused id, then one per missing file
+
+
+def image_rows(
+    source: Path,
+    raw: pd.DataFrame,
+    id_column: str,
+    label_column: str,
+    folder: Path,
+    exts: Sequence[str],
+    *,
+    allowed: Sequence[int],
+    expected: str,
+) -> ImageRows:
+    """Parse the integer labels of ``raw``'s ``label_column`` (:func:`parse_int_labels`) and find each row's
+    image ``<folder>/<id><ext>`` by its ``id_column`` (:func:`locate_images`); ``expected`` names the
+    ``allowed`` labels in the problems, ``source`` is the label file they name."""
+    labels, ok = parse_int_labels(raw[label_column], allowed)
+    bad_labels = label_problems(source, label_column, raw[id_column], raw[label_column], ok, expected)
+    ids = raw[id_column].astype(str)
+    paths, image_problems = locate_images(source, id_column, ids, folder, exts)
+    keep = ok & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
+    return ImageRows(ids, labels, paths, keep, bad_labels, image_problems)
+
+
 def checked(ids, paths, expected, safe) -> tuple[list[str], list, list]:
     """``ids``, ``paths`` and ``expected`` of the rows whose id passed :func:`medattn.data.ids.id_problems`
     (refused ids are already problems of their own, not missing files)."""

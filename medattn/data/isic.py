@@ -21,10 +21,8 @@ from medattn.data.base import (
     ReadOptions,
     Table,
     first_existing,
-    label_problems,
-    locate_images,
+    image_rows,
     metadata_of,
-    parse_int_labels,
     read_csv,
     require_dir,
 )
@@ -65,21 +63,18 @@ def read_isic(data_dir: Path, opts: ReadOptions) -> Table:
     csv = _label_file(data_dir)
     raw = read_csv(csv, COLUMNS, dtype={"image_name": str, "patient_id": str})
     folder = first_existing(data_dir, IMAGE_DIRS) or data_dir / "jpeg" / "train"
-    labels, ok = parse_int_labels(raw["target"], (0, 1))
-    problems = label_problems(csv, "target", raw["image_name"], raw["target"], ok, "0 or 1")
+    rows = image_rows(csv, raw, "image_name", "target", folder, IMAGE_EXTS, allowed=(0, 1), expected="0 or 1")
     no_patient = raw["patient_id"].isna().to_numpy()
-    problems += [
+    patient_problems = [
         f"{csv}: image {i} has no patient_id, so it cannot be split by patient; fill in the patient id."
         for i in raw["image_name"][no_patient]
     ]
-    ids = raw["image_name"].astype(str)
-    paths, image_problems = locate_images(csv, "image_name", ids, folder, IMAGE_EXTS)
-    problems += image_problems
-    keep = ok & ~no_patient & pd.notna(pd.Series(paths, dtype=object)).to_numpy()
+    problems = rows.label_problems + patient_problems + rows.image_problems
     meta = metadata_of(raw, {"age": "age_approx", "site": "anatom_site_general_challenge"})
-    frame = pd.DataFrame({"image_id": ids, "path": paths, "label": labels, "patient_id": raw["patient_id"], **meta})[
-        keep
-    ]
+    frame = pd.DataFrame(
+        {"image_id": rows.ids, "path": rows.paths, "label": rows.labels, "patient_id": raw["patient_id"], **meta}
+    )
+    frame = frame[rows.keep & ~no_patient]
     return Table(frame=frame, num_classes=2, class_names=("benign", "melanoma"), problems=problems)
 
 
