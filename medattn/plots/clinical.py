@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medattn import lazy
-from medattn.plots.common import DPI, FIGSIZE
+from medattn.plots.common import DPI, FIGSIZE, ci_points, forest_axes
 
 # matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
 # import it and the command line imports them for their configs, so ``--help`` stays light
@@ -90,16 +90,13 @@ def subgroup_forest_figure(
     """
     if not rows:
         raise ValueError("subgroup_forest_figure needs at least one row.")
-    fig = figure.Figure(figsize=(FIGSIZE[0], max(2.0, 0.4 + 0.4 * len(rows))), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    y = -np.arange(len(rows), dtype=float)
+    fig, ax, y = forest_axes(len(rows), row_height=0.4, margin=0.4)
     ok = np.array([r.get("status") == "ok" and np.isfinite(float(r["value"])) for r in rows])
     if ok.any():
         v = np.array([float(r["value"]) for r in rows])[ok]
         lo = np.array([float(r["ci_low"]) for r in rows])[ok]
         hi = np.array([float(r["ci_high"]) for r in rows])[ok]
-        err = np.vstack([np.where(np.isfinite(lo), v - lo, 0.0), np.where(np.isfinite(hi), hi - v, 0.0)])
-        ax.errorbar(v, y[ok], xerr=err, fmt="s", color="tab:blue", ecolor="tab:blue", capsize=4, markersize=6)
+        ci_points(ax, v, y[ok], lo, hi)
     if overall is not None and np.isfinite(overall):
         ax.axvline(overall, color="tab:grey", linestyle="--", linewidth=1, label=f"all images ({overall:.3f})")
         ax.legend(loc="lower left", fontsize="small")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medattn import lazy
-from medattn.plots.common import _METRIC_LABELS, DPI, FIGSIZE, _new_figure
+from medattn.plots.common import _METRIC_LABELS, DPI, FIGSIZE, _new_figure, ci_points, forest_axes
 
 # matplotlib and scikit-learn load with the first figure, not with this package: the stage modules
 # import it and the command line imports them for their configs, so ``--help`` stays light
@@ -163,14 +163,11 @@ def forest_figure(
     """
     if not rows:
         raise ValueError("forest_figure needs at least one row.")
-    fig = figure.Figure(figsize=(FIGSIZE[0], max(2.0, 0.2 + 0.55 * len(rows))), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    y = -np.arange(len(rows), dtype=float)
+    fig, ax, y = forest_axes(len(rows), row_height=0.55, margin=0.2)
     delta = np.array([float(r["delta"]) for r in rows])
     lo = np.array([float(r["ci_low"]) for r in rows])
     hi = np.array([float(r["ci_high"]) for r in rows])
-    err = np.vstack([np.where(np.isfinite(lo), delta - lo, 0.0), np.where(np.isfinite(hi), hi - delta, 0.0)])
-    ax.errorbar(delta, y, xerr=err, fmt="s", color="tab:blue", ecolor="tab:blue", capsize=4, markersize=6)
+    ci_points(ax, delta, y, lo, hi)
     ax.axvline(0.0, color="tab:grey", linestyle="--", linewidth=1)
     ax.set_yticks(y, labels=[str(r["label"]) for r in rows], fontsize="small")
     for yi, row in zip(y, rows, strict=True):
