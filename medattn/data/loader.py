@@ -73,6 +73,9 @@ def build_loader(
     train: bool = False,
     num_workers: int = 0,
     seed: int = 42,
+    use_cache: bool = True,
+    drop_last: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over one split.
 
@@ -86,6 +89,10 @@ def build_loader(
             otherwise no augmentation and the frame's order.
         num_workers: DataLoader worker processes.
         seed: seed of the shuffling generator (workers derive their augmentation seeds from it).
+        use_cache: read the prepared cache when one matches; ``False`` always decodes the files
+            (the throughput benchmark measures that path).
+        drop_last: drop the last, smaller batch.
+        pin_memory: page-locked batches, for faster copies to a GPU.
 
     Returns:
         A loader yielding ``(images (B, 3, img_size, img_size) float32, labels (B,) int64)``.
@@ -94,7 +101,8 @@ def build_loader(
         with the cache's decoder, so both give the same pixels.
     """
     frame = index.split(split)
-    cache = open_cache(index.data_dir, index.dataset, img_size, frame) if resize == "direct_resize" else None
+    cached = use_cache and resize == "direct_resize"
+    cache = open_cache(index.data_dir, index.dataset, img_size, frame) if cached else None
     dataset = ImageDataset(frame, build_transform(img_size, resize, train=train), cache=cache, decode_size=img_size)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -104,4 +112,6 @@ def build_loader(
         generator=generator,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
     )

@@ -50,9 +50,8 @@ from medattn.config import at_least, positive, set_field
 from medattn.data import load_index, prepare_cache
 from medattn.data.cache import available_cpus
 from medattn.data.gpu import build_device_loader, wants_channels_last
-from medattn.data.loader import ImageDataset
+from medattn.data.loader import build_loader
 from medattn.data.prepare_bench import Layout, measure_prepare
-from medattn.data.transforms import build_transform
 from medattn.engine import autocast, train_one_epoch
 from medattn.errors import ConfigError
 from medattn.explain import attribute, methods_for
@@ -269,19 +268,17 @@ class _Bench:
     def file_loader(self, batch: int, workers: int) -> torch.utils.data.DataLoader:
         """The PIL path over the JPEG files, decoded at reduced resolution as `medattn train` does without a
         cache (the cache is bypassed on purpose)."""
-        frame = self.index.split("train")
-        ds = ImageDataset(
-            frame, build_transform(self.cfg.img_size, "direct_resize", train=True), decode_size=self.cfg.img_size
-        )
-        return torch.utils.data.DataLoader(
-            ds,
+        return build_loader(
+            self.index,
+            "train",
+            img_size=self.cfg.img_size,
             batch_size=batch,
-            shuffle=True,
-            drop_last=True,
+            train=True,
             num_workers=workers,
-            persistent_workers=workers > 0,
+            seed=0,
+            use_cache=False,
+            drop_last=True,
             pin_memory=self.cuda,
-            generator=torch.Generator().manual_seed(0),
         )
 
     def measure(self, name: str, record: dict[str, Any], errors: list[str]) -> None:
