@@ -38,8 +38,8 @@ def _new_figure() -> tuple[Figure, object]:
 
 
 def forest_axes(n_rows: int, row_height: float, margin: float) -> tuple[Figure, object, np.ndarray]:
-    """A forest plot's figure (the standard width, ``margin + row_height`` inches per row, at least 2)
-    with one axes, and the rows' y positions: row ``i`` at y = ``-i``, top to bottom."""
+    """A forest plot's figure with one axes, and the rows' y positions (row ``i`` at y = ``-i``, top to
+    bottom): the standard width, ``margin + row_height * n_rows`` inches high (at least 2)."""
     fig = figure.Figure(figsize=(FIGSIZE[0], max(2.0, margin + row_height * n_rows)), dpi=DPI, layout="constrained")
     return fig, fig.add_subplot(), -np.arange(n_rows, dtype=float)
 
