@@ -248,4 +248,3 @@ def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
     for k, v in tags.items():
         if have.get(k) != v:
             client.set_model_version_tag(name, version, k, v)
-
