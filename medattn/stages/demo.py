@@ -18,6 +18,7 @@ from medattn import lazy, registry, tracking
 from medattn.config import (
     TARGETS,
     RuntimePart,
+    TrainConfig,
     at_least,
     build_train_config,
     load_yaml,
@@ -288,22 +289,31 @@ def _variant(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, An
         _seed_run(cfg, name, {**base, "seed": seed} if seed is not None else base, ctx, echo, explain=i == 0)
 
 
-def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, Any], echo, *, explain: bool) -> None:
-    """Train, test and (with ``explain_images`` and ``explain``) explain and draw one variant under the parent run."""
-    uri, parent_id = ctx["uri"], ctx["parent_id"]
+def variant_config(
+    cfg: DemoConfig, name: str, base: dict[str, Any], *, experiment: str, tracking_uri: str | None = None
+) -> TrainConfig:
+    """The training config of one demo variant: ``base`` (the demo's defaults or the ``--config`` YAML),
+    then the variant's own demo settings (:data:`DEMO_MODEL_OVERRIDES`, unless a YAML was given), then
+    the demo's options."""
     explicit = {
         "dataset": "demo",
         "data_dir": str(cfg.data_dir),
         "model": name,
-        "experiment": ctx["experiment"],
+        "experiment": experiment,
         "epochs": cfg.epochs,
         "device": cfg.device,
-        "tracking_uri": uri,
+        "tracking_uri": tracking_uri,
     }
     per_model = {} if cfg.config_file else dict(DEMO_MODEL_OVERRIDES.get(name, {}))
     if not zero_init_applies(name):  # a YAML's zero_init_residual is for the ResNets among the variants
         per_model["zero_init_residual"] = False
-    tcfg = build_train_config({**base, **per_model, **{k: v for k, v in explicit.items() if v is not None}})
+    return build_train_config({**base, **per_model, **{k: v for k, v in explicit.items() if v is not None}})
+
+
+def _seed_run(cfg: DemoConfig, name: str, base: dict[str, Any], ctx: dict[str, Any], echo, *, explain: bool) -> None:
+    """Train, test and (with ``explain_images`` and ``explain``) explain and draw one variant under the parent run."""
+    uri, parent_id = ctx["uri"], ctx["parent_id"]
+    tcfg = variant_config(cfg, name, base, experiment=ctx["experiment"], tracking_uri=uri)
     t0 = time.perf_counter()
     res = train(tcfg, parent_run_id=parent_id, progress=ctx["progress"])
     seconds = time.perf_counter() - t0
