@@ -113,6 +113,20 @@ def _attention_label(spec: Any) -> str:
     return spec.attention if spec.attention == "self-attention" else spec.attention.upper()
 
 
+def architecture_label(spec: Any, params: Mapping[str, str]) -> str:
+    """The architecture as trained: a ViT's patch side and depth from the run's params where they
+    differ from the registry's (e.g. the demo's ``DeiT-Tiny/8, 4 blocks`` instead of ``DeiT-Tiny/16``)."""
+    if spec is None:
+        return "?"
+    label = spec.architecture
+    patch, depth = params.get("patch_size"), params.get("nr_layers")
+    if spec.backbone == "deit_tiny" and patch and label.endswith("/16"):
+        label = f"{label[: -len('16')]}{patch}"
+        if depth and depth != "12":
+            label += f", {depth} blocks"
+    return label
+
+
 def _models_table(train: Sequence[Any], files: _Artifacts) -> Table:
     rows, seen = [], set()
     for run in sorted(train, key=lambda r: _model_order(_tag(r, tracking.TAG_MODEL, "?"))):
@@ -132,7 +146,7 @@ def _models_table(train: Sequence[Any], files: _Artifacts) -> Table:
         rows.append(
             [
                 model,
-                spec.architecture if spec else "?",
+                architecture_label(spec, p),
                 _attention_label(spec),
                 count,
                 p.get("head", "?"),

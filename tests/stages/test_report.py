@@ -24,9 +24,11 @@ import medattn
 from medattn import tracking
 from medattn.errors import MedattnError
 from medattn.metrics import roc_auc
+from medattn.models import MODELS
 from medattn.stages import compare_paired
 from medattn.stages import report as report_stage
 from medattn.stages.report import ReportConfig, parse_xai_metrics, report
+from medattn.stages.report_setup import architecture_label
 
 N = 40
 PARAMS = 23_512_130
@@ -547,3 +549,13 @@ def test_paper_puts_the_original_numbers_next_to_a_real_format_aptos_experiment(
     assert versions["torch"]["Runs made with"] == f"{torch.__version__} (2 runs)"
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id, tracking.REPORT_TABLES_DIR)}
     assert "tables/paper_aptos2019.csv" in logged
+
+
+def test_the_models_table_names_the_vit_as_trained():
+    # the demo's DeiT has 8-px patches and 4 blocks: the report must not call it DeiT-Tiny/16
+    deit, resnet = MODELS.get("deit_tiny"), MODELS.get("resnet50")
+    assert architecture_label(deit, {"patch_size": "8", "nr_layers": "4"}) == "DeiT-Tiny/8, 4 blocks"
+    assert architecture_label(deit, {"patch_size": "16", "nr_layers": "12"}) == "DeiT-Tiny/16"
+    assert architecture_label(deit, {}) == "DeiT-Tiny/16"  # runs from before patch_size was logged
+    assert architecture_label(resnet, {"patch_size": "16", "nr_layers": "12"}) == "ResNet-50"
+    assert architecture_label(None, {}) == "?"
