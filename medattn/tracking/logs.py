@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from medattn.tracking.auth import redact_secrets, redact_value
 from medattn.tracking.names import TAG_DESCRIPTION, resolved_param
-from medattn.tracking.store import retry_locked
+from medattn.tracking.store import retry_dataset, retry_locked
 
 
 def finite(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -116,7 +116,7 @@ def log_dataset(
             name=name,
             digest=digest,
         )
-        mlflow.log_input(dataset, context=context)
+        retry_dataset(mlflow.log_input)(dataset, context=context)
     return digest
 
 

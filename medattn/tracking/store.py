@@ -15,6 +15,8 @@ _alembic_tmp_tags already exists``) and may leave a half-migrated store behind. 
   would deadlock with another one at once, without waiting; the whole (rolled back) call is then
   repeated. Several writers on one sqlite file work, but they queue: ``docs/resilience.md`` states the limit
   and points to the team server (PostgreSQL) beyond it.
+* :func:`retry_dataset` also repeats a dataset log that lost a race with another run inserting the
+  same MLflow Dataset (on any store, the team server's PostgreSQL included).
 
 Other stores (``http(s)://``, ``postgresql://``) pass through unchanged: their servers serialise.
 """
@@ -36,7 +38,7 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from medattn.errors import MedattnError
 
@@ -224,28 +226,52 @@ def is_locked_error(exc: BaseException) -> bool:
     )
 
 
-def retry_locked(fn: Callable[P, T]) -> Callable[P, T]:
-    """``fn``, retried with exponential backoff (and jitter) while sqlite answers ``database is locked``.
+def is_dataset_race(exc: BaseException) -> bool:
+    """True when two runs logged the same new MLflow Dataset at once and the slower insert lost.
+
+    MLflow's stores look a dataset up by (experiment, name, digest) and insert it when missing, in
+    two steps: two workers of one search that start together both miss it, and the second insert
+    breaks the unique key (PostgreSQL ``duplicate key value violates unique constraint
+    "dataset_pk"``, sqlite ``UNIQUE constraint failed: datasets...``). Repeating the call then finds
+    the row and only links it to the run.
+    """
+    text = str(exc)
+    return isinstance(exc, (MlflowException, IntegrityError)) and (
+        ("duplicate key value" in text and "dataset" in text) or "UNIQUE constraint failed: datasets" in text
+    )
+
+
+def retry_while(transient: Callable[[BaseException], bool]) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A decorator: ``fn``, retried with exponential backoff (and jitter) while it raises ``transient`` errors.
 
     Only for calls that are safe to repeat after a refusal: MLflow rolls back the transaction of a
     refused call, so a metric, param or tag is written exactly once. Waits 0.1, 0.2, 0.4 ... s
     (at most :data:`LOCKED_MAX_WAIT_S`), :data:`LOCKED_RETRIES` times, then re-raises.
     """
 
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        for attempt in range(LOCKED_RETRIES):
-            try:
-                return fn(*args, **kwargs)
-            except (MlflowException, OperationalError, sqlite3.OperationalError) as exc:
-                if not is_locked_error(exc):
-                    raise
-                wait = min(LOCKED_MAX_WAIT_S, LOCKED_FIRST_WAIT_S * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
-                log.debug("sqlite store locked (%s); retrying in %.1f s", getattr(fn, "__name__", fn), wait)
-                time.sleep(wait)
-        return fn(*args, **kwargs)  # the last attempt: its error goes to the caller
+    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            for attempt in range(LOCKED_RETRIES):
+                try:
+                    return fn(*args, **kwargs)
+                except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+                    if not transient(exc):
+                        raise
+                    wait = min(LOCKED_MAX_WAIT_S, LOCKED_FIRST_WAIT_S * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
+                    log.debug("store refused %s (%s); retrying in %.1f s", getattr(fn, "__name__", fn), exc, wait)
+                    time.sleep(wait)
+            return fn(*args, **kwargs)  # the last attempt: its error goes to the caller
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+#: Retries a write that sqlite refused with ``database is locked``.
+retry_locked = retry_while(is_locked_error)
+#: Retries logging a dataset that was refused because of a lock or a concurrent insert of the same dataset.
+retry_dataset = retry_while(lambda exc: is_locked_error(exc) or is_dataset_race(exc))
 
 
 @retry_locked

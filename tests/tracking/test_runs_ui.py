@@ -7,8 +7,10 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.exceptions import RestException
 
 from medattn import tracking
+from medattn.tracking import store
 
 
 def test_params_logged_by_mlflow_run_are_kept_and_the_resolved_value_goes_beside(mlflow_store):
@@ -63,6 +65,35 @@ def test_split_manifests_are_datasets_with_a_digest_of_their_ids(mlflow_store, t
     assert tracking.ids_digest(["a", "b"]) != tracking.ids_digest(["a", "b", "c"])
     schema = {d.dataset.name: d.dataset.schema for d in inputs}["demo-train"]
     assert "image_id" in schema and "label" in schema
+
+
+def test_a_dataset_insert_that_lost_a_race_is_repeated_and_linked(mlflow_store, tmp_path, monkeypatch):
+    """Two search workers logging the same new split at once: the team server refused the slower insert."""
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    refusal = (
+        '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"\n'
+        "DETAIL:  Key (experiment_id, name, digest)=(2, demo-val, 072c15a03e7f8752) already exists."
+    )
+    real = mlflow.MlflowClient.log_inputs
+    calls = []
+
+    def racing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RestException({"error_code": "BAD_REQUEST", "message": refusal})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_inputs", racing)
+    exp = tracking.ensure_experiment("e", mlflow_store)
+    val = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1]})
+    with tracking.tracked_run(experiment_id=exp) as run:
+        tracking.log_dataset(val, name="demo-val", context="val", source=str(tmp_path))
+    assert len(calls) == 2
+    assert [d.dataset.name for d in mlflow.get_run(run.info.run_id).inputs.dataset_inputs] == ["demo-val"]
+    assert mlflow.get_run(run.info.run_id).info.status == "FINISHED"
+
+    other = RestException({"error_code": "BAD_REQUEST", "message": 'duplicate key value violates "experiments_pk"'})
+    assert not store.is_dataset_race(other), "only a dataset's unique key is a race worth repeating"
 
 
 def test_predictions_table_reads_back(mlflow_store):
