@@ -237,6 +237,35 @@ def _place(
     return None
 
 
+def _stamp(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    mask: np.ndarray,
+    placed: list[tuple[float, float, float]],
+    geometry: tuple[float, float, float],
+    blob: tuple[float, float, float, float | None],
+    opacity: float,
+    colour: np.ndarray,
+) -> None:
+    """Place one bright blob (:func:`_place`) and draw it into ``img`` (alpha ``opacity``, per-pixel
+    ``colour``); skipped when the disc has no room left.
+
+    ``blob`` is ``(room, rx, ry, core)``: the radius it reserves, its radii, and for a ring the dark
+    core's fraction (None: solid). A ring's outer disc joins ``mask``; ``placed`` gains the blob.
+    """
+    size = img.shape[0]
+    room, rx, ry, core = blob
+    centre = _place(rng, placed, room, geometry, margin=0.02 * size)
+    if centre is None:
+        return
+    placed.append((*centre, room))
+    drawn = _ellipse_mask(size, *centre, rx, ry)
+    if core is not None:
+        mask |= drawn
+        drawn &= ~_ellipse_mask(size, *centre, core * rx, core * ry)
+    img[drawn] = opacity * colour[drawn] + (1.0 - opacity) * img[drawn]
+
+
 def _lesions_v2(
     rng: np.random.Generator, img: np.ndarray, geometry: tuple[float, float, float], lesion: bool, difficulty: float
 ) -> np.ndarray:
@@ -259,17 +288,8 @@ def _lesions_v2(
         outer = rho / np.sqrt(1.0 - core**2) if ring else rho
         # Every blob reserves the room of a ring, so that crowding (a dropped blob) cannot tell the classes apart.
         room = 1.15 * rho / np.sqrt(1.0 - core**2)
-        centre = _place(rng, placed, room, geometry, margin=0.02 * size)
-        if centre is None:
-            continue
-        placed.append((*centre, room))
-        rx, ry = outer * stretch, outer / stretch
-        blob = _ellipse_mask(size, *centre, rx, ry)
-        if ring:
-            mask |= blob
-            blob &= ~_ellipse_mask(size, *centre, core * rx, core * ry)
-        colour = tint * (1.0 + 0.05 * grain[blob])
-        img[blob] = opacity * colour + (1.0 - opacity) * img[blob]
+        blob = (room, outer * stretch, outer / stretch, core if ring else None)
+        _stamp(rng, img, mask, placed, geometry, blob, opacity, tint * (1.0 + 0.05 * grain))
     return mask
 
 
@@ -324,17 +344,8 @@ def _lesions_v3(
         core = _CORE_V3[0] + (_CORE_V3[1] - _CORE_V3[0]) * strength if ring else 0.0
         outer = rho / np.sqrt(1.0 - core**2)  # the same bright area as a solid blob of radius rho
         room = 1.15 * rho / widest  # every blob reserves the room of the strongest ring
-        centre = _place(rng, placed, room, geometry, margin=0.02 * size)
-        if centre is None:
-            continue
-        placed.append((*centre, room))
-        rx, ry = outer * stretch, outer / stretch
-        blob = _ellipse_mask(size, *centre, rx, ry)
-        if ring:
-            mask |= blob
-            blob &= ~_ellipse_mask(size, *centre, core * rx, core * ry)
-        colour = tint * (1.0 + 0.05 * grain[blob])
-        img[blob] = opacity * colour + (1.0 - opacity) * img[blob]
+        blob = (room, outer * stretch, outer / stretch, core if ring else None)
+        _stamp(rng, img, mask, placed, geometry, blob, opacity, tint * (1.0 + 0.05 * grain))
     return mask
 
 

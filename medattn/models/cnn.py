@@ -261,13 +261,9 @@ class DenseNet(_Classifier, tv_densenet.DenseNet):
     transition1..3, norm5``) and gains ``attn1..attn4`` (when ``attn`` is set) and ``relu5``
     (the final ReLU, a module here instead of torchvision's functional in-place call).
 
-    Args:
-        block_config: dense layers per block (``(6, 12, 24, 16)`` for DenseNet-121).
-        num_classes: output classes.
-        attn: attention block after each dense block (``se``, ``cbam``, ``eca``) or ``None``.
-        head: ``pool`` or ``flatten`` (``classifier`` over the flattened ``(1024, s/32, s/32)`` map).
-        img_size: input side in pixels (sets the ``flatten`` head's width).
-        reduction: reduction ratio of the attention blocks.
+    ``block_config`` holds the dense layers per block (``(6, 12, 24, 16)`` for DenseNet-121); ``attn``
+    follows each dense block; the other arguments are :class:`ResNet`'s (the ``flatten`` head's
+    ``classifier`` reads the flattened ``(1024, s/32, s/32)`` map).
     """
 
     def __init__(
@@ -333,14 +329,7 @@ def densenet121(
 ) -> DenseNet:
     """DenseNet-121 (Huang et al. 2017) with ``attn`` after each of its 4 dense blocks.
 
-    Args:
-        num_classes: output classes.
-        attn: ``None``, ``se``, ``cbam`` or ``eca``.
-        head: ``pool`` or ``flatten``.
-        img_size: input side in pixels.
-        reduction: reduction ratio of the attention blocks (16 as in SE/CBAM).
-
-    Returns:
-        A :class:`DenseNet` mapping ``(B, 3, img_size, img_size) -> (B, num_classes)``.
+    The arguments are those of :func:`resnet50`; returns a :class:`DenseNet` mapping
+    ``(B, 3, img_size, img_size) -> (B, num_classes)``.
     """
     return DenseNet((6, 12, 24, 16), num_classes, attn=attn, head=head, img_size=img_size, reduction=reduction)
