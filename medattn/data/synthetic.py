@@ -247,12 +247,8 @@ def _stamp(
     opacity: float,
     colour: np.ndarray,
 ) -> None:
-    """Place one bright blob (:func:`_place`) and draw it into ``img`` (alpha ``opacity``, per-pixel
-    ``colour``); skipped when the disc has no room left.
-
-    ``blob`` is ``(room, rx, ry, core)``: the radius it reserves, its radii, and for a ring the dark
-    core's fraction (None: solid). A ring's outer disc joins ``mask``; ``placed`` gains the blob.
-    """
+    """Place (:func:`_place`; skipped where there is no room) and draw one bright blob ``(room, rx, ry,
+    core)`` over ``img``: a ring with a dark ``core`` fraction whose outer disc joins ``mask``, or solid."""
     size = img.shape[0]
     room, rx, ry, core = blob
     centre = _place(rng, placed, room, geometry, margin=0.02 * size)

@@ -17,7 +17,7 @@ from quantus.functions.perturb_func import noisy_linear_imputation  # noqa: E402
 from medattn.errors import ConfigError  # noqa: E402
 from medattn.explain.evaluation import evaluate_explanations  # noqa: E402
 from medattn.explain.localisation import mask_relevance_mass, pointing_game  # noqa: E402
-from medattn.explain.removal import ROAD_MAX_FRACTION, road_curves, road_impute  # noqa: E402
+from medattn.explain.removal import ROAD_MAX_FRACTION, ROAD_NOISE, road_curves, road_impute  # noqa: E402
 from medattn.explain.sanity import sanity_verdicts  # noqa: E402
 
 SIZE = 40  # 0.1125 · 1600 = 180: every ROAD step removes a whole number of pixels in both libraries
@@ -44,6 +44,25 @@ def test_road_imputation_equals_quantus_noisy_linear_imputation():
     a = road_impute(torch.from_numpy(image)[None], torch.from_numpy(removed)[None], seed=3)
     b = road_impute(torch.from_numpy(image)[None], torch.from_numpy(removed)[None], seed=3)
     assert torch.equal(a, b) and torch.equal(state, torch.random.get_rng_state())
+
+
+@pytest.mark.parametrize("fraction", [0.007, 0.11, 0.5, 0.9, 0.99])
+def test_road_imputation_equals_grad_cams_bit_for_bit(fraction):
+    """medattn assembles the sparse system itself (faster); the imputed images, noise included,
+    are those of grad-cam's ``NoisyLinearImputer`` exactly, border and corner pixels included."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    rng = np.random.default_rng(int(fraction * 1000))
+    images = torch.from_numpy(rng.standard_normal((3, 3, SIZE, SIZE)).astype(np.float32))
+    removed = torch.from_numpy(rng.random((3, SIZE, SIZE)) < fraction)
+    removed[0, 0, 0] = removed[1, -1, -1] = True  # a corner: five of its neighbours are off the image
+    ours = road_impute(images, removed, seed=7)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        imputer = NoisyLinearImputer(noise=ROAD_NOISE)
+        theirs = torch.stack([imputer(images[i], (~removed[i]).float()) for i in range(3)])
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, images)
 
 
 def test_road_morf_agrees_with_quantus_road():
