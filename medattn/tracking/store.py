@@ -18,7 +18,8 @@ _alembic_tmp_tags already exists``) and may leave a half-migrated store behind. 
 * :func:`retry_dataset` also repeats a dataset log that lost a race with another run inserting the
   same MLflow Dataset (on any store, the team server's PostgreSQL included).
 
-Other stores (``http(s)://``, ``postgresql://``) pass through unchanged: their servers serialise.
+Other stores (``http(s)://``, ``postgresql://``) pass through unchanged but for :func:`retry_dataset`:
+their servers serialise every other write.
 """
 
 from __future__ import annotations
