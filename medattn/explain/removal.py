@@ -234,7 +234,7 @@ def _imputation_system(keep: np.ndarray, image: np.ndarray):
     diagonal = np.ones(removed.size)
     rows, cols, values = [], [], []
     for offset, weight in neighbors_weights:
-        valid, coords = NoisyLinearImputer.add_offset_to_indices(removed.copy(), offset, keep.shape)
+        valid, coords = NoisyLinearImputer.add_offset_to_indices(removed, offset, keep.shape)
         ids, coords = np.flatnonzero(valid), coords[valid]
         given = known[coords]
         b[ids[given], :] -= weight * flat[:, coords[given]].T
@@ -276,7 +276,7 @@ def road_impute(images: Tensor, removed: Tensor, *, noise: float = ROAD_NOISE, s
     """
     from scipy.sparse.linalg import spsolve  # noqa: PLC0415
 
-    x = images.detach().float().cpu()
+    x = images.detach().float().cpu().contiguous()
     keep = (~removed.bool()).cpu().float()
     out = x.clone()
     with torch.random.fork_rng(devices=[]):
@@ -286,8 +286,9 @@ def road_impute(images: Tensor, removed: Tensor, *, noise: float = ROAD_NOISE, s
                 continue
             system, rhs = _imputation_system(keep[i].numpy(), x[i].numpy())
             solved = torch.tensor(spsolve(system, rhs), dtype=torch.float).reshape(rhs.shape).t()
-            flat = out[i].reshape(x.shape[1], -1)
+            flat = x[i].reshape(x.shape[1], -1).clone()
             flat[:, keep[i].reshape(-1) == 0] = solved + noise * torch.randn_like(solved)
+            out[i] = flat.reshape(x.shape[1:])
     return out.to(images.device)
 
 

@@ -16,7 +16,7 @@ _alembic_tmp_tags already exists``) and may leave a half-migrated store behind. 
   repeated. Several writers on one sqlite file work, but they queue: ``docs/resilience.md`` states the limit
   and points to the team server (PostgreSQL) beyond it.
 * :func:`retry_dataset` also repeats a dataset log that lost a race with another run inserting the
-  same MLflow Dataset (on any store, the team server's PostgreSQL included).
+  same MLflow Dataset (sqlite, and PostgreSQL behind the team server).
 
 Other stores (``http(s)://``, ``postgresql://``) pass through unchanged but for :func:`retry_dataset`:
 their servers serialise every other write.
@@ -260,7 +260,8 @@ def retry_while(transient: Callable[[BaseException], bool]) -> Callable[[Callabl
                     if not transient(exc):
                         raise
                     wait = min(LOCKED_MAX_WAIT_S, LOCKED_FIRST_WAIT_S * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
-                    log.debug("store refused %s (%s); retrying in %.1f s", getattr(fn, "__name__", fn), exc, wait)
+                    reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                    log.debug("store refused %s (%s); retrying in %.1f s", getattr(fn, "__name__", fn), reason, wait)
                     time.sleep(wait)
             return fn(*args, **kwargs)  # the last attempt: its error goes to the caller
 

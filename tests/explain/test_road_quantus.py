@@ -65,6 +65,26 @@ def test_road_imputation_equals_grad_cams_bit_for_bit(fraction):
     assert not torch.equal(ours, images)
 
 
+def test_road_imputation_of_views_and_of_a_single_pixel():
+    """A transposed view (strides not in row-major order) is imputed, not returned as given; one removed
+    pixel is the 1 × 1 system, solved as grad-cam solves it."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randn((2, 3, SIZE, SIZE), generator=gen).transpose(2, 3)
+    removed = torch.rand((2, SIZE, SIZE), generator=gen) < 0.3
+    removed[1] = False
+    removed[1, 3, 5] = True
+    ours = road_impute(images, removed, noise=0.0)
+    imputer = NoisyLinearImputer(noise=0.0)
+    theirs = torch.stack([imputer(images[i].contiguous(), (~removed[i]).float()) for i in range(2)])
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours[0], images[0]) and not torch.equal(ours[1, :, 3, 5], images[1, :, 3, 5])
+    assert torch.equal(
+        ours[removed.unsqueeze(1).expand_as(ours).logical_not()], images[~removed.unsqueeze(1).expand_as(images)]
+    )
+
+
 def test_road_morf_agrees_with_quantus_road():
     """Quantus's ROAD records whether the prediction still equals the target after removing the
     top p % of the map; the MoRF curve's target probability above 0.5 is the same event. (Quantus
