@@ -213,8 +213,8 @@ def _imputation_system(keep: np.ndarray, image: np.ndarray):
     removed pixel (``A`` in CSC form, ``b`` of shape ``(n_removed, C)``).
 
     Hand-written because grad-cam's ``NoisyLinearImputer.setup_sparse_system`` fills a ``lil_matrix``
-    entry by entry: 3.5 of the 6 ms an imputation took at 64 px, about 30 s of the demo's 7 interpret
-    runs. This builds the same matrix from coordinate arrays, with grad-cam's neighbour weights and
+    entry by entry, more than half of an imputation's time at 64 px (the demo's 7 interpret runs took
+    118 s with it, 91 s with this). This builds the same matrix from coordinate arrays, with grad-cam's neighbour weights and
     offsets taken in grad-cam's order, so the right-hand side and the diagonal are summed in the same
     order; ``tests/explain/test_road_quantus.py`` checks that the imputed images are equal bit for bit.
 
