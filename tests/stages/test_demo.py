@@ -164,7 +164,7 @@ def test_the_demo_trains_the_resnets_from_zeroed_residual_branches_and_keeps_the
         assert c.optim.select_metric == "val_auc"
         assert c.model.zero_init_residual is (name in resnets)
         assert c.optim.lr == (2e-3 if name in resnets else 1e-3)
-    assert configs["deit_tiny"].model.patch_size == 8
+    assert configs["deit_tiny"].model.patch_size == 8 and configs["deit_tiny"].optim.epochs == 24
     # a --config YAML replaces the demo's per-variant settings: plain ResNet-50 as the YAML says
     yaml_cfg = DemoConfig(data_dir=str(tmp_path), config_file="experiments/demo.yaml")
     plain = variant_config(yaml_cfg, "resnet50", dict(DEMO_TRAIN_DEFAULTS), experiment="e")
