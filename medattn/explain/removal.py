@@ -214,15 +214,16 @@ def _imputation_system(keep: np.ndarray, image: np.ndarray):
 
     Hand-written because grad-cam's ``NoisyLinearImputer.setup_sparse_system`` fills a ``lil_matrix``
     entry by entry, more than half of an imputation's time at 64 px (the demo's 7 interpret runs took
-    118 s with it, 91 s with this). This builds the same matrix from coordinate arrays, with grad-cam's neighbour weights and
-    offsets taken in grad-cam's order, so the right-hand side and the diagonal are summed in the same
-    order; ``tests/explain/test_road_quantus.py`` checks that the imputed images are equal bit for bit.
+    118 s with it, 91 s with this). This builds the same matrix from coordinate arrays, with
+    grad-cam's neighbour weights and offsets taken in grad-cam's order, so the right-hand side and the
+    diagonal are summed in the same order; ``tests/explain/test_road_quantus.py`` checks that the
+    imputed images are equal bit for bit.
 
     Args:
         keep: ``(H, W)`` float, 1 where the pixel is kept, 0 where it is removed.
         image: ``(C, H, W)`` float32.
     """
-    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights  # noqa: PLC0415
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights  # noqa: PLC0415 (heavy: cv2)
     from scipy.sparse import coo_matrix  # noqa: PLC0415
 
     known = keep.reshape(-1) > 0.5
